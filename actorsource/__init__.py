@@ -1,0 +1,82 @@
+"""actorsource: event-sourced actors for Python microservices, with NATS JetStream mailboxes.
+
+An actor is a decorated class. Its mailbox is a durable JetStream consumer; every event it
+accepts is written to its own SQLite journal before it is acknowledged; its state is a fold
+of that journal, checkpointed by snapshots and recovered by replay::
+
+    @actor("accounts", subjects=["bank.>"])
+    class Accounts:
+        balances: dict[str, int]
+
+        def __init__(self) -> None:
+            self.balances = {}
+
+        @handles(Deposited)
+        def deposited(self, event: Deposited) -> None:
+            self.balances[event.account] = self.balances.get(event.account, 0) + event.amount
+"""
+
+from ._actor import ActorDefinition, Context, actor, definition_of, handles
+from ._connection import NatsOptions
+from ._errors import (
+    ActorCrashed,
+    ActorDefinitionError,
+    ActorsourceError,
+    EventCodecError,
+    InvalidNameError,
+    JournalClosedError,
+    JournalCorruptError,
+    JournalError,
+    JournalLockedError,
+    MailboxError,
+    NatsServerError,
+    SnapshotError,
+    StreamMismatchError,
+    UnknownEventTypeError,
+)
+from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry, encode_event, event
+from ._journal import DeadLetter, SQLiteJournal
+from ._runner import ActorRunner, ActorStats, ActorStatus, RecoveryReport, journal_path
+from ._runtime import Worker, run_worker
+from ._snapshots import SnapshotPolicy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EVENT_TYPE_HEADER",
+    "MSG_ID_HEADER",
+    "ActorCrashed",
+    "ActorDefinition",
+    "ActorDefinitionError",
+    "ActorRunner",
+    "ActorStats",
+    "ActorStatus",
+    "ActorsourceError",
+    "Context",
+    "DeadLetter",
+    "EventCodecError",
+    "InvalidNameError",
+    "JournalClosedError",
+    "JournalCorruptError",
+    "JournalEntry",
+    "JournalError",
+    "JournalLockedError",
+    "MailboxError",
+    "NatsOptions",
+    "NatsServerError",
+    "RecoveryReport",
+    "SQLiteJournal",
+    "SnapshotError",
+    "SnapshotPolicy",
+    "StreamMismatchError",
+    "UnknownEventTypeError",
+    "Worker",
+    "__version__",
+    "actor",
+    "definition_of",
+    "encode_event",
+    "event",
+    "handles",
+    "journal_path",
+    "run_worker",
+]

@@ -1,0 +1,143 @@
+"""NATS connection options and the connection itself, with its callbacks wired to the logs."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+
+from ._errors import MailboxError
+
+__all__ = ["NatsOptions", "connect"]
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+@dataclass(frozen=True)
+class NatsOptions:
+    """How to reach NATS. Every credential form nats-py supports passes through.
+
+    ``servers`` defaults to ``$NATS_URL``, else ``nats://127.0.0.1:4222``. ``tls`` may be an
+    ``ssl.SSLContext``; ``tls_ca``/``tls_cert``/``tls_key`` build one from PEM files.
+    ``extra`` is passed to :func:`nats.connect` as is, for anything not named here.
+    """
+
+    servers: tuple[str, ...] = ()
+    name: str | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    credentials: str | None = None
+    nkeys_seed: str | None = None
+    tls: ssl.SSLContext | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    connect_timeout: float = 2.0
+    max_reconnect_attempts: int = -1
+    reconnect_time_wait: float = 0.5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def urls(self) -> list[str]:
+        """The server URLs to try, from the options or the environment."""
+        if self.servers:
+            return list(self.servers)
+        return [os.environ.get("NATS_URL") or DEFAULT_URL]
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context to use, if any."""
+        if self.tls is not None:
+            return self.tls
+        if not (self.tls_ca or self.tls_cert):
+            return None
+        ctx = ssl.create_default_context(cafile=self.tls_ca)
+        if self.tls_cert:
+            ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        return ctx
+
+
+async def connect(
+    options: NatsOptions,
+    *,
+    log: structlog.stdlib.BoundLogger,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+) -> NATS:
+    """Connect to NATS; failures raise MailboxError naming the URLs tried.
+
+    Connection events (disconnect, reconnect, errors) are logged instead of printed, and
+    ``on_reconnect`` runs after every reconnect (the mailboxes re-issue their pull requests).
+    """
+
+    errors: list[Exception] = []
+
+    async def error_cb(exc: Exception) -> None:
+        if not nc.is_connected:
+            errors.append(exc)
+            return
+        log.warning("nats error", error=repr(exc))
+
+    async def disconnected_cb() -> None:
+        log.warning("nats disconnected")
+
+    async def reconnected_cb() -> None:
+        log.info("nats reconnected", url=str(nc.connected_url.geturl() if nc.connected_url else ""))
+        if on_reconnect is not None:
+            await on_reconnect()
+
+    kwargs: dict[str, Any] = {
+        "servers": options.urls(),
+        "name": options.name,
+        "connect_timeout": options.connect_timeout,
+        # nats-py retries a failing *first* connect forever when this is negative: bound it,
+        # then switch to the configured policy once connected.
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": options.reconnect_time_wait,
+        "allow_reconnect": True,
+        "error_cb": error_cb,
+        "disconnected_cb": disconnected_cb,
+        "reconnected_cb": reconnected_cb,
+    }
+    if options.user is not None:
+        kwargs["user"] = options.user
+        kwargs["password"] = options.password
+    if options.token is not None:
+        kwargs["token"] = options.token
+    if options.credentials is not None:
+        kwargs["user_credentials"] = str(Path(options.credentials))
+    if options.nkeys_seed is not None:
+        kwargs["nkeys_seed"] = options.nkeys_seed
+    tls = options.ssl_context()
+    if tls is not None:
+        kwargs["tls"] = tls
+    kwargs.update(options.extra)
+    nc = NATS()
+    try:
+        await nc.connect(**kwargs)
+    except (nats.errors.Error, OSError, ssl.SSLError, TimeoutError) as exc:
+        try:
+            await nc.close()
+        except Exception:
+            pass
+        cause = errors[-1] if errors else exc
+        raise MailboxError(
+            f"cannot connect to NATS at {', '.join(options.urls())}: {_describe(cause)}"
+        ) from exc
+    nc.options["max_reconnect_attempts"] = options.max_reconnect_attempts
+    return nc
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, nats.errors.NoServersError | ConnectionRefusedError):
+        return "no server answered (is nats-server running? or use `actorsource run --embedded`)"
+    if "authorization" in text.lower():
+        return f"the server refused the credentials ({text})"
+    return text

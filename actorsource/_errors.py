@@ -1,0 +1,116 @@
+"""The exception tree of actorsource.
+
+Every error raised by the library derives from :class:`ActorsourceError`; where a stdlib base
+says something useful it is added as a second base, so ``except TypeError`` still catches a
+decorator mistake. Errors from nats-py and sqlite3 are translated at the boundary with
+``raise ... from exc`` and never swallowed. Context travels as attributes (``actor``,
+``path``, ``pos``, ``subject``), not only in the message::
+
+    ActorsourceError
+    ├── ActorDefinitionError (TypeError)     a decorator or class is used wrongly
+    ├── InvalidNameError (ValueError)        a name or subject token is not allowed
+    ├── EventCodecError (ValueError)         a payload cannot be encoded or decoded
+    │   └── UnknownEventTypeError            no event class is registered for a type name
+    ├── JournalError                         the SQLite journal failed or is unusable
+    │   ├── JournalLockedError               another process holds the journal
+    │   ├── JournalClosedError               the journal was used after aclose()
+    │   └── JournalCorruptError              the file fails its checks
+    ├── SnapshotError                        a snapshot cannot be written or restored
+    ├── MailboxError                         the JetStream side failed
+    │   └── StreamMismatchError              the stream is not the history the journal knows
+    ├── NatsServerError                      an embedded/test nats-server cannot start
+    └── ActorCrashed                         an actor stopped on an unexpected error
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "ActorCrashed",
+    "ActorDefinitionError",
+    "ActorsourceError",
+    "EventCodecError",
+    "InvalidNameError",
+    "JournalClosedError",
+    "JournalCorruptError",
+    "JournalError",
+    "JournalLockedError",
+    "MailboxError",
+    "NatsServerError",
+    "SnapshotError",
+    "StreamMismatchError",
+    "UnknownEventTypeError",
+]
+
+
+class ActorsourceError(Exception):
+    """The root of every error raised by actorsource."""
+
+
+class ActorDefinitionError(ActorsourceError, TypeError):
+    """An actor class, handler or event type is declared wrongly; raised at definition time."""
+
+
+class InvalidNameError(ActorsourceError, ValueError):
+    """An actor name, stream name or subject is not valid where it is used."""
+
+
+class EventCodecError(ActorsourceError, ValueError):
+    """A payload could not be encoded or decoded into its event type."""
+
+    def __init__(self, message: str, *, type_name: str | None = None) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+
+class UnknownEventTypeError(EventCodecError):
+    """A message names an event type that the actor does not know."""
+
+
+class JournalError(ActorsourceError):
+    """The SQLite journal failed; the batch in hand was not committed and not acknowledged."""
+
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class JournalLockedError(JournalError):
+    """Another process (or another open journal in this one) already writes this journal."""
+
+
+class JournalClosedError(JournalError):
+    """The journal was used after it was closed."""
+
+
+class JournalCorruptError(JournalError):
+    """The journal file fails its integrity or schema checks; nothing was acknowledged."""
+
+
+class SnapshotError(ActorsourceError):
+    """A snapshot could not be taken or restored."""
+
+
+class MailboxError(ActorsourceError):
+    """The JetStream stream or consumer could not be set up or read."""
+
+    def __init__(self, message: str, *, actor: str | None = None) -> None:
+        super().__init__(message)
+        self.actor = actor
+
+
+class StreamMismatchError(MailboxError):
+    """The stream's history is not the one the journal was built from (e.g. re-created)."""
+
+
+class NatsServerError(ActorsourceError):
+    """A nats-server process could not be found or started."""
+
+
+class ActorCrashed(ActorsourceError):
+    """An actor stopped because of an unexpected error; ``__cause__`` holds the error."""
+
+    def __init__(self, message: str, *, actor: str) -> None:
+        super().__init__(message)
+        self.actor = actor

@@ -1,0 +1,533 @@
+"""The SQLite journal: one database file per actor, the actor's source of truth.
+
+It holds every accepted event in application order (``pos`` 1, 2, 3 ...), the JetStream
+position that was consumed up to, snapshots and dead letters. A batch of events, its stream
+position, its dead letters and an optional snapshot are written in ONE transaction
+(``BEGIN IMMEDIATE`` ... ``COMMIT``): either all of it is durable or none of it is, and the
+mailbox acknowledges only after the commit returns.
+
+One writer per journal: opening takes an exclusive ``flock`` on a sidecar ``.lock`` file, held
+until :meth:`SQLiteJournal.aclose` (or process death, when the kernel drops it), so a second
+process fails fast with :class:`JournalLockedError` instead of interleaving writes.
+
+Durability: WAL with ``synchronous=NORMAL`` survives a process crash at any instant (a power
+loss may drop the last commits); pass ``synchronous="FULL"`` to survive power loss too.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+import msgspec
+
+from ._errors import (
+    JournalClosedError,
+    JournalCorruptError,
+    JournalError,
+    JournalLockedError,
+)
+from ._events import JournalEntry
+from ._snapshots import Snapshot, SnapshotInfo, snapshot_checksum
+
+__all__ = ["DeadLetter", "JournalBatch", "SQLiteJournal", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    pos         INTEGER PRIMARY KEY,
+    subject     TEXT    NOT NULL,
+    type        TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    received_at REAL    NOT NULL,
+    stream      TEXT,
+    stream_seq  INTEGER,
+    msg_id      TEXT,
+    headers     BLOB
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream_seq
+    ON events (stream, stream_seq) WHERE stream_seq IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_msg_id
+    ON events (msg_id) WHERE msg_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS positions (
+    stream   TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    pos           INTEGER NOT NULL,
+    model_version INTEGER NOT NULL,
+    codec         TEXT    NOT NULL,
+    checksum      TEXT    NOT NULL,
+    state         BLOB    NOT NULL,
+    created_at    REAL    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream      TEXT,
+    stream_seq  INTEGER,
+    subject     TEXT    NOT NULL,
+    type        TEXT,
+    msg_id      TEXT,
+    headers     BLOB,
+    payload     BLOB    NOT NULL,
+    reason      TEXT    NOT NULL,
+    error       TEXT    NOT NULL,
+    at          REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_stream_seq
+    ON dead_letters (stream, stream_seq) WHERE stream_seq IS NOT NULL;
+"""
+
+_headers_encoder = msgspec.json.Encoder()
+_headers_decoder = msgspec.json.Decoder(dict[str, str])
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message the actor refused (undecodable, unknown type, failing handler), kept as received."""
+
+    subject: str
+    payload: bytes
+    reason: str
+    error: str
+    type: str | None = None
+    stream: str | None = None
+    stream_seq: int | None = None
+    msg_id: str | None = None
+    headers: dict[str, str] | None = None
+    at: float = 0.0
+
+
+@dataclass(slots=True)
+class JournalBatch:
+    """What one transaction writes: events, the stream position reached, dead letters, a snapshot."""
+
+    entries: list[JournalEntry]
+    positions: dict[str, int]
+    dead_letters: list[DeadLetter]
+    snapshot_state: bytes | None = None
+    snapshot_pos: int = 0
+    snapshot_version: int = 0
+    snapshot_codec: str = ""
+    keep_snapshots: int = 3
+
+
+def _entry_row(e: JournalEntry) -> tuple[Any, ...]:
+    return (
+        e.pos,
+        e.subject,
+        e.type,
+        e.payload,
+        e.received_at,
+        e.stream,
+        e.stream_seq,
+        e.msg_id,
+        _headers_encoder.encode(e.headers) if e.headers else None,
+    )
+
+
+def _row_entry(row: sqlite3.Row | tuple[Any, ...]) -> JournalEntry:
+    headers = row[8]
+    return JournalEntry(
+        pos=row[0],
+        subject=row[1],
+        type=row[2],
+        payload=row[3],
+        received_at=row[4],
+        stream=row[5],
+        stream_seq=row[6],
+        msg_id=row[7],
+        headers=_headers_decoder.decode(headers) if headers else {},
+    )
+
+
+_ENTRY_COLUMNS = "pos, subject, type, payload, received_at, stream, stream_seq, msg_id, headers"
+
+
+class SQLiteJournal:
+    """An actor's journal file, opened for writing by exactly one owner.
+
+    Use as ``async with SQLiteJournal(path, actor="accounts") as journal: ...``. The object is
+    single-use: once closed, every call raises :class:`JournalClosedError`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        actor: str,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    ) -> None:
+        self.path = Path(path)
+        self.actor = actor
+        self._synchronous = synchronous
+        self._db: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
+        self._closed = False
+        self.last_pos = 0
+        self.stream_positions: dict[str, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> SQLiteJournal:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Take the single-writer lock, open (or create) the file and check its schema."""
+        if self._closed or self._db is not None:
+            raise JournalClosedError(f"journal {self.path} is single-use", path=self.path)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_fd = _take_lock(self.path)
+        try:
+            if not self.path.exists():
+                # Created owner-only up front: SQLite gives the -wal/-shm files the same mode.
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._prepare()
+        except BaseException:
+            await self._release()
+            raise
+
+    async def aclose(self) -> None:
+        """Close the database and release the lock. Idempotent and safe under cancellation."""
+        self._closed = True
+        await self._release()
+
+    async def _release(self) -> None:
+        import anyio
+
+        with anyio.CancelScope(shield=True):
+            db, self._db = self._db, None
+            if db is not None:
+                try:
+                    await db.close()
+                except (sqlite3.Error, ValueError):
+                    pass
+            fd, self._lock_fd = self._lock_fd, None
+            if fd is not None:
+                os.close(fd)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` was called."""
+        return self._closed
+
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise JournalClosedError(f"journal {self.path} is closed", path=self.path)
+        return self._db
+
+    async def _prepare(self) -> None:
+        db = self._conn()
+        try:
+            version = await self._scalar("PRAGMA user_version")
+            mode = await self._scalar("PRAGMA journal_mode=WAL")
+            if str(mode).lower() != "wal":
+                raise JournalError(
+                    f"cannot put {self.path} in WAL mode (got {mode})", path=self.path
+                )
+            await db.execute(f"PRAGMA synchronous={self._synchronous}")
+            if version == 0:
+                await db.executescript(
+                    "BEGIN IMMEDIATE;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                )
+                await db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('actor', ?), ('created_at', ?)",
+                    (self.actor, repr(time.time())),
+                )
+            elif version > SCHEMA_VERSION:
+                raise JournalError(
+                    f"{self.path} has journal schema {version}, newer than this actorsource "
+                    f"({SCHEMA_VERSION}): upgrade actorsource",
+                    path=self.path,
+                )
+            owner = await self._scalar("SELECT value FROM meta WHERE key = 'actor'")
+            if owner != self.actor:
+                raise JournalError(
+                    f"{self.path} is the journal of actor {owner!r}, not {self.actor!r}",
+                    path=self.path,
+                )
+            self.last_pos = int(await self._scalar("SELECT coalesce(max(pos), 0) FROM events"))
+            async with db.execute("SELECT stream, last_seq FROM positions") as cur:
+                self.stream_positions = {row[0]: row[1] for row in await cur.fetchall()}
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise JournalLockedError(f"{self.path} is locked: {exc}", path=self.path) from exc
+            raise JournalCorruptError(
+                f"{self.path} is not a usable actorsource journal: {exc}", path=self.path
+            ) from exc
+
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._conn().execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return None if row is None else row[0]
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def append(self, batch: JournalBatch) -> None:
+        """Write a batch in one transaction; on any error nothing of it is stored.
+
+        Entries must continue the journal: their ``pos`` run from ``last_pos + 1`` upwards.
+        """
+        db = self._conn()
+        expected = self.last_pos + 1
+        for i, entry in enumerate(batch.entries):
+            if entry.pos != expected + i:
+                raise JournalError(
+                    f"batch for {self.path} does not continue the journal: entry {i} has pos "
+                    f"{entry.pos}, expected {expected + i}",
+                    path=self.path,
+                )
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                if batch.entries:
+                    await db.executemany(
+                        f"INSERT INTO events ({_ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                        [_entry_row(e) for e in batch.entries],
+                    )
+                if batch.positions:
+                    await db.executemany(
+                        "INSERT INTO positions (stream, last_seq) VALUES (?, ?) "
+                        "ON CONFLICT (stream) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                        list(batch.positions.items()),
+                    )
+                if batch.dead_letters:
+                    await db.executemany(
+                        "INSERT INTO dead_letters (stream, stream_seq, subject, type, msg_id, "
+                        "headers, payload, reason, error, at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        [
+                            (
+                                d.stream,
+                                d.stream_seq,
+                                d.subject,
+                                d.type,
+                                d.msg_id,
+                                _headers_encoder.encode(d.headers) if d.headers else None,
+                                d.payload,
+                                d.reason,
+                                d.error,
+                                d.at or time.time(),
+                            )
+                            for d in batch.dead_letters
+                        ],
+                    )
+                if batch.snapshot_state is not None:
+                    await self._insert_snapshot(batch)
+                await db.execute("COMMIT")
+            except BaseException:
+                import anyio
+
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
+        except sqlite3.Error as exc:
+            raise JournalError(
+                f"cannot commit a batch to {self.path}: {exc}", path=self.path
+            ) from exc
+        if batch.entries:
+            self.last_pos = batch.entries[-1].pos
+        for stream, seq in batch.positions.items():
+            self.stream_positions[stream] = max(seq, self.stream_positions.get(stream, 0))
+
+    async def _insert_snapshot(self, batch: JournalBatch) -> None:
+        db = self._conn()
+        assert batch.snapshot_state is not None
+        checksum = snapshot_checksum(
+            batch.snapshot_version, batch.snapshot_pos, batch.snapshot_codec, batch.snapshot_state
+        )
+        await db.execute(
+            "INSERT INTO snapshots (pos, model_version, codec, checksum, state, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                batch.snapshot_pos,
+                batch.snapshot_version,
+                batch.snapshot_codec,
+                checksum,
+                batch.snapshot_state,
+                time.time(),
+            ),
+        )
+        await db.execute(
+            "DELETE FROM snapshots WHERE id NOT IN "
+            "(SELECT id FROM snapshots ORDER BY pos DESC, id DESC LIMIT ?)",
+            (batch.keep_snapshots,),
+        )
+
+    async def save_snapshot(
+        self, *, pos: int, model_version: int, codec: str, state: bytes, keep: int
+    ) -> None:
+        """Store a snapshot on its own (no events) and prune to the newest ``keep``."""
+        await self.append(
+            JournalBatch(
+                entries=[],
+                positions={},
+                dead_letters=[],
+                snapshot_state=state,
+                snapshot_pos=pos,
+                snapshot_version=model_version,
+                snapshot_codec=codec,
+                keep_snapshots=keep,
+            )
+        )
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def known(
+        self, stream: str, seqs: Iterable[int], msg_ids: Iterable[str]
+    ) -> tuple[set[int], set[str]]:
+        """Which of these stream sequences and message ids the journal already holds.
+
+        A sequence counts when it was journaled or dead-lettered; a message id when it was
+        journaled (ids are kept for good, so a duplicate is caught even outside JetStream's
+        own deduplication window).
+        """
+        seq_list = list(seqs)
+        id_list = list(msg_ids)
+        found_seqs: set[int] = set()
+        found_ids: set[str] = set()
+        db = self._conn()
+        try:
+            for i in range(0, len(seq_list), 500):
+                part = seq_list[i : i + 500]
+                marks = ",".join("?" * len(part))
+                async with db.execute(
+                    f"SELECT stream_seq FROM events WHERE stream = ? AND stream_seq IN ({marks}) "
+                    f"UNION SELECT stream_seq FROM dead_letters "
+                    f"WHERE stream = ? AND stream_seq IN ({marks})",
+                    (stream, *part, stream, *part),
+                ) as cur:
+                    found_seqs.update(r[0] for r in await cur.fetchall())
+            for i in range(0, len(id_list), 500):
+                part_ids = id_list[i : i + 500]
+                marks = ",".join("?" * len(part_ids))
+                async with db.execute(
+                    f"SELECT msg_id FROM events WHERE msg_id IN ({marks})", part_ids
+                ) as cur:
+                    found_ids.update(r[0] for r in await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read {self.path}: {exc}", path=self.path) from exc
+        return found_seqs, found_ids
+
+    async def entries(
+        self, after: int = 0, *, chunk: int = 2_000
+    ) -> AsyncIterator[list[JournalEntry]]:
+        """Yield the entries with ``pos > after`` in order, ``chunk`` at a time (constant memory)."""
+        db = self._conn()
+        pos = after
+        try:
+            while True:
+                async with db.execute(
+                    f"SELECT {_ENTRY_COLUMNS} FROM events WHERE pos > ? ORDER BY pos LIMIT ?",
+                    (pos, chunk),
+                ) as cur:
+                    rows = await cur.fetchall()
+                if not rows:
+                    return
+                batch = [_row_entry(r) for r in rows]
+                pos = batch[-1].pos
+                yield batch
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read {self.path}: {exc}", path=self.path) from exc
+
+    async def count(self) -> int:
+        """How many events the journal holds."""
+        return int(await self._scalar("SELECT count(*) FROM events"))
+
+    async def snapshots(self) -> list[SnapshotInfo]:
+        """Every stored snapshot's metadata (not its state), newest first (position, then id)."""
+        async with self._conn().execute(
+            "SELECT id, pos, model_version, codec, length(state), created_at FROM snapshots "
+            "ORDER BY pos DESC, id DESC"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [SnapshotInfo(*row) for row in rows]
+
+    async def read_snapshot(self, snapshot_id: int) -> Snapshot | None:
+        """One snapshot with its state bytes, or None if it was pruned meanwhile."""
+        async with self._conn().execute(
+            "SELECT id, pos, model_version, codec, checksum, state, created_at FROM snapshots "
+            "WHERE id = ?",
+            (snapshot_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else Snapshot(*row)
+
+    async def delete_snapshots(self) -> int:
+        """Delete every snapshot; returns how many there were. The state is unaffected."""
+        async with self._conn().execute("DELETE FROM snapshots") as cur:
+            return int(cur.rowcount)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Every dead letter, oldest first."""
+        async with self._conn().execute(
+            "SELECT subject, payload, reason, error, type, stream, stream_seq, msg_id, headers, at "
+            "FROM dead_letters ORDER BY id"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            DeadLetter(
+                subject=r[0],
+                payload=r[1],
+                reason=r[2],
+                error=r[3],
+                type=r[4],
+                stream=r[5],
+                stream_seq=r[6],
+                msg_id=r[7],
+                headers=_headers_decoder.decode(r[8]) if r[8] else None,
+                at=r[9],
+            )
+            for r in rows
+        ]
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one SQL statement on the journal (tests and tools); returns every row."""
+        async with self._conn().execute(sql, params) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
+
+
+def _take_lock(path: Path) -> int:
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = ""
+        try:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        except OSError:
+            pass
+        os.close(fd)
+        raise JournalLockedError(
+            f"journal {path} is already open for writing"
+            + (f" by process {holder}" if holder else "")
+            + ": only one worker may host an actor per data directory",
+            path=path,
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd

@@ -1,0 +1,163 @@
+"""The worker: one NATS connection, many actors, one task group, supervision, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import anyio
+import anyio.abc
+import structlog
+from nats.aio.client import Client as NATS
+
+from ._actor import ActorDefinition, definition_of
+from ._connection import NatsOptions, connect
+from ._errors import ActorDefinitionError, JournalLockedError
+from ._log import get_logger
+from ._runner import ActorRunner
+
+__all__ = ["Worker", "run_worker"]
+
+
+class Worker:
+    """Hosts several actors in one process over one NATS connection.
+
+    Each actor gets its own journal (under ``data_dir``), consumer and task. An actor that
+    fails is restarted with exponential backoff (``restart_backoff`` = (first, max) seconds)
+    while the others keep running; a journal held by another process is not retried, since
+    that is a deployment error. :meth:`stop` makes every actor finish its batch in hand,
+    write a final snapshot and close.
+    """
+
+    def __init__(
+        self,
+        actors: Sequence[type],
+        *,
+        nats: NatsOptions | None = None,
+        data_dir: str | os.PathLike[str] = "data",
+        restart_backoff: tuple[float, float] = (0.5, 30.0),
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        name: str | None = None,
+    ) -> None:
+        definitions = [definition_of(a) for a in actors]
+        names = [d.name for d in definitions]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ActorDefinitionError(f"a worker cannot host two actors named {duplicates}")
+        self.definitions: tuple[ActorDefinition, ...] = tuple(definitions)
+        self.nats_options = nats or NatsOptions()
+        self.data_dir = Path(data_dir)
+        self.name = name or f"worker-{os.getpid()}"
+        self._backoff = restart_backoff
+        self._synchronous = synchronous
+        self.log = get_logger(worker=self.name)
+        self.runners: dict[str, ActorRunner] = {}
+        self.restarts: dict[str, int] = dict.fromkeys(names, 0)
+        self.nc: NATS | None = None
+        self._stopping = False
+        self._sleep_scopes: set[anyio.CancelScope] = set()
+        self.ready = anyio.Event()
+        self._ready_names: set[str] = set()
+
+    def stop(self) -> None:
+        """Ask every actor to stop gracefully; :meth:`run` returns once they have."""
+        self._stopping = True
+        for runner in list(self.runners.values()):
+            runner.stop()
+        for scope in list(self._sleep_scopes):
+            scope.cancel()
+
+    async def _reset_mailboxes(self) -> None:
+        for runner in list(self.runners.values()):
+            if runner.mailbox is not None:
+                runner.mailbox.reset_credit()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Connect, host every actor until :meth:`stop`, then close the connection."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        nc = await connect(
+            NatsOptions(
+                **{**self.nats_options.__dict__, "name": self.nats_options.name or self.name}
+            ),
+            log=self.log,
+            on_reconnect=self._reset_mailboxes,
+        )
+        self.nc = nc
+        try:
+            async with anyio.create_task_group() as tg:
+                for definition in self.definitions:
+                    tg.start_soon(self._supervise, definition, nc)
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await nc.drain()
+                except Exception:
+                    await nc.close()
+
+    def _on_ready(self, runner: ActorRunner) -> None:
+        self._ready_names.add(runner.name)
+        if len(self._ready_names) == len(self.definitions):
+            self.ready.set()
+
+    async def _supervise(self, definition: ActorDefinition, nc: NATS) -> None:
+        first, most = self._backoff
+        delay = first
+        log = self.log.bind(actor=definition.name)
+        while not self._stopping:
+            runner = ActorRunner(
+                definition,
+                nc,
+                data_dir=self.data_dir,
+                synchronous=self._synchronous,
+                log=log,
+                on_ready=self._on_ready,
+            )
+            self.runners[definition.name] = runner
+            started = time.monotonic()
+            try:
+                await runner.run()
+                return
+            except JournalLockedError as exc:
+                log.error("actor not started: journal locked", error=str(exc))
+                raise
+            except Exception as exc:
+                if time.monotonic() - started > 60:
+                    delay = first
+                self.restarts[definition.name] += 1
+                log.error(
+                    "actor failed; restarting",
+                    error=repr(exc),
+                    restart=self.restarts[definition.name],
+                    backoff=round(delay, 2),
+                )
+            with anyio.CancelScope() as scope:
+                self._sleep_scopes.add(scope)
+                try:
+                    await anyio.sleep(delay)
+                finally:
+                    self._sleep_scopes.discard(scope)
+            delay = min(delay * 2, most)
+
+
+async def run_worker(worker: Worker, *, log: structlog.stdlib.BoundLogger | None = None) -> None:
+    """Run ``worker`` until SIGINT or SIGTERM, then stop it gracefully."""
+    log = log or worker.log
+    async with anyio.create_task_group() as tg:
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("stopping on signal", signal=signal.Signals(signum).name)
+                    worker.stop()
+                    return
+
+        tg.start_soon(watch_signals)
+        await worker.run()
+        tg.cancel_scope.cancel()

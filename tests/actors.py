@@ -1,0 +1,49 @@
+"""Small actors used across the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from actorsource import Context, actor, handles
+
+
+@dataclass
+class Added:
+    key: str
+    amount: int
+
+
+@dataclass
+class Boom:
+    key: str
+
+
+@actor("counter", subjects=["count.>"], snapshot_every=10, keep_snapshots=3)
+class Counter:
+    """Sums amounts per key and remembers the order it saw them in."""
+
+    totals: dict[str, int]
+    order: list[int]
+
+    def __init__(self) -> None:
+        self.totals = {}
+        self.order = []
+
+    @handles(Added)
+    def added(self, event: Added, ctx: Context) -> None:
+        self.totals[event.key] = self.totals.get(event.key, 0) + event.amount
+        self.order.append(event.amount)
+
+    @handles(Boom)
+    def boom(self, event: Boom) -> None:
+        # Changes state, then fails: the runtime must not keep the half-applied change.
+        self.totals[event.key] = self.totals.get(event.key, 0) + 1_000_000
+        raise RuntimeError(f"boom on {event.key}")
+
+
+def expected_totals(events: list[Added]) -> dict[str, int]:
+    """An independent fold of exactly what was published."""
+    totals: dict[str, int] = {}
+    for e in events:
+        totals[e.key] = totals.get(e.key, 0) + e.amount
+    return totals

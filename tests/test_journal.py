@@ -1,0 +1,180 @@
+"""Contract tests of the SQLite journal: atomic batches, replay ranges, dedup, snapshots, locks."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from actorsource import JournalEntry, JournalError, JournalLockedError, SQLiteJournal
+from actorsource._journal import DeadLetter, JournalBatch
+
+
+def _entry(pos: int, seq: int | None = None, msg_id: str | None = None) -> JournalEntry:
+    return JournalEntry(
+        pos=pos,
+        subject=f"s.{pos}",
+        type="T",
+        payload=b'{"n":%d}' % pos,
+        received_at=1.0,
+        stream="S" if seq is not None else None,
+        stream_seq=seq,
+        msg_id=msg_id,
+        headers={"h": str(pos)},
+    )
+
+
+def _batch(entries: list[JournalEntry], **kw: object) -> JournalBatch:
+    seqs = [e.stream_seq for e in entries if e.stream_seq is not None]
+    return JournalBatch(
+        entries=entries,
+        positions={"S": max(seqs)} if seqs else {},
+        dead_letters=[],
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def _all(journal: SQLiteJournal, after: int = 0, chunk: int = 2) -> list[JournalEntry]:
+    out: list[JournalEntry] = []
+    async for part in journal.entries(after, chunk=chunk):
+        out.extend(part)
+    return out
+
+
+async def test_appended_entries_read_back_in_order_with_every_field(tmp_path: Path) -> None:
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        entries = [_entry(1, 10, "x"), _entry(2, 11), _entry(3)]
+        await j.append(_batch(entries))
+        assert await _all(j) == entries
+        assert j.last_pos == 3
+        assert j.stream_positions == {"S": 11}
+
+
+async def test_reading_from_a_position_returns_only_later_entries(tmp_path: Path) -> None:
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        await j.append(_batch([_entry(p, p) for p in range(1, 8)]))
+        assert [e.pos for e in await _all(j, after=4, chunk=2)] == [5, 6, 7]
+        assert await _all(j, after=7) == []
+
+
+async def test_a_batch_that_does_not_continue_the_journal_is_refused(tmp_path: Path) -> None:
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        await j.append(_batch([_entry(1, 1)]))
+        with pytest.raises(JournalError, match="does not continue"):
+            await j.append(_batch([_entry(3, 3)]))
+        assert j.last_pos == 1
+
+
+async def test_a_failing_batch_stores_nothing_of_itself(tmp_path: Path) -> None:
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        await j.append(_batch([_entry(1, 1, "dup")]))
+        # Entry 3 repeats a message id: the unique index fails the whole transaction.
+        with pytest.raises(JournalError):
+            await j.append(_batch([_entry(2, 2), _entry(3, 3, "dup")]))
+        assert [e.pos for e in await _all(j)] == [1]
+        assert j.last_pos == 1
+        assert j.stream_positions == {"S": 1}
+        await j.append(_batch([_entry(2, 2)]))
+        assert j.last_pos == 2
+
+
+async def test_known_finds_journaled_and_dead_lettered_sequences_and_message_ids(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        batch = _batch([_entry(1, 5, "m5"), _entry(2, 6)])
+        batch.dead_letters.append(
+            DeadLetter(subject="s", payload=b"?", reason="undecodable", error="e", stream="S", stream_seq=7)
+        )
+        await j.append(batch)
+        seqs, ids = await j.known("S", [4, 5, 6, 7, 8], ["m5", "m6"])
+        assert seqs == {5, 6, 7}
+        assert ids == {"m5"}
+        assert (await j.known("OTHER", [5], []))[0] == set()
+
+
+async def test_snapshots_are_listed_newest_first_and_pruned_to_keep(tmp_path: Path) -> None:
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        for pos in range(1, 6):
+            await j.append(_batch([_entry(pos, pos)]))
+            await j.save_snapshot(pos=pos, model_version=1, codec="c", state=b"{}", keep=2)
+        infos = await j.snapshots()
+        assert [s.pos for s in infos] == [5, 4]
+        snap = await j.read_snapshot(infos[0].id)
+        assert snap is not None and snap.verifies()
+
+
+async def test_the_journal_survives_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    async with SQLiteJournal(path, actor="a") as j:
+        await j.append(_batch([_entry(1, 1), _entry(2, 2)]))
+    async with SQLiteJournal(path, actor="a") as j:
+        assert j.last_pos == 2
+        assert j.stream_positions == {"S": 2}
+        assert len(await _all(j)) == 2
+
+
+async def test_another_actors_journal_is_refused(tmp_path: Path) -> None:
+    async with SQLiteJournal(tmp_path / "a.db", actor="a"):
+        pass
+    with pytest.raises(JournalError, match="journal of actor 'a'"):
+        async with SQLiteJournal(tmp_path / "a.db", actor="b"):
+            pass
+
+
+async def test_a_second_open_in_the_same_process_fails_fast(tmp_path: Path) -> None:
+    async with SQLiteJournal(tmp_path / "a.db", actor="a"):
+        with pytest.raises(JournalLockedError, match="already open"):
+            async with SQLiteJournal(tmp_path / "a.db", actor="a"):
+                pass
+
+
+async def test_a_second_process_on_the_same_journal_fails_fast_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    script = textwrap.dedent(
+        f"""
+        import anyio
+        from actorsource import SQLiteJournal, JournalLockedError
+        async def main():
+            try:
+                async with SQLiteJournal({str(path)!r}, actor="a"):
+                    print("OPENED")
+            except JournalLockedError as exc:
+                print("LOCKED", exc)
+        anyio.run(main)
+        """
+    )
+    async with SQLiteJournal(path, actor="a"):
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+        )
+    assert out.stdout.startswith("LOCKED")
+    assert f"by process {os.getpid()}" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.startswith("OPENED")
+
+
+async def test_journal_files_are_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "a.db"
+    async with SQLiteJournal(path, actor="a") as j:
+        await j.append(_batch([_entry(1, 1)]))
+        for p in (path, Path(str(path) + "-wal"), Path(str(path) + ".lock")):
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+async def test_a_file_that_is_not_a_journal_is_refused_with_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(JournalError, match=str(path)):
+        async with SQLiteJournal(path, actor="a"):
+            pass

@@ -1,0 +1,123 @@
+"""Recovery: newest valid snapshot + later journal entries, and nothing else."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from actors import Added, Counter, expected_totals
+
+from actorsource import Context, actor, handles
+from actorsource.testing import ActorKit
+
+
+async def _publish(kit: ActorKit, events: list[Added]) -> None:
+    for e in events:
+        await kit.publish(f"count.{e.key}", e)
+
+
+def _events(n: int, start: int = 0) -> list[Added]:
+    return [Added(f"k{i % 4}", i + 1) for i in range(start, start + n)]
+
+
+def _corrupt_newest_snapshot(path: object) -> int:
+    with sqlite3.connect(str(path)) as db:
+        (snap_id, pos) = db.execute("SELECT id, pos FROM snapshots ORDER BY pos DESC LIMIT 1").fetchone()
+        db.execute("UPDATE snapshots SET state = x'7b7d' WHERE id = ?", (snap_id,))
+    return int(pos)
+
+
+async def test_a_restart_restores_the_newest_snapshot_and_replays_only_the_tail(
+    actor_kit: ActorKit,
+) -> None:
+    events = _events(25)  # snapshot_every=10: snapshots at 10 and 20, tail of 5
+    async with actor_kit.start(Counter) as counter:
+        await _publish(actor_kit, events)
+        await counter.settled()
+        await counter.crash()
+        assert counter.recovery.snapshot_pos == 20
+        assert counter.recovery.replayed == 5
+        assert counter.state.totals == expected_totals(events)
+        assert (await counter.fold()).totals == counter.state.totals
+
+
+async def test_a_graceful_restart_writes_a_final_snapshot_and_replays_nothing(
+    actor_kit: ActorKit,
+) -> None:
+    events = _events(13)
+    async with actor_kit.start(Counter) as counter:
+        await _publish(actor_kit, events)
+        await counter.settled()
+        await counter.restart()
+        assert counter.recovery.snapshot_pos == 13
+        assert counter.recovery.replayed == 0
+        assert counter.state.totals == expected_totals(events)
+
+
+async def test_deleting_every_snapshot_changes_no_recovered_state(actor_kit: ActorKit) -> None:
+    events = _events(37)
+    async with actor_kit.start(Counter) as counter:
+        await _publish(actor_kit, events)
+        await counter.settled()
+        before = counter.state.totals
+        assert await counter.snapshots()
+        await counter.stop()
+        with sqlite3.connect(str(counter.journal_path)) as db:
+            db.execute("DELETE FROM snapshots")
+        await counter.restart()
+        assert counter.recovery.snapshot_pos is None
+        assert counter.recovery.replayed == 37
+        assert counter.state.totals == before == expected_totals(events)
+
+
+async def test_a_corrupt_newest_snapshot_falls_back_to_an_older_one(actor_kit: ActorKit) -> None:
+    events = _events(25)
+    async with actor_kit.start(Counter) as counter:
+        await _publish(actor_kit, events)
+        await counter.settled()
+        await counter.stop()
+        bad_pos = _corrupt_newest_snapshot(counter.journal_path)
+        await counter.restart()
+        assert counter.recovery.skipped == [(bad_pos, "checksum mismatch")]
+        assert counter.recovery.snapshot_pos is not None
+        assert counter.recovery.snapshot_pos < bad_pos
+        assert counter.state.totals == expected_totals(events)
+
+
+async def test_only_the_newest_k_snapshots_are_kept(actor_kit: ActorKit) -> None:
+    async with actor_kit.start(Counter) as counter:
+        await _publish(actor_kit, _events(55))
+        await counter.settled()
+        positions = [s.pos for s in await counter.snapshots()]
+        assert positions == [50, 40, 30]
+
+
+async def test_a_model_version_bump_ignores_old_snapshots_and_rebuilds(actor_kit: ActorKit) -> None:
+    events = _events(24)
+    async with actor_kit.start(Counter) as counter:
+        await _publish(actor_kit, events)
+        await counter.settled()
+
+    @actor("counter", subjects=["count.>"], snapshot_every=10, version=2)
+    class CounterV2:
+        """The new model: totals doubled, and a count of events."""
+
+        doubled: dict[str, int]
+        seen: int
+
+        def __init__(self) -> None:
+            self.doubled = {}
+            self.seen = 0
+
+        @handles(Added)
+        def added(self, event: Added, ctx: Context) -> None:
+            self.doubled[event.key] = self.doubled.get(event.key, 0) + 2 * event.amount
+            self.seen += 1
+
+    async with actor_kit.start(CounterV2) as v2:
+        assert v2.recovery.snapshot_pos is None
+        assert v2.recovery.replayed == 24
+        assert all("model version 1" in why for _, why in v2.recovery.skipped)
+        assert v2.state.doubled == {k: 2 * v for k, v in expected_totals(events).items()}
+        assert v2.state.seen == 24
+        newest = (await v2.snapshots())[0]
+        assert (newest.pos, newest.model_version) == (24, 2)
