@@ -120,23 +120,38 @@ class JetStreamMailbox:
 
     # -- set-up ------------------------------------------------------------------------------
 
-    async def ensure(self) -> str:
-        """Find or create the stream and create or update the durable consumer; returns the stream."""
+    async def ensure(self, start_seq: int = 1) -> str:
+        """Find or create the stream, then (re-)create the durable consumer at ``start_seq``.
+
+        The journal, not the consumer, knows what the actor has consumed: the consumer is
+        re-created on every start to deliver from the journal's position onwards. This keeps
+        delivery in stream order after a crash (messages left unacknowledged would otherwise
+        come back only after ``ack_wait``, behind newer ones) and makes a consumer that was
+        deleted, or that acknowledged more than the journal holds, harmless.
+        """
+        stream = await self.resolve_stream()
         try:
-            stream = await self._ensure_stream()
             config = ConsumerConfig(
                 durable_name=self.durable,
                 ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
                 ack_wait=self._ack_wait,
                 max_ack_pending=self._max_ack_pending,
                 max_deliver=-1,
                 max_waiting=64,
             )
+            if start_seq > 1:
+                config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+                config.opt_start_seq = start_seq
+            else:
+                config.deliver_policy = DeliverPolicy.ALL
             if len(self.subjects) == 1:
                 config.filter_subject = self.subjects[0]
             else:
                 config.filter_subjects = list(self.subjects)
+            try:
+                await self._js.delete_consumer(stream, self.durable)
+            except nats.js.errors.NotFoundError:
+                pass
             await self._js.add_consumer(stream, config=config)
         except nats.js.errors.APIError as exc:
             raise MailboxError(
@@ -150,7 +165,34 @@ class JetStreamMailbox:
             ) from exc
         self.stream = stream
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.durable}"
+        self._buffer.clear()
+        self._credit = 0
         return stream
+
+    async def resolve_stream(self) -> str:
+        """Find the stream that stores the actor's subjects, creating it if there is none."""
+        try:
+            self.stream = await self._ensure_stream()
+        except nats.js.errors.APIError as exc:
+            raise MailboxError(
+                f"cannot set up a stream for {self.durable!r} with subjects "
+                f"{list(self.subjects)}: {exc.description or exc}",
+                actor=self.durable,
+            ) from exc
+        except (nats.errors.Error, OSError) as exc:
+            raise MailboxError(
+                f"cannot reach JetStream to set up {self.durable!r}: {exc!r}", actor=self.durable
+            ) from exc
+        return self.stream
+
+    @property
+    def resolved_stream(self) -> str:
+        """The stream name, once :meth:`resolve_stream` has found it."""
+        if self.stream is None:
+            raise MailboxError(
+                f"the stream of {self.durable!r} is not resolved yet", actor=self.durable
+            )
+        return self.stream
 
     async def _ensure_stream(self) -> str:
         if self.stream is not None:

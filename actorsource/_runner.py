@@ -203,7 +203,8 @@ class ActorRunner:
                     max_batch=self.definition.max_batch,
                     max_ack_pending=self.definition.max_ack_pending,
                 )
-                self.stream = await mailbox.ensure()
+                stream = await mailbox.resolve_stream()
+                self.stream = await mailbox.ensure(self._start_seq(stream))
                 async with mailbox:
                     self.mailbox = mailbox
                     self.status = ActorStatus.RUNNING
@@ -227,6 +228,10 @@ class ActorRunner:
         finally:
             self.mailbox = None
             self._journal = None
+
+    def _start_seq(self, stream: str) -> int:
+        """The first stream sequence the journal has not seen (every one below it is handled)."""
+        return self.journal.stream_positions.get(stream, 0) + 1
 
     @property
     def journal_pos(self) -> int:
@@ -345,8 +350,7 @@ class ActorRunner:
                     self.log.warning("consumer gone, re-creating", reason=str(exc), backoff=backoff)
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-                    await mailbox.ensure()
-                    mailbox.reset_credit()
+                    await mailbox.ensure(self._start_seq(mailbox.resolved_stream))
                     continue
             self._wait_scope = None
             if scope.cancelled_caught:

@@ -223,15 +223,25 @@ class ActorProbe(Generic[S]):
         ``"after_commit"`` or ``"after_ack"``); then :meth:`crashed` waits for it."""
         self._switch.arm(at)
 
-    async def crashed(self, *, timeout: float = 15.0) -> None:
-        """Wait until the armed crash happened, then restart the actor from its journal."""
+    async def crashed(self, *, restart: bool = True, timeout: float = 15.0) -> None:
+        """Wait until the armed crash happened, then (unless ``restart=False``) restart the
+        actor from its journal; a crashed actor that was not restarted starts with :meth:`start`."""
         with anyio.fail_after(timeout):
             await self._ended.wait()
         self._switch.armed = None
         self._raise_if_failed()
+        if restart:
+            await self._launch()
+
+    async def start(self) -> None:
+        """Start the actor again after ``crashed(restart=False)`` or :meth:`stop`."""
+        if self._runner is not None and not self._ended.is_set():
+            raise ActorsourceError(f"actor {self.name!r} is already running")
         await self._launch()
 
-    async def crash(self, at: CrashPoint | None = None, *, timeout: float = 15.0) -> None:
+    async def crash(
+        self, at: CrashPoint | None = None, *, restart: bool = True, timeout: float = 15.0
+    ) -> None:
         """Crash the actor and restart it, as after a ``kill -9``.
 
         With ``at`` the actor dies the next time it reaches that point (so events must be on
@@ -242,7 +252,7 @@ class ActorProbe(Generic[S]):
             self.arm_crash(at)
         elif self._scope is not None:
             self._scope.cancel()
-        await self.crashed(timeout=timeout)
+        await self.crashed(restart=restart, timeout=timeout)
 
     async def restart(self, *, timeout: float = 15.0) -> None:
         """Stop gracefully (final snapshot) and start again, recovering from the journal."""
@@ -310,7 +320,9 @@ class ActorKit:
         return await mailbox.ensure()
 
     @asynccontextmanager
-    async def start(self, actor_cls: type[S], *, ack_wait: float | None = None) -> AsyncIterator[ActorProbe[S]]:
+    async def start(
+        self, actor_cls: type[S], *, ack_wait: float | None = None
+    ) -> AsyncIterator[ActorProbe[S]]:
         """Host ``actor_cls`` until the block ends (then stop it gracefully).
 
         ``ack_wait`` (default: the kit's, 1 s) is short so that messages left unacknowledged
@@ -368,5 +380,7 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
 @pytest_asyncio.fixture
 async def actor_kit(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[ActorKit]:
     """An :class:`ActorKit` on the ``nats_server`` fixture, journals under ``tmp_path``."""
-    async with ActorKit.connect(nats_server.url, data_dir=tmp_path / "data", server=nats_server) as kit:
+    async with ActorKit.connect(
+        nats_server.url, data_dir=tmp_path / "data", server=nats_server
+    ) as kit:
         yield kit

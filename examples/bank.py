@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import nats
 
-from actorsource import Context, actor, encode_event, handles
-from actorsource import EVENT_TYPE_HEADER, MSG_ID_HEADER
+from actorsource import EVENT_TYPE_HEADER, MSG_ID_HEADER, Context, actor, encode_event, handles
 
 
 @dataclass
@@ -118,14 +117,16 @@ def expected_balances(events: list[BankEvent]) -> tuple[dict[str, int], int]:
     return balances, declined
 
 
-async def publish(js: nats.js.JetStreamContext, events: list[BankEvent], *, prefix: str = "bank") -> None:
+async def publish(
+    js: nats.js.JetStreamContext, events: list[BankEvent], *, prefix: str = "bank", start: int = 0
+) -> None:
     """Publish events in order, each with a deterministic ``Nats-Msg-Id``; wait for every PubAck.
 
     Publishes are pipelined (``publish_async``) but issued one after another, so the stream
     holds them in list order: the order the independent fold assumes.
     """
     acks = []
-    for i, event in enumerate(events):
+    for i, event in enumerate(events, start):
         type_name, payload = encode_event(event)
         headers = {EVENT_TYPE_HEADER: type_name, MSG_ID_HEADER: f"{prefix}-{i}"}
         acks.append(await js.publish_async(subject_for(event), payload, headers=headers))
@@ -144,7 +145,9 @@ async def _main() -> None:
     args = parser.parse_args()
     nc = await nats.connect(args.nats)
     try:
-        await publish(nc.jetstream(), random_events(args.events, seed=args.seed), prefix=f"seed{args.seed}")
+        await publish(
+            nc.jetstream(), random_events(args.events, seed=args.seed), prefix=f"seed{args.seed}"
+        )
     finally:
         await nc.close()
 

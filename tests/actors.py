@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import anyio
+
 from actorsource import Context, actor, handles
 
 
@@ -47,3 +49,19 @@ def expected_totals(events: list[Added]) -> dict[str, int]:
     for e in events:
         totals[e.key] = totals.get(e.key, 0) + e.amount
     return totals
+
+
+@actor("slow-counter", subjects=["slow.>"])
+class SlowCounter:
+    """Takes a second over its first event: long enough for JetStream to redeliver it."""
+
+    totals: dict[str, int]
+
+    def __init__(self) -> None:
+        self.totals = {}
+
+    @handles(Added)
+    async def added(self, event: Added) -> None:
+        if not self.totals:
+            await anyio.sleep(1.0)
+        self.totals[event.key] = self.totals.get(event.key, 0) + event.amount

@@ -42,7 +42,8 @@ def test_a_valid_actor_exposes_its_definition() -> None:
     assert d.version == 3
     assert d.snapshots.every == 5
     assert d.handlers["Ping"].takes_context
-    assert d.handlers["Pong"].is_async and not d.handlers["Pong"].takes_context
+    assert d.handlers["Pong"].is_async
+    assert not d.handlers["Pong"].takes_context
 
 
 def test_an_actor_without_subjects_is_refused() -> None:

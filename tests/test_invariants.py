@@ -7,7 +7,7 @@ published, and with a fresh fold of its own journal.
 from __future__ import annotations
 
 import anyio
-from actors import Added, Counter, expected_totals
+from actors import Added, Counter, SlowCounter, expected_totals
 
 from actorsource.testing import ActorKit
 
@@ -33,10 +33,38 @@ async def test_a_crash_after_commit_before_ack_loses_nothing_and_applies_nothing
         await counter.crashed()
         await counter.settled()
         assert counter.crashes == 1
-        assert counter.stats.duplicates > 0  # the committed batch came back and was skipped
         assert counter.state.totals == expected_totals(events)
         assert sorted(counter.state.order) == [e.amount for e in events]
         assert len(await counter.entries()) == len(events)
+
+
+async def test_nothing_is_acknowledged_before_it_is_committed(actor_kit: ActorKit) -> None:
+    async with actor_kit.start(Counter) as counter:
+        await _publish_all(actor_kit, _events(5))
+        await counter.settled()
+        counter.arm_crash("before_commit")
+        late = await actor_kit.publish("count.z", Added("z", 1))
+        await counter.crashed(restart=False)
+        stream = await actor_kit.js.stream_info("COUNTER")
+        assert stream.state.last_seq == late
+        info = await actor_kit.js.consumer_info("COUNTER", "counter")
+        assert info.ack_floor.stream_seq == late - 1  # the uncommitted message is not acked
+        assert info.num_ack_pending == 1
+        await counter.start()
+        await counter.settled()
+        assert counter.state.totals["z"] == 1
+
+
+async def test_a_message_redelivered_while_it_is_being_handled_is_not_applied_twice(
+    actor_kit: ActorKit,
+) -> None:
+    async with actor_kit.start(SlowCounter, ack_wait=0.3) as slow:
+        await actor_kit.publish("slow.a", Added("a", 1))  # handled for 1 s > ack_wait
+        await actor_kit.publish("slow.a", Added("a", 2))
+        await slow.settled()
+        assert slow.stats.duplicates >= 1  # JetStream redelivered it meanwhile
+        assert slow.state.totals == {"a": 3}
+        assert len(await slow.entries()) == 2
 
 
 async def test_a_crash_before_commit_loses_nothing(actor_kit: ActorKit) -> None:
@@ -74,12 +102,12 @@ async def test_a_redelivered_message_with_a_known_msg_id_is_not_applied_again(
     info = await actor_kit.js.stream_info(stream)
     # Shrink JetStream's own dedup window so the second publish is stored: only the
     # journal's msg-id check stands between it and a double application.
-    info.config.duplicate_window = 0.001
+    info.config.duplicate_window = 0.1  # the server minimum
     await actor_kit.js.update_stream(info.config)
     async with actor_kit.start(Counter) as counter:
         first = await actor_kit.publish("count.a", Added("a", 5), msg_id="same-id")
         await counter.settled()
-        await anyio.sleep(0.01)  # let the 1 ms server-side window pass (not a wait for work)
+        await anyio.sleep(0.15)  # let the server-side window pass (not a wait for work)
         second = await actor_kit.publish("count.a", Added("a", 5), msg_id="same-id")
         assert second != first  # the broker stored it twice
         await counter.settled()

@@ -89,7 +89,9 @@ async def test_known_finds_journaled_and_dead_lettered_sequences_and_message_ids
     async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
         batch = _batch([_entry(1, 5, "m5"), _entry(2, 6)])
         batch.dead_letters.append(
-            DeadLetter(subject="s", payload=b"?", reason="undecodable", error="e", stream="S", stream_seq=7)
+            DeadLetter(
+                subject="s", payload=b"?", reason="undecodable", error="e", stream="S", stream_seq=7
+            )
         )
         await j.append(batch)
         seqs, ids = await j.known("S", [4, 5, 6, 7, 8], ["m5", "m6"])
@@ -106,7 +108,8 @@ async def test_snapshots_are_listed_newest_first_and_pruned_to_keep(tmp_path: Pa
         infos = await j.snapshots()
         assert [s.pos for s in infos] == [5, 4]
         snap = await j.read_snapshot(infos[0].id)
-        assert snap is not None and snap.verifies()
+        assert snap is not None
+        assert snap.verifies()
 
 
 async def test_the_journal_survives_a_reopen(tmp_path: Path) -> None:

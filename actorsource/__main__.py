@@ -1,0 +1,5 @@
+"""python -m actorsource: the command line."""
+
+from .cli import main
+
+main()

