@@ -255,7 +255,7 @@ class NatsServer:
 
     # The timeouts below are part of the API the harness and CLI call with; a caller's
     # fail_after could not tell start-up failures apart nor bound the SIGTERM grace period.
-    async def start(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def start(self, *, timeout: float = 10.0) -> None:
         """Start the server and wait until it accepts connections and JetStream is ready.
 
         Raises:
@@ -287,7 +287,7 @@ class NatsServer:
                 await self._kill_and_reap()
             raise
 
-    async def stop(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def stop(self, *, timeout: float = 10.0) -> None:
         """Stop the server gracefully: SIGTERM, then SIGKILL if it has not exited in ``timeout``.
 
         Idempotent (stopping a stopped, killed or never-started server does nothing), works
@@ -332,7 +332,7 @@ class NatsServer:
         """
         self._signal_running(signal.SIGCONT)
 
-    async def restart(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def restart(self, *, timeout: float = 10.0) -> None:
         """Stop the server (if running) and start it again on the same port and store dir.
 
         ``timeout`` applies to the stop and to the start separately.

@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.abc
 import nats
+import nats.js.errors
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
@@ -169,8 +170,11 @@ class ActorProbe(Generic[S]):
                 runner = self.runner
                 mailbox = runner.mailbox
                 if runner.status is ActorStatus.RUNNING and mailbox is not None:
-                    info = await mailbox.consumer_info()
-                    if info.num_pending == 0 and info.num_ack_pending == 0:
+                    try:
+                        info = await mailbox.consumer_info()
+                    except nats.js.errors.NotFoundError:
+                        info = None  # being re-created by the actor
+                    if info is not None and info.num_pending == 0 and info.num_ack_pending == 0:
                         return
                 await anyio.sleep(0.01)
 

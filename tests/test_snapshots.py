@@ -1,0 +1,161 @@
+"""Snapshot policy and state serialization."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from actors import Added
+
+from actorsource import (
+    ActorDefinitionError,
+    SnapshotError,
+    SnapshotPolicy,
+    actor,
+    definition_of,
+    handles,
+)
+from actorsource.testing import ActorKit
+
+
+def test_a_snapshot_is_due_after_every_n_events() -> None:
+    policy = SnapshotPolicy(every=10)
+    assert not policy.due(9, last_at=0.0, now=1e9)
+    assert policy.due(10, last_at=0.0, now=1e9)
+
+
+def test_a_snapshot_is_due_after_the_interval_only_when_events_arrived() -> None:
+    policy = SnapshotPolicy(every=None, interval=5.0)
+    assert not policy.due(0, last_at=0.0, now=100.0)
+    assert not policy.due(3, last_at=98.0, now=100.0)
+    assert policy.due(3, last_at=90.0, now=100.0)
+
+
+def test_a_bad_policy_is_refused() -> None:
+    with pytest.raises(ActorDefinitionError, match="snapshot_every"):
+        SnapshotPolicy(every=0)
+    with pytest.raises(ActorDefinitionError, match="keep_snapshots"):
+        SnapshotPolicy(keep=0)
+
+
+@actor("typed", subjects=["typed.>"])
+class Typed:
+    by_number: dict[int, str]
+    pair: tuple[int, int]
+    plain: dict[str, int]
+
+    def __init__(self) -> None:
+        self.by_number = {}
+        self.pair = (0, 0)
+        self.plain = {}
+
+    @handles(Added)
+    def added(self, event: Added) -> None:
+        self.by_number[event.amount] = event.key
+        self.pair = (self.pair[0] + 1, event.amount)
+
+
+def test_annotated_attributes_are_restored_with_their_exact_types() -> None:
+    codec = definition_of(Typed).state_codec
+    state = Typed()
+    state.added(Added("a", 7))
+    fresh = Typed()
+    codec.restore(fresh, codec.encode(state))
+    assert fresh.by_number == {7: "a"}
+    assert fresh.pair == (1, 7)
+
+
+@actor("untyped", subjects=["untyped.>"])
+class Untyped:
+    def __init__(self) -> None:
+        self.by_number: dict[int, str] = {}
+
+    @handles(Added)
+    def added(self, event: Added) -> None:
+        self.by_number[event.amount] = event.key
+
+
+def test_an_unannotated_attribute_that_would_not_round_trip_is_refused_naming_it() -> None:
+    codec = definition_of(Untyped).state_codec
+    state = Untyped()
+    state.added(Added("a", 7))
+    with pytest.raises(SnapshotError, match=r"attribute 'by_number' of Untyped .* annotate it"):
+        codec.encode(state)
+
+
+@actor("custom", subjects=["custom.>"])
+class Custom:
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def snapshot_state(self) -> object:
+        return sorted(self.seen)
+
+    def restore_state(self, data: list[str]) -> None:
+        self.seen = set(data)
+
+    @handles(Added)
+    def added(self, event: Added) -> None:
+        self.seen.add(event.key)
+
+
+def test_a_class_can_take_over_its_snapshot_format() -> None:
+    codec = definition_of(Custom).state_codec
+    state = Custom()
+    state.added(Added("b", 1))
+    state.added(Added("a", 1))
+    fresh = Custom()
+    codec.restore(fresh, codec.encode(state))
+    assert fresh.seen == {"a", "b"}
+
+
+def test_defining_only_one_of_the_snapshot_hooks_is_refused() -> None:
+    with pytest.raises(ActorDefinitionError, match="only one of snapshot_state/restore_state"):
+
+        @actor("half", subjects=["half.>"])
+        class Half:
+            def snapshot_state(self) -> object:
+                return None
+
+            @handles(Added)
+            def added(self, event: Added) -> None: ...
+
+
+@actor("timed", subjects=["timed.>"], snapshot_every=None, snapshot_interval=0.2)
+class Timed:
+    total: int
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    @handles(Added)
+    def added(self, event: Added) -> None:
+        self.total += event.amount
+
+
+async def test_snapshots_are_taken_by_time_when_events_keep_arriving(actor_kit: ActorKit) -> None:
+    async with actor_kit.start(Timed) as timed:
+        await actor_kit.publish("timed.a", Added("a", 1))
+        await timed.settled()
+        assert await timed.snapshots() == []
+        await anyio.sleep(0.25)  # the policy is about elapsed time: let it elapse
+        await actor_kit.publish("timed.a", Added("a", 2))
+        await timed.settled()
+        assert [s.pos for s in await timed.snapshots()] == [2]
+
+
+async def test_an_undecodable_snapshot_with_a_valid_checksum_is_skipped(
+    actor_kit: ActorKit,
+) -> None:
+    from actorsource._snapshots import CODEC_NAME
+
+    async with actor_kit.start(Timed) as timed:
+        await actor_kit.publish("timed.a", Added("a", 5))
+        await timed.settled()
+        # A snapshot that verifies but whose bytes do not fit the state's shape.
+        await timed.runner.journal.save_snapshot(
+            pos=1, model_version=1, codec=CODEC_NAME, state=b'{"total": "five"}', keep=3
+        )
+        await timed.crash()
+        assert timed.recovery.snapshot_pos is None
+        assert timed.recovery.skipped[0][1].startswith("cannot decode")
+        assert timed.state.total == 5
