@@ -16,7 +16,7 @@ of that journal, checkpointed by snapshots and recovered by replay::
             self.balances[event.account] = self.balances.get(event.account, 0) + event.amount
 """
 
-from ._actor import ActorDefinition, Context, actor, definition_of, handles
+from ._actor import ActorDefinition, Context, actor, definition_of, fold, handles
 from ._connection import NatsOptions
 from ._errors import (
     ActorCrashed,
@@ -76,6 +76,7 @@ __all__ = [
     "definition_of",
     "encode_event",
     "event",
+    "fold",
     "handles",
     "journal_path",
     "run_worker",

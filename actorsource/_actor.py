@@ -9,7 +9,7 @@ fold. Everything the runtime needs is checked when the class is defined, so a mi
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,7 +20,16 @@ from ._events import EventCodec, JournalEntry, event_type_name
 from ._snapshots import SnapshotPolicy, StateCodec
 from ._subjects import validate_name, validate_subject
 
-__all__ = ["ActorDefinition", "Context", "Handler", "actor", "definition_of", "handles"]
+__all__ = [
+    "ActorDefinition",
+    "Context",
+    "Handler",
+    "actor",
+    "apply_event",
+    "definition_of",
+    "fold",
+    "handles",
+]
 
 C = TypeVar("C", bound=type)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,6 +97,42 @@ class ActorDefinition:
     def new_state(self) -> Any:
         """A fresh, empty instance of the actor class (the fold's initial value)."""
         return self.cls()
+
+
+async def apply_event(
+    definition: ActorDefinition,
+    state: Any,
+    event: object,
+    entry: JournalEntry,
+    *,
+    replaying: bool,
+    log: structlog.stdlib.BoundLogger,
+) -> None:
+    """Apply one decoded event to ``state`` through the handler bound to its type."""
+    handler = definition.handlers[entry.type]
+    method = getattr(state, handler.method)
+    if handler.takes_context:
+        result = method(event, Context(definition.name, entry, replaying=replaying, log=log))
+    else:
+        result = method(event)
+    if handler.is_async:
+        await result
+
+
+async def fold(definition: ActorDefinition, entries: Iterable[JournalEntry]) -> Any:
+    """A fresh state folded over ``entries`` in the given order, ignoring every snapshot.
+
+    This is the reference the runtime is held to (invariant 3): after any crash or restart
+    the live state equals the fold of the journal.
+    """
+    from ._log import get_logger
+
+    state = definition.new_state()
+    log = get_logger(actor=definition.name)
+    for entry in entries:
+        event = definition.codec.decode(entry.type, entry.payload)
+        await apply_event(definition, state, event, entry, replaying=True, log=log)
+    return state
 
 
 def handles(event_cls: type) -> Callable[[F], F]:

@@ -27,7 +27,7 @@ import nats
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from ._actor import definition_of
+from ._actor import definition_of, fold
 from ._errors import ActorsourceError
 from ._journal import SQLiteJournal
 from ._runner import journal_path
@@ -225,8 +225,6 @@ async def _scenario(
         duplicates = count - len(
             {e.msg_id for e in [x async for chunk in journal.entries() for x in chunk]}
         )
-        from .testing import fold
-
         entries = [x async for chunk in journal.entries() for x in chunk]
         folded = await fold(definition_of(bank.Accounts), entries)
         snapshots = await journal.snapshots()

@@ -31,7 +31,7 @@ import anyio
 import structlog
 from nats.aio.client import Client as NATS
 
-from ._actor import ActorDefinition, Context
+from ._actor import ActorDefinition, apply_event
 from ._errors import ActorCrashed, EventCodecError, SnapshotError, UnknownEventTypeError
 from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry
 from ._journal import DeadLetter, JournalBatch, SQLiteJournal
@@ -327,14 +327,9 @@ class ActorRunner:
     # -- applying ----------------------------------------------------------------------------
 
     async def _apply(self, event: object, entry: JournalEntry, *, replaying: bool) -> None:
-        handler = self.definition.handlers[entry.type]
-        method = getattr(self.state, handler.method)
-        if handler.takes_context:
-            result = method(event, Context(self.name, entry, replaying=replaying, log=self.log))
-        else:
-            result = method(event)
-        if handler.is_async:
-            await result
+        await apply_event(
+            self.definition, self.state, event, entry, replaying=replaying, log=self.log
+        )
 
     # -- consuming ---------------------------------------------------------------------------
 

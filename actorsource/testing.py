@@ -23,10 +23,10 @@ Waiting is always on a condition with a deadline (``settled``), never a sleep.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import anyio
 import anyio.abc
@@ -37,12 +37,11 @@ import pytest_asyncio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from ._actor import ActorDefinition, Context, definition_of
+from ._actor import ActorDefinition, definition_of, fold
 from ._connection import NatsOptions
 from ._errors import ActorsourceError, NatsServerError
 from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry, encode_event
 from ._journal import DeadLetter
-from ._log import get_logger
 from ._mailbox import JetStreamMailbox
 from ._runner import (
     ActorRunner,
@@ -68,21 +67,6 @@ __all__ = [
 ]
 
 S = TypeVar("S")
-
-
-async def fold(definition: ActorDefinition, entries: Iterable[JournalEntry]) -> Any:
-    """A fresh state folded over ``entries`` in the given order: the reference for invariant 3."""
-    state = definition.new_state()
-    log = get_logger(actor=definition.name)
-    for entry in entries:
-        handler = definition.handlers[entry.type]
-        event = definition.codec.decode(entry.type, entry.payload)
-        method = getattr(state, handler.method)
-        args = (event, Context(definition.name, entry, replaying=True, log=log))
-        result = method(*args[: 2 if handler.takes_context else 1])
-        if handler.is_async:
-            await result
-    return state
 
 
 class ActorProbe(Generic[S]):

@@ -174,3 +174,11 @@ async def test_a_second_worker_on_the_same_data_directory_fails_fast(
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=30)
     assert first.returncode == 0
+
+
+def test_the_command_line_and_demo_do_not_need_the_test_dependencies() -> None:
+    code = "import sys, actorsource.cli, actorsource._demo; print('pytest' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "False"
