@@ -36,7 +36,8 @@ from ._errors import (
 )
 from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry, encode_event, event
 from ._journal import DeadLetter, SQLiteJournal
-from ._runner import ActorRunner, ActorStats, ActorStatus, RecoveryReport, journal_path
+from ._recovery import RecoveryReport, restore_state
+from ._runner import ActorRunner, ActorStats, ActorStatus, journal_path
 from ._runtime import Worker, run_worker
 from ._snapshots import SnapshotPolicy
 
@@ -79,5 +80,6 @@ __all__ = [
     "fold",
     "handles",
     "journal_path",
+    "restore_state",
     "run_worker",
 ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry
 from ._journal import DeadLetter, JournalBatch, SQLiteJournal
 from ._log import get_logger
 from ._mailbox import ConsumerGone, Delivery, JetStreamMailbox
+from ._recovery import RecoveryReport, restore_state
 from ._snapshots import CODEC_NAME
 
 __all__ = [
@@ -95,17 +96,6 @@ class CrashSwitch:
         if self.armed == point:
             self.armed = None
             raise SimulatedCrash(point)
-
-
-@dataclass
-class RecoveryReport:
-    """What recovery did: which snapshot it used, what it skipped, what it replayed."""
-
-    snapshot_pos: int | None = None
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-    replayed: int = 0
-    journal_pos: int = 0
-    seconds: float = 0.0
 
 
 @dataclass
@@ -260,66 +250,7 @@ class ActorRunner:
             await self._take_snapshot_now()
 
     async def _restore_state(self, journal: SQLiteJournal) -> RecoveryReport:
-        definition = self.definition
-        report = RecoveryReport()
-        state = definition.new_state()
-        after = 0
-        for info in await journal.snapshots():
-            why = ""
-            if info.model_version != definition.version:
-                why = f"model version {info.model_version}, actor is at {definition.version}"
-            elif info.codec != CODEC_NAME:
-                why = f"unknown codec {info.codec!r}"
-            elif info.pos > journal.last_pos:
-                why = f"position {info.pos} is past the journal's end {journal.last_pos}"
-            else:
-                snapshot = await journal.read_snapshot(info.id)
-                if snapshot is None:
-                    continue
-                if not snapshot.verifies():
-                    why = "checksum mismatch"
-                else:
-                    try:
-                        definition.state_codec.restore(state, snapshot.state)
-                    except SnapshotError as exc:
-                        why = f"cannot decode: {exc}"
-                        state = definition.new_state()
-            if why:
-                report.skipped.append((info.pos, why))
-                self.log.warning("snapshot skipped", snapshot_pos=info.pos, reason=why)
-                continue
-            after = info.pos
-            report.snapshot_pos = info.pos
-            break
-        self.state = state
-        report.journal_pos = after
-        last_log = time.monotonic()
-        total = journal.last_pos - after
-        async for chunk in journal.entries(after):
-            for entry in chunk:
-                try:
-                    event = definition.codec.decode(entry.type, entry.payload)
-                    await self._apply(event, entry, replaying=True)
-                except Exception as exc:
-                    raise ActorCrashed(
-                        f"actor {self.name!r} cannot replay journal position {entry.pos} "
-                        f"({entry.type} on {entry.subject}): {exc!r}; the journal is intact, "
-                        "fix the handler or register the event type and restart",
-                        actor=self.name,
-                    ) from exc
-            report.replayed += len(chunk)
-            report.journal_pos = chunk[-1].pos
-            now = time.monotonic()
-            if now - last_log >= 2.0:
-                last_log = now
-                self.log.info(
-                    "replaying",
-                    pos=report.journal_pos,
-                    done=report.replayed,
-                    total=total,
-                    percent=round(100 * report.replayed / max(total, 1), 1),
-                )
-            await anyio.lowlevel.checkpoint()
+        self.state, report = await restore_state(self.definition, journal, log=self.log)
         self.stats.last_snapshot_pos = report.snapshot_pos or 0
         self._snapshot_clock = time.monotonic()
         return report

@@ -43,13 +43,13 @@ from ._errors import ActorsourceError, NatsServerError
 from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry, encode_event
 from ._journal import DeadLetter
 from ._mailbox import JetStreamMailbox
+from ._recovery import RecoveryReport
 from ._runner import (
     ActorRunner,
     ActorStats,
     ActorStatus,
     CrashPoint,
     CrashSwitch,
-    RecoveryReport,
     SimulatedCrash,
 )
 from ._server import NatsServer, NatsServerConfig
