@@ -17,6 +17,7 @@ import structlog
 
 from ._errors import ActorDefinitionError
 from ._events import EventCodec, JournalEntry, event_type_name
+from ._policy import ErrorPolicy
 from ._snapshots import SnapshotPolicy, StateCodec
 from ._subjects import validate_name, validate_subject
 
@@ -93,6 +94,7 @@ class ActorDefinition:
     ack_wait: float
     max_batch: int
     max_ack_pending: int
+    errors: ErrorPolicy
 
     def new_state(self) -> Any:
         """A fresh, empty instance of the actor class (the fold's initial value)."""
@@ -166,6 +168,7 @@ def actor(
     keep_snapshots: int = 3,
     ack_wait: float = 30.0,
     max_batch: int = 256,
+    errors: ErrorPolicy | None = None,
 ) -> Callable[[C], C]:
     """Make a class an event-sourced actor.
 
@@ -176,7 +179,8 @@ def actor(
     recovery ignores older snapshots and rebuilds from the journal. ``snapshot_every``,
     ``snapshot_interval`` and ``keep_snapshots`` form the :class:`SnapshotPolicy`.
     ``ack_wait`` is how long JetStream waits for an ack before redelivering; ``max_batch``
-    bounds one fetch and one journal transaction.
+    bounds one fetch and one journal transaction. ``errors`` is the :class:`ErrorPolicy`
+    for bad input and failing handlers (retries, timeouts, dead letters).
     """
     validate_name(name)
     if isinstance(subjects, str):
@@ -199,6 +203,9 @@ def actor(
     if not isinstance(max_batch, int) or not 1 <= max_batch <= 10_000:
         raise ActorDefinitionError(f"actor {name!r}: max_batch must be an int in 1..10000")
     policy = SnapshotPolicy(every=snapshot_every, interval=snapshot_interval, keep=keep_snapshots)
+    if errors is not None and not isinstance(errors, ErrorPolicy):
+        raise ActorDefinitionError(f"actor {name!r}: errors must be an ErrorPolicy, got {errors!r}")
+    policy_errors = errors or ErrorPolicy()
 
     def make(cls: C) -> C:
         if not isinstance(cls, type):
@@ -222,6 +229,7 @@ def actor(
             ack_wait=float(ack_wait),
             max_batch=max_batch,
             max_ack_pending=max(1_000, 4 * max_batch),
+            errors=policy_errors,
         )
         setattr(cls, _DEFINITION_ATTR, definition)
         return cls

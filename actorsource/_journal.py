@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +37,7 @@ from ._errors import (
 from ._events import JournalEntry
 from ._snapshots import Snapshot, SnapshotInfo, snapshot_checksum
 
-__all__ = ["DeadLetter", "JournalBatch", "SQLiteJournal", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "DeadLetter", "JournalBatch", "OutboxMessage", "SQLiteJournal"]
 
 SCHEMA_VERSION = 1
 
@@ -63,7 +63,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_by_msg_id
     ON events (msg_id) WHERE msg_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS positions (
     stream   TEXT PRIMARY KEY,
-    last_seq INTEGER NOT NULL
+    last_seq INTEGER NOT NULL,
+    created  TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -89,6 +90,17 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_stream_seq
     ON dead_letters (stream, stream_seq) WHERE stream_seq IS NOT NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    pos        INTEGER,
+    subject    TEXT    NOT NULL,
+    msg_id     TEXT    NOT NULL UNIQUE,
+    headers    BLOB,
+    payload    BLOB    NOT NULL,
+    created_at REAL    NOT NULL,
+    sent_at    REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
 """
 
 _headers_encoder = msgspec.json.Encoder()
@@ -111,6 +123,19 @@ class DeadLetter:
     at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A message to publish once its transaction is committed (at least once, deduplicated
+    downstream by ``msg_id``); ``id`` is set when read back from the journal."""
+
+    subject: str
+    msg_id: str
+    payload: bytes
+    headers: dict[str, str] | None = None
+    pos: int | None = None
+    id: int = 0
+
+
 @dataclass(slots=True)
 class JournalBatch:
     """What one transaction writes: events, the stream position reached, dead letters, a snapshot."""
@@ -118,6 +143,7 @@ class JournalBatch:
     entries: list[JournalEntry]
     positions: dict[str, int]
     dead_letters: list[DeadLetter]
+    outbox: list[OutboxMessage] = field(default_factory=list)
     snapshot_state: bytes | None = None
     snapshot_pos: int = 0
     snapshot_version: int = 0
@@ -170,8 +196,10 @@ class SQLiteJournal:
         *,
         actor: str,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        integrity_check: bool = True,
     ) -> None:
         self.path = Path(path)
+        self._integrity_check = integrity_check
         self.actor = actor
         self._synchronous = synchronous
         self._db: aiosqlite.Connection | None = None
@@ -179,6 +207,7 @@ class SQLiteJournal:
         self._closed = False
         self.last_pos = 0
         self.stream_positions: dict[str, int] = {}
+        self.unsent = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -264,7 +293,12 @@ class SQLiteJournal:
                     f"{self.path} is the journal of actor {owner!r}, not {self.actor!r}",
                     path=self.path,
                 )
+            if self._integrity_check and version != 0:
+                await self._check_integrity()
             self.last_pos = int(await self._scalar("SELECT coalesce(max(pos), 0) FROM events"))
+            self.unsent = int(
+                await self._scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            )
             async with db.execute("SELECT stream, last_seq FROM positions") as cur:
                 self.stream_positions = {row[0]: row[1] for row in await cur.fetchall()}
         except sqlite3.DatabaseError as exc:
@@ -273,6 +307,17 @@ class SQLiteJournal:
             raise JournalCorruptError(
                 f"{self.path} is not a usable actorsource journal: {exc}", path=self.path
             ) from exc
+
+    async def _check_integrity(self) -> None:
+        async with self._conn().execute("PRAGMA quick_check(5)") as cur:
+            problems = [str(r[0]) for r in await cur.fetchall()]
+        if problems != ["ok"]:
+            raise JournalCorruptError(
+                f"{self.path} fails SQLite's integrity check: {'; '.join(problems)}; nothing "
+                "was acknowledged from it. Restore the file from a backup, or move it away "
+                "and let the actor rebuild its journal from the stream",
+                path=self.path,
+            )
 
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         async with self._conn().execute(sql, params) as cur:
@@ -329,6 +374,23 @@ class SQLiteJournal:
                             for d in batch.dead_letters
                         ],
                     )
+                if batch.outbox:
+                    now = time.time()
+                    await db.executemany(
+                        "INSERT INTO outbox (pos, subject, msg_id, headers, payload, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING",
+                        [
+                            (
+                                m.pos,
+                                m.subject,
+                                m.msg_id,
+                                _headers_encoder.encode(m.headers) if m.headers else None,
+                                m.payload,
+                                now,
+                            )
+                            for m in batch.outbox
+                        ],
+                    )
                 if batch.snapshot_state is not None:
                     await self._insert_snapshot(batch)
                 await db.execute("COMMIT")
@@ -347,6 +409,7 @@ class SQLiteJournal:
             ) from exc
         if batch.entries:
             self.last_pos = batch.entries[-1].pos
+        self.unsent += len(batch.outbox)
         for stream, seq in batch.positions.items():
             self.stream_positions[stream] = max(seq, self.stream_positions.get(stream, 0))
 
@@ -500,6 +563,74 @@ class SQLiteJournal:
             )
             for r in rows
         ]
+
+    async def unsent_outbox(self, limit: int = 1_000) -> list[OutboxMessage]:
+        """Outbox messages not yet confirmed as published, oldest first."""
+        async with self._conn().execute(
+            "SELECT id, pos, subject, msg_id, headers, payload FROM outbox "
+            "WHERE sent_at IS NULL ORDER BY id LIMIT ?",
+            (limit,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            OutboxMessage(
+                id=r[0],
+                pos=r[1],
+                subject=r[2],
+                msg_id=r[3],
+                headers=_headers_decoder.decode(r[4]) if r[4] else None,
+                payload=r[5],
+            )
+            for r in rows
+        ]
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        """Record that these outbox messages were acknowledged by JetStream."""
+        if not ids:
+            return
+        db = self._conn()
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.executemany(
+                    "UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL",
+                    [(time.time(), i) for i in ids],
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                import anyio
+
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
+        except sqlite3.Error as exc:
+            raise JournalError(
+                f"cannot update the outbox of {self.path}: {exc}", path=self.path
+            ) from exc
+        self.unsent = max(0, self.unsent - len(ids))
+
+    async def bind_stream(self, stream: str, created: str) -> str | None:
+        """Remember which incarnation of ``stream`` the journal consumes (its creation time).
+
+        Returns the creation time recorded before, if any; the caller compares the two to
+        tell a re-created stream (whose sequences start again at 1) from the one it knew.
+        """
+        db = self._conn()
+        try:
+            known = await self._scalar("SELECT created FROM positions WHERE stream = ?", (stream,))
+            if known is None:
+                await db.execute(
+                    "INSERT INTO positions (stream, last_seq, created) VALUES (?, 0, ?) "
+                    "ON CONFLICT (stream) DO UPDATE SET created = excluded.created",
+                    (stream, created),
+                )
+                self.stream_positions.setdefault(stream, 0)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot write to {self.path}: {exc}", path=self.path) from exc
+        return str(known) if known is not None else None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one SQL statement on the journal (tests and tools); returns every row."""

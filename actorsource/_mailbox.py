@@ -335,6 +335,10 @@ class JetStreamMailbox:
                 # dropped them server-side). Forget the credit so the next round re-requests.
                 self._credit = 0
 
+    def buffered(self) -> list[Delivery]:
+        """The deliveries received but not yet handed out by :meth:`next_batch`."""
+        return list(self._buffer)
+
     def reset_credit(self) -> None:
         """Forget outstanding pull requests (after a reconnect the server dropped them)."""
         self._credit = 0
@@ -364,6 +368,27 @@ class JetStreamMailbox:
     async def in_progress(self, delivery: Delivery) -> None:
         """Reset the ack timer of a message that is still being worked on."""
         await self._nc.publish(delivery.reply, b"+WPI")
+
+    async def stream_info(self) -> Any:
+        """The stream's info (config, state, creation time)."""
+        try:
+            return await self._js.stream_info(self.resolved_stream)
+        except (nats.errors.Error, OSError) as exc:
+            raise MailboxError(
+                f"cannot read stream {self.stream!r}: {exc!r}", actor=self.durable
+            ) from exc
+
+    async def acked_floor(self) -> int | None:
+        """The stream sequence the existing durable consumer has acknowledged up to, if any."""
+        try:
+            info = await self._js.consumer_info(self.resolved_stream, self.durable)
+        except nats.js.errors.NotFoundError:
+            return None
+        except (nats.errors.Error, OSError) as exc:
+            raise MailboxError(
+                f"cannot read consumer {self.durable!r}: {exc!r}", actor=self.durable
+            ) from exc
+        return int(info.ack_floor.stream_seq) if info.ack_floor else 0
 
     async def consumer_info(self) -> Any:
         """The consumer's info from the server (pending, ack pending, delivered ...)."""

@@ -7,15 +7,19 @@ two steps:
    stream sequence, or same ``Nats-Msg-Id``) and will be acknowledged without being applied.
 2. Each new event is decoded and applied to the in-memory state, one at a time, in order.
    Dying here loses only memory: nothing was acknowledged, JetStream redelivers.
-3. The batch (events, the stream position, dead letters, maybe a snapshot) is committed in
-   one SQLite transaction. Dying before the commit is case 2; dying after it leaves committed
-   but unacknowledged messages, which are redelivered and recognised as duplicates.
-4. Only then are the messages acknowledged.
+3. The batch (events, the stream position, dead letters and their outbox rows, maybe a
+   snapshot) is committed in one SQLite transaction. Dying before the commit is case 2; dying
+   after it leaves committed but unacknowledged messages: the next start re-creates the
+   consumer at the journal's position, and a redelivery within a run is recognised as a
+   duplicate. A failing commit (disk full) is retried with backoff, acknowledging nothing.
+4. Only then are the messages acknowledged (dead letters are terminated).
 
 The in-memory state is therefore always a fold of the journal plus, at most, the events of
 the uncommitted batch in hand. When a handler raises, the state may be half-changed: the
-batch so far is committed with the failing message as a dead letter, and the state is
-rebuilt from the journal (newest snapshot + tail), so it is again exactly the fold.
+batch so far is committed, the state is rebuilt from the journal (newest snapshot + tail),
+and the failing event is retried in place (the state rebuilt after each failed attempt),
+then dead-lettered; later events never overtake it. While a batch is in hand, its messages
+are kept alive with ``+WPI`` so that JetStream does not redeliver them meanwhile.
 """
 
 from __future__ import annotations
@@ -28,15 +32,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+import nats.errors
+import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
 
 from ._actor import ActorDefinition, apply_event
-from ._errors import ActorCrashed, EventCodecError, SnapshotError, UnknownEventTypeError
+from ._deadletters import dead_letter, dlq_message
+from ._errors import (
+    ActorCrashed,
+    EventCodecError,
+    JournalError,
+    MailboxError,
+    SnapshotError,
+    StreamMismatchError,
+    UnknownEventTypeError,
+)
 from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry
 from ._journal import DeadLetter, JournalBatch, SQLiteJournal
 from ._log import get_logger
 from ._mailbox import ConsumerGone, Delivery, JetStreamMailbox
+from ._outbox import OutboxPublisher
 from ._recovery import RecoveryReport, restore_state
 from ._snapshots import CODEC_NAME
 
@@ -100,20 +116,34 @@ class CrashSwitch:
 
 @dataclass
 class ActorStats:
-    """Counters of a running actor (since its process started)."""
+    """Counters of a running actor (since this runner started)."""
 
     applied: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    ignored: int = 0
     batches: int = 0
     snapshots: int = 0
+    retries: int = 0
     rebuilds: int = 0
+    commit_failures: int = 0
     last_snapshot_pos: int = 0
     last_snapshot_at: float = 0.0
 
 
+@dataclass
+class _Failure:
+    """A handler that failed on one delivery: what to retry."""
+
+    index: int
+    delivery: Delivery
+    event: object
+    entry: JournalEntry
+    error: BaseException
+
+
 class ActorRunner:
-    """Hosts one actor: owns its journal and mailbox while :meth:`run` runs.
+    """Hosts one actor: owns its journal, mailbox and outbox publisher while :meth:`run` runs.
 
     :meth:`run` recovers, signals readiness, and consumes until :meth:`stop` is called (then it
     finishes the batch in hand, writes a final snapshot and returns) or an error escapes (then
@@ -131,6 +161,7 @@ class ActorRunner:
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         log: structlog.stdlib.BoundLogger | None = None,
         on_ready: Callable[[ActorRunner], None] | None = None,
+        commit_attempts: int = 8,
     ) -> None:
         self.definition = definition
         self.name = definition.name
@@ -142,6 +173,7 @@ class ActorRunner:
         self._synchronous = synchronous
         self.log = log or get_logger(actor=self.name)
         self._on_ready = on_ready
+        self._commit_attempts = commit_attempts
         self.state: Any = definition.new_state()
         self.status = ActorStatus.STARTING
         self.recovery = RecoveryReport()
@@ -149,13 +181,17 @@ class ActorRunner:
         self.ready = anyio.Event()
         self.stream: str | None = None
         self.mailbox: JetStreamMailbox | None = None
+        self.outbox: OutboxPublisher | None = None
         self._journal: SQLiteJournal | None = None
         self._stopping = False
         self._wait_scope: anyio.CancelScope | None = None
         self._snapshot_clock = time.monotonic()
-        # One transaction at a time on the journal: a batch commit and an on-demand snapshot
-        # must not interleave their BEGIN/COMMIT on the shared connection.
+        # One transaction at a time on the journal: a batch commit, a snapshot and the outbox
+        # publisher must not interleave their statements on the shared connection.
         self._write_lock = anyio.Lock()
+        # Deliveries taken from the mailbox and not yet acknowledged (kept alive with +WPI).
+        self._in_hand: list[Delivery] = []
+        self._in_hand_since = 0.0
 
     # -- control -----------------------------------------------------------------------------
 
@@ -171,6 +207,11 @@ class ActorRunner:
         if self._journal is None:
             raise ActorCrashed(f"actor {self.name!r} has no open journal", actor=self.name)
         return self._journal
+
+    @property
+    def journal_pos(self) -> int:
+        """The last journal position applied to the in-memory state."""
+        return self.recovery.journal_pos
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -193,19 +234,15 @@ class ActorRunner:
                     max_batch=self.definition.max_batch,
                     max_ack_pending=self.definition.max_ack_pending,
                 )
-                stream = await mailbox.resolve_stream()
-                self.stream = await mailbox.ensure(self._start_seq(stream))
-                async with mailbox:
-                    self.mailbox = mailbox
-                    self.status = ActorStatus.RUNNING
-                    self.ready.set()
-                    if self._on_ready is not None:
-                        self._on_ready(self)
-                    self.log.info("actor running", pos=journal.last_pos, stream=self.stream)
-                    task_status.started()
-                    await self._consume(mailbox)
-                    self.status = ActorStatus.STOPPING
-                    await self._final_snapshot()
+                await self._ensure_dlq_stream()
+                self.stream = await self._bind(mailbox)
+                outbox = OutboxPublisher(
+                    self._nc.jetstream(), journal, self._write_lock, log=self.log
+                )
+                try:
+                    await self._serve(mailbox, outbox, task_status)
+                except BaseExceptionGroup as group:
+                    raise _sole(group)  # noqa: B904 - keep the leaf's own cause
             self.status = ActorStatus.STOPPED
             self.log.info("actor stopped", pos=self.journal_pos)
         except BaseException as exc:
@@ -218,24 +255,100 @@ class ActorRunner:
         finally:
             self.mailbox = None
             self._journal = None
+            self._in_hand = []
 
-    def _start_seq(self, stream: str) -> int:
-        """The first stream sequence the journal has not seen (every one below it is handled)."""
-        return self.journal.stream_positions.get(stream, 0) + 1
+    async def _serve(
+        self,
+        mailbox: JetStreamMailbox,
+        outbox: OutboxPublisher,
+        task_status: anyio.abc.TaskStatus[None],
+    ) -> None:
+        journal = self.journal
+        async with mailbox, anyio.create_task_group() as tg:
+            self.mailbox = mailbox
+            self.outbox = outbox
+            tg.start_soon(outbox.run)
+            tg.start_soon(self._keepalive, mailbox)
+            outbox.notify()
+            self.status = ActorStatus.RUNNING
+            self.ready.set()
+            if self._on_ready is not None:
+                self._on_ready(self)
+            self.log.info("actor running", pos=journal.last_pos, stream=self.stream)
+            task_status.started()
+            await self._consume(mailbox)
+            self.status = ActorStatus.STOPPING
+            await self._final_snapshot()
+            with anyio.move_on_after(2.0, shield=True):
+                await outbox.flush()
+            tg.cancel_scope.cancel()
 
-    @property
-    def journal_pos(self) -> int:
-        """The last journal position applied to the in-memory state."""
-        return self.recovery.journal_pos
+    # -- JetStream binding -------------------------------------------------------------------
+
+    async def _bind(self, mailbox: JetStreamMailbox) -> str:
+        """Check the stream against the journal, then (re-)create the consumer after it."""
+        stream = await mailbox.resolve_stream()
+        journal = self.journal
+        info = await mailbox.stream_info()
+        created = info.created.isoformat() if info.created else ""
+        known = await journal.bind_stream(stream, created)
+        high = journal.stream_positions.get(stream, 0)
+        if known and created and known != created:
+            raise StreamMismatchError(
+                f"stream {stream!r} was re-created (now created {created}, the journal "
+                f"{self.journal_path} holds events up to sequence {high} of the stream created "
+                f"{known}): refusing to mix two histories. Move the journal away to rebuild "
+                "from the new stream, or restore the old stream",
+                actor=self.name,
+            )
+        if high > info.state.last_seq:
+            raise StreamMismatchError(
+                f"the journal {self.journal_path} has consumed stream {stream!r} up to "
+                f"sequence {high}, but the stream ends at {info.state.last_seq}: it was "
+                "re-created or reset; refusing to mix two histories",
+                actor=self.name,
+            )
+        acked = await mailbox.acked_floor()
+        if acked is not None and acked > high:
+            if info.state.first_seq > high + 1:
+                raise StreamMismatchError(
+                    f"the journal {self.journal_path} is behind what the consumer acknowledged "
+                    f"(journal at stream sequence {high}, acknowledged up to {acked}) and the "
+                    f"stream no longer holds sequences {high + 1}..{info.state.first_seq - 1}: "
+                    "those events are lost to this journal; restore the journal from a backup",
+                    actor=self.name,
+                )
+            self.log.warning(
+                "journal behind the consumer's acknowledgements; re-reading from the stream",
+                journal_seq=high,
+                acked_seq=acked,
+            )
+        return await mailbox.ensure(high + 1)
+
+    async def _ensure_dlq_stream(self) -> None:
+        errors = self.definition.errors
+        js = self._nc.jetstream()
+        subject = errors.dlq_subject(self.name)
+        try:
+            await js.find_stream_name_by_subject(subject)
+        except nats.js.errors.NotFoundError:
+            name = errors.dlq_prefix.upper().replace(".", "_").replace("-", "_")
+            try:
+                await js.add_stream(name=name, subjects=[f"{errors.dlq_prefix}.>"])
+            except nats.js.errors.APIError as exc:
+                raise MailboxError(
+                    f"cannot create the dead-letter stream {name!r} for {subject!r}: {exc}",
+                    actor=self.name,
+                ) from exc
+        except (nats.errors.Error, OSError) as exc:
+            raise MailboxError(f"cannot reach JetStream: {exc!r}", actor=self.name) from exc
 
     # -- recovery ----------------------------------------------------------------------------
 
     async def _recover(self) -> None:
-        started = time.monotonic()
         journal = self.journal
         self.log.info("recovering", journal=str(self.journal_path), pos=journal.last_pos)
         report = await self._restore_state(journal)
-        report.seconds = time.monotonic() - started
         self.recovery = report
         self.log.info(
             "recovered",
@@ -255,12 +368,10 @@ class ActorRunner:
         self._snapshot_clock = time.monotonic()
         return report
 
-    # -- applying ----------------------------------------------------------------------------
-
-    async def _apply(self, event: object, entry: JournalEntry, *, replaying: bool) -> None:
-        await apply_event(
-            self.definition, self.state, event, entry, replaying=replaying, log=self.log
-        )
+    async def _rebuild(self) -> None:
+        """Make the state exactly the fold of the journal again (after a failed handler)."""
+        self.stats.rebuilds += 1
+        self.recovery = await self._restore_state(self.journal)
 
     # -- consuming ---------------------------------------------------------------------------
 
@@ -272,27 +383,44 @@ class ActorRunner:
                 try:
                     batch = await mailbox.next_batch()
                 except ConsumerGone as exc:
-                    # Re-create rather than spin on 503s: wait, then set the consumer up again.
+                    # Re-create rather than spin on 503s: wait, then bind again (which also
+                    # notices a stream that was deleted and re-created meanwhile).
                     self.log.warning("consumer gone, re-creating", reason=str(exc), backoff=backoff)
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-                    await mailbox.ensure(self._start_seq(mailbox.resolved_stream))
+                    await self._bind(mailbox)
                     continue
             self._wait_scope = None
             if scope.cancelled_caught:
                 break
             backoff = 0.1
+            self._in_hand = batch
+            self._in_hand_since = time.monotonic()
             start = 0
             while start < len(batch):
-                async with self._write_lock:
-                    start = await self._process(batch, start)
+                start = await self._process(batch, start)
+            self._in_hand = []
+
+    async def _keepalive(self, mailbox: JetStreamMailbox) -> None:
+        """Send +WPI for messages in hand that are taking long (slow handler, retries, disk full)."""
+        interval = max(self._ack_wait / 3, 0.05)
+        while True:
+            await anyio.sleep(interval)
+            in_hand = self._in_hand
+            if in_hand and time.monotonic() - self._in_hand_since >= interval:
+                try:
+                    for d in [*in_hand, *mailbox.buffered()]:
+                        await mailbox.in_progress(d)
+                except (nats.errors.Error, OSError):
+                    pass
 
     async def _process(self, deliveries: list[Delivery], start: int) -> int:
-        """Process ``deliveries[start:]`` up to the first failing handler; return where it stopped."""
+        """Handle ``deliveries[start:]`` up to the first failing handler; return where it stopped."""
         journal = self.journal
         mailbox = self.mailbox
         assert mailbox is not None
         definition = self.definition
+        policy = definition.errors
         codec = definition.codec
         stream = deliveries[start].stream
         high = journal.stream_positions.get(stream, 0)
@@ -311,15 +439,12 @@ class ActorRunner:
         seen_seqs: set[int] = set()
         top = high
         pos = journal.last_pos
-        duplicates = 0
-        failed = False
-        end = len(deliveries)
+        duplicates = ignored = 0
+        failure: _Failure | None = None
         now = time.time()
         for index in range(start, len(deliveries)):
             d = deliveries[index]
             seq = d.stream_seq
-            if seq > top:
-                top = seq
             headers = d.headers or {}
             msg_id = headers.get(MSG_ID_HEADER)
             if (
@@ -329,17 +454,32 @@ class ActorRunner:
             ):
                 duplicates += 1
                 to_ack.append(d)
+                top = max(top, seq)
                 continue
-            seen_seqs.add(seq)
             type_name = headers.get(EVENT_TYPE_HEADER)
+            if len(d.data) > policy.max_payload:
+                error: BaseException = EventCodecError(
+                    f"payload of {len(d.data)} bytes exceeds max_payload {policy.max_payload}"
+                )
+                dead.append((d, dead_letter(d, type_name, "too-large", error, now)))
+                seen_seqs.add(seq)
+                top = max(top, seq)
+                continue
             try:
                 if type_name is None:
                     raise EventCodecError(f"message has no {EVENT_TYPE_HEADER} header")
                 event = codec.decode(type_name, d.data)
             except EventCodecError as exc:
+                seen_seqs.add(seq)
+                top = max(top, seq)
+                if isinstance(exc, UnknownEventTypeError) and policy.on_unknown == "ignore":
+                    ignored += 1
+                    to_ack.append(d)
+                    continue
                 reason = "unknown-type" if isinstance(exc, UnknownEventTypeError) else "undecodable"
-                dead.append((d, self._dead_letter(d, type_name, reason, exc, now)))
+                dead.append((d, dead_letter(d, type_name, reason, exc, now)))
                 continue
+            assert type_name is not None
             entry = JournalEntry(
                 pos=pos + 1,
                 subject=d.subject,
@@ -352,45 +492,132 @@ class ActorRunner:
                 headers=headers,
             )
             try:
-                await self._apply(event, entry, replaying=False)
+                await self._apply_live(event, entry)
             except Exception as exc:
-                dead.append((d, self._dead_letter(d, type_name, "handler-failed", exc, now)))
-                failed = True
-                end = index + 1
+                # Not journaled, not acknowledged, not part of ``top``: if the process dies
+                # from here on, the next start delivers this message again.
+                failure = _Failure(index, d, event, entry, exc)
                 break
+            seen_seqs.add(seq)
+            top = max(top, seq)
             pos += 1
             entries.append(entry)
             to_ack.append(d)
             if msg_id is not None:
                 known_ids.add(msg_id)
 
-        snapshot: bytes | None = None
-        if not failed and entries:
-            snapshot = self._maybe_snapshot(pos)
-        self._crash.check("before_commit")
-        await journal.append(
-            JournalBatch(
-                entries=entries,
-                positions={stream: top} if top > high else {},
-                dead_letters=[dl for _, dl in dead],
-                snapshot_state=snapshot,
-                snapshot_pos=pos,
-                snapshot_version=definition.version,
-                snapshot_codec=CODEC_NAME,
-                keep_snapshots=definition.snapshots.keep,
+        snapshot = self._maybe_snapshot(pos) if entries and failure is None else None
+        await self._commit_and_ack(entries, to_ack, dead, stream, top, high, pos, snapshot)
+        self.stats.duplicates += duplicates
+        self.stats.ignored += ignored
+        if failure is None:
+            return len(deliveries)
+        await self._rebuild()
+        if not await self._retry(failure, stream):
+            return len(deliveries)  # stopping: the message stays unacknowledged for next time
+        return failure.index + 1
+
+    async def _apply_live(self, event: object, entry: JournalEntry) -> None:
+        timeout = self.definition.errors.handler_timeout
+        handler = self.definition.handlers[entry.type]
+        if handler.is_async and timeout is not None:
+            try:
+                with anyio.fail_after(timeout):
+                    await apply_event(
+                        self.definition, self.state, event, entry, replaying=False, log=self.log
+                    )
+            except TimeoutError as exc:
+                raise HandlerTimeout(
+                    f"handler {handler.method}() ran past its {timeout} s deadline"
+                ) from exc
+            return
+        await apply_event(self.definition, self.state, event, entry, replaying=False, log=self.log)
+
+    async def _retry(self, failure: _Failure, stream: str) -> bool:
+        """Retry a failed handler in place; commit it or its dead letter. False if stopping."""
+        policy = self.definition.errors
+        error = failure.error
+        d = failure.delivery
+        for attempt in range(1, policy.retries + 1):
+            delay = policy.delay(attempt)
+            self.log.warning(
+                "handler failed; retrying",
+                error=repr(error),
+                subject=d.subject,
+                stream_seq=d.stream_seq,
+                attempt=attempt,
+                of=policy.retries,
+                retry_in=round(delay, 3),
             )
+            await anyio.sleep(delay)
+            if self._stopping:
+                return False
+            self.stats.retries += 1
+            entry = failure.entry
+            try:
+                await self._apply_live(failure.event, entry)
+            except Exception as exc:
+                error = exc
+                await self._rebuild()
+                continue
+            high = self.journal.stream_positions.get(stream, 0)
+            await self._commit_and_ack(
+                [entry], [d], [], stream, max(high, d.stream_seq), high, entry.pos, None
+            )
+            return True
+        reason = "handler-timeout" if isinstance(error, HandlerTimeout) else "handler-failed"
+        high = self.journal.stream_positions.get(stream, 0)
+        letter = dead_letter(d, failure.entry.type, reason, error, time.time())
+        await self._commit_and_ack(
+            [],
+            [],
+            [(d, letter)],
+            stream,
+            max(high, d.stream_seq),
+            high,
+            self.journal.last_pos,
+            None,
         )
-        self.recovery.journal_pos = journal.last_pos
+        return True
+
+    async def _commit_and_ack(
+        self,
+        entries: list[JournalEntry],
+        to_ack: list[Delivery],
+        dead: list[tuple[Delivery, DeadLetter]],
+        stream: str,
+        top: int,
+        high: int,
+        pos: int,
+        snapshot: bytes | None,
+    ) -> None:
+        definition = self.definition
+        batch = JournalBatch(
+            entries=entries,
+            positions={stream: top} if top > high else {},
+            dead_letters=[dl for _, dl in dead],
+            outbox=[dlq_message(self.name, definition.errors, dl) for _, dl in dead],
+            snapshot_state=snapshot,
+            snapshot_pos=pos,
+            snapshot_version=definition.version,
+            snapshot_codec=CODEC_NAME,
+            keep_snapshots=definition.snapshots.keep,
+        )
+        self._crash.check("before_commit")
+        await self._commit(batch)
+        self.recovery.journal_pos = self.journal.last_pos
         if snapshot is not None:
             self._snapshot_taken(pos)
+        if batch.outbox and self.outbox is not None:
+            self.outbox.notify()
         self._crash.check("after_commit")
+        mailbox = self.mailbox
+        assert mailbox is not None
         await mailbox.ack(to_ack)
         for d, dl in dead:
             await mailbox.term(d, dl.reason)
         self._crash.check("after_ack")
-
         self.stats.applied += len(entries)
-        self.stats.duplicates += duplicates
         self.stats.dead_letters += len(dead)
         self.stats.batches += 1
         for d, dl in dead:
@@ -402,28 +629,27 @@ class ActorRunner:
                 stream_seq=d.stream_seq,
                 type=dl.type,
             )
-        if failed:
-            # The failing handler may have changed the state half-way: rebuild it from the
-            # journal so that it is exactly the fold again before anything else is applied.
-            self.stats.rebuilds += 1
-            self.recovery = await self._restore_state(journal)
-        return end
 
-    def _dead_letter(
-        self, d: Delivery, type_name: str | None, reason: str, exc: BaseException, now: float
-    ) -> DeadLetter:
-        return DeadLetter(
-            subject=d.subject,
-            payload=d.data,
-            reason=reason,
-            error=f"{type(exc).__name__}: {exc}",
-            type=type_name,
-            stream=d.stream,
-            stream_seq=d.stream_seq,
-            msg_id=(d.headers or {}).get(MSG_ID_HEADER),
-            headers=d.headers,
-            at=now,
-        )
+    async def _commit(self, batch: JournalBatch) -> None:
+        """Commit with retries: a full disk or a busy file must not lose or ack anything."""
+        delay = 0.1
+        for attempt in range(1, self._commit_attempts + 1):
+            try:
+                async with self._write_lock:
+                    await self.journal.append(batch)
+                return
+            except JournalError as exc:
+                self.stats.commit_failures += 1
+                if attempt == self._commit_attempts or self._stopping:
+                    raise
+                self.log.error(
+                    "journal commit failed; retrying",
+                    error=str(exc),
+                    attempt=attempt,
+                    retry_in=round(delay, 2),
+                )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -455,13 +681,14 @@ class ActorRunner:
         state = self._encode_state()
         if state is None:
             return
-        await self.journal.save_snapshot(
-            pos=pos,
-            model_version=self.definition.version,
-            codec=CODEC_NAME,
-            state=state,
-            keep=self.definition.snapshots.keep,
-        )
+        async with self._write_lock:
+            await self.journal.save_snapshot(
+                pos=pos,
+                model_version=self.definition.version,
+                codec=CODEC_NAME,
+                state=state,
+                keep=self.definition.snapshots.keep,
+            )
         self._snapshot_taken(pos)
 
     async def _final_snapshot(self) -> None:
@@ -471,6 +698,18 @@ class ActorRunner:
 
     async def snapshot(self) -> int:
         """Take a snapshot now (between batches); returns its position."""
-        async with self._write_lock:
-            await self._take_snapshot_now()
+        await self._take_snapshot_now()
         return self.stats.last_snapshot_pos
+
+
+def _sole(group: BaseExceptionGroup) -> BaseException:
+    """The one real error inside a task group's exception group (else the group itself)."""
+    leaves = [e for e in group.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
+    if len(leaves) == 1:
+        leaf = leaves[0]
+        return _sole(leaf) if isinstance(leaf, BaseExceptionGroup) else leaf
+    return group
+
+
+class HandlerTimeout(Exception):
+    """An ``async`` handler ran past the actor's ``handler_timeout``."""

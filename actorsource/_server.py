@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import sysconfig
@@ -140,9 +141,23 @@ class NatsServerConfig:
     ``port=None`` picks a free port once, when the :class:`NatsServer` is created; restarts
     keep that port. ``user`` and ``password`` go together: when set, clients must present
     them (note that nats-server treats a password starting with ``$2`` as a bcrypt hash).
-    ``sync_always`` makes JetStream fsync every write (``sync_interval: always``), which is
-    slower but survives a machine crash, not only a process crash. ``extra_args`` are
-    appended to the command line as they are.
+    ``token`` (instead of ``user``/``password``, not with them) makes clients present that
+    token (``authorization { token: ... }``; a token starting with ``$2`` is a bcrypt hash
+    too). ``sync_always`` makes JetStream fsync every write (``sync_interval: always``),
+    which is slower but survives a machine crash, not only a process crash. ``extra_args``
+    are appended to the command line as they are.
+
+    TLS: ``tls_cert`` and ``tls_key`` (PEM files, together) make the client port TLS-only,
+    and :attr:`NatsServer.url` then starts with ``tls://``. ``tls_ca`` (a PEM bundle, only
+    with ``tls_cert``) additionally requires every client to present a certificate signed by
+    it (``verify: true``, mutual TLS).
+
+    ``client_tls`` is the context the readiness probe of :meth:`NatsServer.start` connects
+    with. Without it, the probe trusts exactly the certificates in ``tls_cert`` (pinned; the
+    host name is not checked, since the probe knows it reaches its own process), which is
+    enough for server-only TLS. With ``tls_ca`` it is required, and must hold a client
+    certificate that ``tls_ca`` signed (``ctx.load_cert_chain(...)``): nats-server has no
+    way to let the probe in without one.
     """
 
     store_dir: Path
@@ -153,12 +168,46 @@ class NatsServerConfig:
     user: str | None = None
     password: str | None = None
     extra_args: tuple[str, ...] = ()
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    client_tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         if (self.user is None) != (self.password is None):
             raise NatsServerError("NatsServerConfig needs both user and password, or neither")
+        if self.token is not None and self.user is not None:
+            raise NatsServerError(
+                "NatsServerConfig takes a token or a user and password, not both "
+                "(nats-server accepts one form of authorization per account)"
+            )
+        if self.token == "":
+            raise NatsServerError("NatsServerConfig token must not be empty")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise NatsServerError("NatsServerConfig needs both tls_cert and tls_key, or neither")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise NatsServerError(
+                "NatsServerConfig tls_ca (require client certificates) needs tls_cert and "
+                "tls_key: client certificates are only checked over TLS"
+            )
+        if self.client_tls is not None and self.tls_cert is None:
+            raise NatsServerError(
+                "NatsServerConfig client_tls is only used with TLS; set tls_cert and tls_key"
+            )
+        if self.tls_ca is not None and self.client_tls is None:
+            raise NatsServerError(
+                "NatsServerConfig with tls_ca requires client certificates, so the readiness "
+                "probe needs one too: pass client_tls=ssl.create_default_context(cafile=...) "
+                "with load_cert_chain() of a client certificate that tls_ca signed"
+            )
         if self.port is not None and not 0 < self.port < 65536:
             raise NatsServerError(f"port {self.port} is not in 1..65535")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the client port is TLS-only."""
+        return self.tls_cert is not None
 
 
 def _free_port(host: str) -> int:
@@ -213,7 +262,7 @@ class NatsServer:
     Files next to the store directory: the server's output is appended to
     ``<store_dir>.nats-server.log``; ``<store_dir>.nats-server.ports/`` receives the ports
     file that tells start-up readiness apart from another server on the same port; with
-    auth or ``sync_always``, ``<store_dir>.nats-server.conf`` (mode 0600) holds the
+    auth, TLS or ``sync_always``, ``<store_dir>.nats-server.conf`` (mode 0600) holds the
     settings. ``extra_args`` must not redirect the ports file (``--ports_file_dir``).
     The object is not meant to be driven from several tasks at once.
     """
@@ -227,6 +276,18 @@ class NatsServer:
         self._log_path = self._store_dir.parent / f"{self._store_dir.name}.nats-server.log"
         self._conf_path = self._store_dir.parent / f"{self._store_dir.name}.nats-server.conf"
         self._ports_dir = self._store_dir.parent / f"{self._store_dir.name}.nats-server.ports"
+        # Absolute for the same reason, and because nats-server resolves relative paths
+        # against its own working directory.
+        self._tls_files = {
+            what: Path(path).absolute()
+            for what, path in (
+                ("tls_cert", config.tls_cert),
+                ("tls_key", config.tls_key),
+                ("tls_ca", config.tls_ca),
+            )
+            if path is not None
+        }
+        self._probe_tls: ssl.SSLContext | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -235,11 +296,17 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        """The client URL, e.g. ``nats://127.0.0.1:4222``; valid before start and after restarts."""
+        """The client URL, e.g. ``nats://127.0.0.1:4222``; valid before start and after restarts.
+
+        With TLS it is ``tls://127.0.0.1:4222``. nats-py upgrades to TLS whenever the server
+        requires it, whatever the scheme, with the ``tls=`` context it was given (else the
+        system's CAs); the scheme tells other clients (Go, the ``nats`` CLI) to insist on it.
+        """
         host = _client_host(self._config.host)
         if ":" in host:
             host = f"[{host}]"
-        return f"nats://{host}:{self._port}"
+        scheme = "tls" if self._config.tls else "nats"
+        return f"{scheme}://{host}:{self._port}"
 
     @property
     def port(self) -> int:
@@ -267,6 +334,7 @@ class NatsServer:
         if self.pid is not None:
             raise NatsServerError(f"nats-server is already running (pid {self.pid}) at {self.url}")
         executable = find_nats_server(self._config.executable)
+        self._probe_tls = self._readiness_tls()
         args = [str(executable)]
         conf = self._write_config()
         if conf is not None:
@@ -402,19 +470,52 @@ class NatsServer:
             await _wait_exit(proc, 30.0)
         self._proc = None
 
+    def _readiness_tls(self) -> ssl.SSLContext | None:
+        """The context the readiness probe connects with; checks the TLS files first."""
+        config = self._config
+        for what, path in self._tls_files.items():
+            if not path.is_file():
+                raise NatsServerError(f"{what} {str(path)!r} does not exist or is not a file")
+        if config.client_tls is not None or not config.tls:
+            return config.client_tls
+        cert = self._tls_files["tls_cert"]
+        try:
+            ctx = ssl.create_default_context(cafile=str(cert))
+        except (OSError, ssl.SSLError) as exc:
+            raise NatsServerError(f"cannot load tls_cert {str(cert)!r}: {exc}") from exc
+        # Pin the server's own certificate: trust what tls_cert holds and nothing else (the
+        # leaf itself is a trust anchor, hence PARTIAL_CHAIN). Its names need not cover the
+        # address the probe dials; the ports file already proved the port is our process's.
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        ctx.check_hostname = False
+        return ctx
+
     def _write_config(self) -> Path | None:
         config = self._config
-        if not config.sync_always and config.user is None:
+        auth = config.user is not None or config.token is not None
+        if not (config.sync_always or auth or config.tls):
             return None
         lines = [f"# written by actorsource for the server at {self.url}"]
         if config.sync_always:
             lines.append("jetstream { sync_interval: always }")
+        # JSON string escaping is accepted by nats-server's config parser; without quoting, a
+        # "$" in a password or token would be read as a variable reference.
         if config.user is not None and config.password is not None:
-            # JSON string escaping is accepted by nats-server's config parser; without
-            # quoting, a "$" in a password would be read as a variable reference.
             user = json.dumps(config.user, ensure_ascii=False)
             password = json.dumps(config.password, ensure_ascii=False)
             lines.append(f"authorization {{ user: {user}, password: {password} }}")
+        if config.token is not None:
+            token = json.dumps(config.token, ensure_ascii=False)
+            lines.append(f"authorization {{ token: {token} }}")
+        if config.tls:
+            tls = [
+                f"cert_file: {json.dumps(str(self._tls_files['tls_cert']), ensure_ascii=False)}",
+                f"key_file: {json.dumps(str(self._tls_files['tls_key']), ensure_ascii=False)}",
+            ]
+            if "tls_ca" in self._tls_files:
+                ca = json.dumps(str(self._tls_files["tls_ca"]), ensure_ascii=False)
+                tls += [f"ca_file: {ca}", "verify: true"]
+            lines.append("tls { " + ", ".join(tls) + " }")
         try:
             self._conf_path.parent.mkdir(parents=True, exist_ok=True)
             # 0600: the file may hold a password.
@@ -518,6 +619,8 @@ class NatsServer:
                 self.url,
                 user=self._config.user,
                 password=self._config.password,
+                token=self._config.token,
+                tls=self._probe_tls,
                 name="actorsource-readiness-probe",
                 allow_reconnect=False,
                 max_reconnect_attempts=1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import anyio
@@ -53,7 +54,7 @@ def expected_totals(events: list[Added]) -> dict[str, int]:
 
 @actor("slow-counter", subjects=["slow.>"])
 class SlowCounter:
-    """Takes a second over its first event: long enough for JetStream to redeliver it."""
+    """Awaits a second over its first event: longer than the tests' ack_wait."""
 
     totals: dict[str, int]
 
@@ -64,4 +65,20 @@ class SlowCounter:
     async def added(self, event: Added) -> None:
         if not self.totals:
             await anyio.sleep(1.0)
+        self.totals[event.key] = self.totals.get(event.key, 0) + event.amount
+
+
+@actor("blocking-counter", subjects=["blocking.>"])
+class BlockingCounter:
+    """Blocks the event loop for a second over its first event (a CPU-bound handler)."""
+
+    totals: dict[str, int]
+
+    def __init__(self) -> None:
+        self.totals = {}
+
+    @handles(Added)
+    def added(self, event: Added) -> None:
+        if not self.totals:
+            time.sleep(1.0)
         self.totals[event.key] = self.totals.get(event.key, 0) + event.amount

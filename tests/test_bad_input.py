@@ -61,7 +61,8 @@ async def test_a_failing_handler_leaves_no_half_applied_state(actor_kit: ActorKi
         [dead] = await counter.dead_letters()
         assert dead.reason == "handler-failed"
         assert "boom on a" in dead.error
-        assert counter.stats.rebuilds == 1
+        assert counter.stats.retries == 3  # the default ErrorPolicy
+        assert counter.stats.rebuilds == 1 + 3  # after the failure and after each retry
 
 
 async def test_a_dead_letter_is_not_redelivered_after_a_restart(actor_kit: ActorKit) -> None:

@@ -7,7 +7,7 @@ published, and with a fresh fold of its own journal.
 from __future__ import annotations
 
 import anyio
-from actors import Added, Counter, SlowCounter, expected_totals
+from actors import Added, BlockingCounter, Counter, SlowCounter, expected_totals
 
 from actorsource.testing import ActorKit
 
@@ -55,16 +55,27 @@ async def test_nothing_is_acknowledged_before_it_is_committed(actor_kit: ActorKi
         assert counter.state.totals["z"] == 1
 
 
-async def test_a_message_redelivered_while_it_is_being_handled_is_not_applied_twice(
+async def test_a_message_redelivered_while_a_blocking_handler_runs_is_not_applied_twice(
     actor_kit: ActorKit,
 ) -> None:
-    async with actor_kit.start(SlowCounter, ack_wait=0.3) as slow:
-        await actor_kit.publish("slow.a", Added("a", 1))  # handled for 1 s > ack_wait
-        await actor_kit.publish("slow.a", Added("a", 2))
+    async with actor_kit.start(BlockingCounter, ack_wait=0.3) as slow:
+        await actor_kit.publish("blocking.a", Added("a", 1))  # blocks the loop 1 s > ack_wait
+        await actor_kit.publish("blocking.a", Added("a", 2))
         await slow.settled()
         assert slow.stats.duplicates >= 1  # JetStream redelivered it meanwhile
         assert slow.state.totals == {"a": 3}
         assert len(await slow.entries()) == 2
+
+
+async def test_a_slow_async_handler_keeps_its_messages_alive(actor_kit: ActorKit) -> None:
+    async with actor_kit.start(SlowCounter, ack_wait=0.3) as slow:
+        await actor_kit.publish("slow.a", Added("a", 1))  # awaits 1 s > ack_wait
+        await actor_kit.publish("slow.a", Added("a", 2))
+        await slow.settled()
+        assert slow.stats.duplicates == 0  # +WPI kept both from being redelivered
+        info = await actor_kit.js.consumer_info("SLOW_COUNTER", "slow-counter")
+        assert info.num_redelivered == 0
+        assert slow.state.totals == {"a": 3}
 
 
 async def test_a_crash_before_commit_loses_nothing(actor_kit: ActorKit) -> None:
