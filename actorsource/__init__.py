@@ -36,6 +36,7 @@ from ._errors import (
 )
 from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry, encode_event, event
 from ._journal import DeadLetter, SQLiteJournal
+from ._policy import ErrorPolicy
 from ._recovery import RecoveryReport, restore_state
 from ._runner import ActorRunner, ActorStats, ActorStatus, journal_path
 from ._runtime import Worker, run_worker
@@ -55,6 +56,7 @@ __all__ = [
     "ActorsourceError",
     "Context",
     "DeadLetter",
+    "ErrorPolicy",
     "EventCodecError",
     "InvalidNameError",
     "JournalClosedError",

@@ -305,7 +305,10 @@ class SQLiteJournal:
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                 raise JournalLockedError(f"{self.path} is locked: {exc}", path=self.path) from exc
             raise JournalCorruptError(
-                f"{self.path} is not a usable actorsource journal: {exc}", path=self.path
+                f"{self.path} is not a usable actorsource journal: {exc}; nothing was "
+                "acknowledged from it. Restore the file from a backup, or move it away and "
+                "let the actor rebuild its journal from the stream",
+                path=self.path,
             ) from exc
 
     async def _check_integrity(self) -> None:

@@ -16,11 +16,19 @@ from nats.aio.client import Client as NATS
 
 from ._actor import ActorDefinition, definition_of
 from ._connection import NatsOptions, connect
-from ._errors import ActorDefinitionError, JournalLockedError
+from ._errors import (
+    ActorDefinitionError,
+    JournalCorruptError,
+    JournalLockedError,
+    StreamMismatchError,
+)
 from ._log import get_logger
 from ._runner import ActorRunner
 
-__all__ = ["Worker", "run_worker"]
+__all__ = ["FATAL_ERRORS", "Worker", "run_worker"]
+
+#: Errors after which restarting an actor cannot help: it is halted instead.
+FATAL_ERRORS = (JournalLockedError, JournalCorruptError, StreamMismatchError)
 
 
 class Worker:
@@ -28,8 +36,9 @@ class Worker:
 
     Each actor gets its own journal (under ``data_dir``), consumer and task. An actor that
     fails is restarted with exponential backoff (``restart_backoff`` = (first, max) seconds)
-    while the others keep running; a journal held by another process is not retried, since
-    that is a deployment error. :meth:`stop` makes every actor finish its batch in hand,
+    while the others keep running. An actor whose journal is held by another process, is
+    corrupt, or belongs to another incarnation of its stream is halted instead (restarting
+    cannot help); :meth:`run` raises only when every actor has halted. :meth:`stop` makes every actor finish its batch in hand,
     write a final snapshot and close.
     """
 
@@ -57,6 +66,7 @@ class Worker:
         self.log = get_logger(worker=self.name)
         self.runners: dict[str, ActorRunner] = {}
         self.restarts: dict[str, int] = dict.fromkeys(names, 0)
+        self.halted: dict[str, BaseException] = {}
         self.nc: NATS | None = None
         self._stopping = False
         self._sleep_scopes: set[anyio.CancelScope] = set()
@@ -111,22 +121,27 @@ class Worker:
         delay = first
         log = self.log.bind(actor=definition.name)
         while not self._stopping:
-            runner = ActorRunner(
-                definition,
-                nc,
-                data_dir=self.data_dir,
-                synchronous=self._synchronous,
-                log=log,
-                on_ready=self._on_ready,
-            )
-            self.runners[definition.name] = runner
             started = time.monotonic()
             try:
+                runner = ActorRunner(
+                    definition,
+                    nc,
+                    data_dir=self.data_dir,
+                    synchronous=self._synchronous,
+                    log=log,
+                    on_ready=self._on_ready,
+                )
+                self.runners[definition.name] = runner
                 await runner.run()
                 return
-            except JournalLockedError as exc:
-                log.error("actor not started: journal locked", error=str(exc))
-                raise
+            except FATAL_ERRORS as exc:
+                # Restarting cannot help (another owner, another history, a broken file):
+                # halt this actor, keep the others, and say why.
+                self.halted[definition.name] = exc
+                log.error("actor halted", error=str(exc), reason=type(exc).__name__)
+                if len(self.halted) == len(self.definitions):
+                    raise
+                return
             except Exception as exc:
                 if time.monotonic() - started > 60:
                     delay = first

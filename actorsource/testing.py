@@ -26,7 +26,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.abc
@@ -38,10 +38,11 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from ._actor import ActorDefinition, definition_of, fold
-from ._connection import NatsOptions
+from ._connection import NatsOptions, connect
 from ._errors import ActorsourceError, NatsServerError
 from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry, encode_event
 from ._journal import DeadLetter
+from ._log import get_logger
 from ._mailbox import JetStreamMailbox
 from ._recovery import RecoveryReport
 from ._runner import (
@@ -146,8 +147,9 @@ class ActorProbe(Generic[S]):
     # -- waiting -----------------------------------------------------------------------------
 
     async def settled(self, timeout: float = 15.0) -> None:
-        """Wait until the consumer has nothing pending or unacknowledged (everything published
-        to the actor's subjects so far is applied, deduplicated or dead-lettered)."""
+        """Wait until the consumer has nothing pending or unacknowledged and the outbox is
+        empty: everything published to the actor's subjects so far is applied, deduplicated
+        or dead-lettered, and everything it had to publish was confirmed by JetStream."""
         with anyio.fail_after(timeout):
             while True:
                 self._raise_if_failed()
@@ -158,7 +160,13 @@ class ActorProbe(Generic[S]):
                         info = await mailbox.consumer_info()
                     except nats.js.errors.NotFoundError:
                         info = None  # being re-created by the actor
-                    if info is not None and info.num_pending == 0 and info.num_ack_pending == 0:
+                    outbox = runner.outbox
+                    if (
+                        info is not None
+                        and info.num_pending == 0
+                        and info.num_ack_pending == 0
+                        and (outbox is None or outbox.pending == 0)
+                    ):
                         return
                 await anyio.sleep(0.01)
 
@@ -221,6 +229,17 @@ class ActorProbe(Generic[S]):
         if restart:
             await self._launch()
 
+    async def halted(self, *, timeout: float = 15.0) -> BaseException | None:
+        """Wait until the actor stops on its own; return the error it stopped with (if any).
+
+        For tests of conditions that must halt an actor (a re-created stream, a corrupt
+        journal): the error is handed over here instead of being raised at the block's end.
+        """
+        with anyio.fail_after(timeout):
+            await self._ended.wait()
+        error, self.error = self.error, None
+        return error
+
     async def start(self) -> None:
         """Start the actor again after ``crashed(restart=False)`` or :meth:`stop`."""
         if self._runner is not None and not self._ended.is_set():
@@ -273,6 +292,7 @@ class ActorKit:
         self.server = server
         self.ack_wait = ack_wait
         self.published = 0
+        self._probes: list[ActorProbe[Any]] = []
 
     @classmethod
     @asynccontextmanager
@@ -285,12 +305,30 @@ class ActorKit:
         ack_wait: float = 1.0,
     ) -> AsyncIterator[ActorKit]:
         """Connect to ``url`` and yield a kit; the connection is closed afterwards."""
-        nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        kits: list[ActorKit] = []
+
+        async def on_reconnect() -> None:
+            for kit in kits:
+                kit._reset_mailboxes()
+
+        nc = await connect(
+            NatsOptions(servers=(url,), reconnect_time_wait=0.1, name="actorsource-testing"),
+            log=get_logger(component="testing"),
+            on_reconnect=on_reconnect,
+        )
         try:
-            yield cls(nc, data_dir=Path(data_dir), server=server, ack_wait=ack_wait)
+            kit = cls(nc, data_dir=Path(data_dir), server=server, ack_wait=ack_wait)
+            kits.append(kit)
+            yield kit
         finally:
             with anyio.CancelScope(shield=True):
                 await nc.close()
+
+    def _reset_mailboxes(self) -> None:
+        for probe in self._probes:
+            runner = probe._runner
+            if runner is not None and runner.mailbox is not None:
+                runner.mailbox.reset_credit()
 
     async def prepare(self, actor_cls: type) -> str:
         """Create the actor's stream and consumer without starting it; returns the stream."""
@@ -318,6 +356,7 @@ class ActorKit:
         """
         definition = definition_of(actor_cls)
         probe: ActorProbe[S] = ActorProbe(self, definition, ack_wait=ack_wait or self.ack_wait)
+        self._probes.append(probe)
         async with anyio.create_task_group() as tg:
             probe._tg = tg
             await probe._launch()
