@@ -38,9 +38,10 @@ from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry, encode_even
 from ._journal import DeadLetter, SQLiteJournal
 from ._policy import ErrorPolicy
 from ._recovery import RecoveryReport, restore_state
-from ._runner import ActorRunner, ActorStats, ActorStatus, journal_path
+from ._runner import ActorRunner
 from ._runtime import Worker, run_worker
 from ._snapshots import SnapshotPolicy
+from ._status import ActorStats, ActorStatus, journal_path
 
 __version__ = "0.1.0"
 

@@ -30,9 +30,9 @@ from nats.js import JetStreamContext
 from ._actor import definition_of, fold
 from ._errors import ActorsourceError
 from ._journal import SQLiteJournal
-from ._runner import journal_path
 from ._server import NatsServer, NatsServerConfig
 from ._snapshots import CODEC_NAME
+from ._status import journal_path
 
 __all__ = ["run_demo"]
 

@@ -24,7 +24,6 @@ are kept alive with ``+WPI`` so that JetStream does not redeliver them meanwhile
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,14 +37,13 @@ import structlog
 from nats.aio.client import Client as NATS
 
 from ._actor import ActorDefinition, apply_event
+from ._binding import bind_mailbox, ensure_dlq_stream
 from ._deadletters import dead_letter, dlq_message
 from ._errors import (
     ActorCrashed,
     EventCodecError,
     JournalError,
-    MailboxError,
     SnapshotError,
-    StreamMismatchError,
     UnknownEventTypeError,
 )
 from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry
@@ -55,80 +53,15 @@ from ._mailbox import ConsumerGone, Delivery, JetStreamMailbox
 from ._outbox import OutboxPublisher
 from ._recovery import RecoveryReport, restore_state
 from ._snapshots import CODEC_NAME
+from ._status import (
+    ActorStats,
+    ActorStatus,
+    CrashSwitch,
+    SimulatedCrash,
+    journal_path,
+)
 
-__all__ = [
-    "CRASH_POINTS",
-    "ActorRunner",
-    "ActorStats",
-    "ActorStatus",
-    "CrashSwitch",
-    "RecoveryReport",
-    "SimulatedCrash",
-    "journal_path",
-]
-
-CRASH_POINTS = ("before_commit", "after_commit", "after_ack")
-CrashPoint = Literal["before_commit", "after_commit", "after_ack"]
-
-
-def journal_path(data_dir: Path, actor: str) -> Path:
-    """Where an actor's journal lives under a data directory."""
-    return data_dir / f"{actor}.journal.sqlite"
-
-
-class ActorStatus(enum.StrEnum):
-    """The life cycle of a hosted actor."""
-
-    STARTING = "starting"
-    RECOVERING = "recovering"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
-
-
-class SimulatedCrash(Exception):
-    """Raised at an armed crash point: the actor stops at once, acknowledging nothing more."""
-
-    def __init__(self, point: str) -> None:
-        super().__init__(f"simulated crash at {point}")
-        self.point = point
-
-
-class CrashSwitch:
-    """Arms a named crash point in a runner (used by the test harness)."""
-
-    def __init__(self) -> None:
-        self.armed: str | None = None
-
-    def arm(self, point: CrashPoint) -> None:
-        """Make the runner crash the next time it reaches ``point``."""
-        if point not in CRASH_POINTS:
-            raise ValueError(f"unknown crash point {point!r}; choose one of {CRASH_POINTS}")
-        self.armed = point
-
-    def check(self, point: str) -> None:
-        """Raise SimulatedCrash if ``point`` is armed (once)."""
-        if self.armed == point:
-            self.armed = None
-            raise SimulatedCrash(point)
-
-
-@dataclass
-class ActorStats:
-    """Counters of a running actor (since this runner started)."""
-
-    applied: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-    ignored: int = 0
-    batches: int = 0
-    snapshots: int = 0
-    retries: int = 0
-    rebuilds: int = 0
-    commit_failures: int = 0
-    last_snapshot_pos: int = 0
-    last_snapshot_at: float = 0.0
+__all__ = ["ActorRunner"]
 
 
 @dataclass
@@ -234,8 +167,8 @@ class ActorRunner:
                     max_batch=self.definition.max_batch,
                     max_ack_pending=self.definition.max_ack_pending,
                 )
-                await self._ensure_dlq_stream()
-                self.stream = await self._bind(mailbox)
+                await ensure_dlq_stream(self._nc.jetstream(), self.definition.errors, self.name)
+                self.stream = await bind_mailbox(mailbox, journal, log=self.log)
                 outbox = OutboxPublisher(
                     self._nc.jetstream(), journal, self._write_lock, log=self.log
                 )
@@ -283,66 +216,6 @@ class ActorRunner:
                 await outbox.flush()
             tg.cancel_scope.cancel()
 
-    # -- JetStream binding -------------------------------------------------------------------
-
-    async def _bind(self, mailbox: JetStreamMailbox) -> str:
-        """Check the stream against the journal, then (re-)create the consumer after it."""
-        stream = await mailbox.resolve_stream()
-        journal = self.journal
-        info = await mailbox.stream_info()
-        created = info.created.isoformat() if info.created else ""
-        known = await journal.bind_stream(stream, created)
-        high = journal.stream_positions.get(stream, 0)
-        if known and created and known != created:
-            raise StreamMismatchError(
-                f"stream {stream!r} was re-created (now created {created}, the journal "
-                f"{self.journal_path} holds events up to sequence {high} of the stream created "
-                f"{known}): refusing to mix two histories. Move the journal away to rebuild "
-                "from the new stream, or restore the old stream",
-                actor=self.name,
-            )
-        if high > info.state.last_seq:
-            raise StreamMismatchError(
-                f"the journal {self.journal_path} has consumed stream {stream!r} up to "
-                f"sequence {high}, but the stream ends at {info.state.last_seq}: it was "
-                "re-created or reset; refusing to mix two histories",
-                actor=self.name,
-            )
-        acked = await mailbox.acked_floor()
-        if acked is not None and acked > high:
-            if info.state.first_seq > high + 1:
-                raise StreamMismatchError(
-                    f"the journal {self.journal_path} is behind what the consumer acknowledged "
-                    f"(journal at stream sequence {high}, acknowledged up to {acked}) and the "
-                    f"stream no longer holds sequences {high + 1}..{info.state.first_seq - 1}: "
-                    "those events are lost to this journal; restore the journal from a backup",
-                    actor=self.name,
-                )
-            self.log.warning(
-                "journal behind the consumer's acknowledgements; re-reading from the stream",
-                journal_seq=high,
-                acked_seq=acked,
-            )
-        return await mailbox.ensure(high + 1)
-
-    async def _ensure_dlq_stream(self) -> None:
-        errors = self.definition.errors
-        js = self._nc.jetstream()
-        subject = errors.dlq_subject(self.name)
-        try:
-            await js.find_stream_name_by_subject(subject)
-        except nats.js.errors.NotFoundError:
-            name = errors.dlq_prefix.upper().replace(".", "_").replace("-", "_")
-            try:
-                await js.add_stream(name=name, subjects=[f"{errors.dlq_prefix}.>"])
-            except nats.js.errors.APIError as exc:
-                raise MailboxError(
-                    f"cannot create the dead-letter stream {name!r} for {subject!r}: {exc}",
-                    actor=self.name,
-                ) from exc
-        except (nats.errors.Error, OSError) as exc:
-            raise MailboxError(f"cannot reach JetStream: {exc!r}", actor=self.name) from exc
-
     # -- recovery ----------------------------------------------------------------------------
 
     async def _recover(self) -> None:
@@ -388,7 +261,7 @@ class ActorRunner:
                     self.log.warning("consumer gone, re-creating", reason=str(exc), backoff=backoff)
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-                    await self._bind(mailbox)
+                    await bind_mailbox(mailbox, self.journal, log=self.log)
                     continue
             self._wait_scope = None
             if scope.cancelled_caught:

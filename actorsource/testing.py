@@ -45,16 +45,10 @@ from ._journal import DeadLetter
 from ._log import get_logger
 from ._mailbox import JetStreamMailbox
 from ._recovery import RecoveryReport
-from ._runner import (
-    ActorRunner,
-    ActorStats,
-    ActorStatus,
-    CrashPoint,
-    CrashSwitch,
-    SimulatedCrash,
-)
+from ._runner import ActorRunner
 from ._server import NatsServer, NatsServerConfig
 from ._snapshots import SnapshotInfo
+from ._status import ActorStats, ActorStatus, CrashPoint, CrashSwitch, SimulatedCrash
 
 __all__ = [
     "ActorKit",
