@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import anyio
 
 from actorsource import Context, actor, handles
+from actorsource.testing import ActorProbe
 
 
 @dataclass
@@ -82,3 +83,12 @@ class BlockingCounter:
         if not self.totals:
             time.sleep(1.0)
         self.totals[event.key] = self.totals.get(event.key, 0) + event.amount
+
+
+async def assert_exactly_once(probe: ActorProbe[Counter], events: list[Added]) -> None:
+    """The three invariants at once: nothing lost, nothing applied twice, state = fold."""
+    assert probe.state.totals == expected_totals(events)  # an independent fold of the input
+    entries = await probe.entries()
+    assert len(entries) == len(events)
+    assert len({e.stream_seq for e in entries}) == len(entries)
+    assert (await probe.fold()).totals == probe.state.totals

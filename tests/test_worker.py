@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import anyio
 import pytest
-from actors import Added, Counter, expected_totals
+from actors import Added, Counter, assert_exactly_once, expected_totals
 
 from actorsource import MailboxError, NatsOptions, SQLiteJournal, Worker, journal_path
 from actorsource.testing import ActorKit, NatsServer, NatsServerConfig
@@ -66,7 +67,10 @@ async def test_user_and_password_pass_through_to_nats(tmp_path: Path) -> None:
             await bad.run()
 
 
-async def test_a_deleted_consumer_is_recreated_and_nothing_is_lost(actor_kit: ActorKit) -> None:
+async def test_a_deleted_consumer_is_recreated_and_nothing_is_lost(
+    actor_kit: ActorKit, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="actorsource")
     async with actor_kit.start(Counter) as counter:
         first = [Added("a", i) for i in range(1, 11)]
         for e in first:
@@ -77,5 +81,6 @@ async def test_a_deleted_consumer_is_recreated_and_nothing_is_lost(actor_kit: Ac
         for e in second:
             await actor_kit.publish("count.b", e)
         await counter.settled()
-        assert counter.state.totals == expected_totals(first + second)
+        await assert_exactly_once(counter, first + second)
         assert counter.status == "running"
+    assert any(r.getMessage() == "consumer gone, re-creating" for r in caplog.records)
