@@ -274,12 +274,15 @@ class SQLiteJournal:
                 )
             await db.execute(f"PRAGMA synchronous={self._synchronous}")
             if version == 0:
+                # One transaction for the schema, the owner and the version stamp: a process
+                # killed half-way leaves either an empty file or a complete journal.
+                owner_sql = self.actor.replace("'", "''")
                 await db.executescript(
-                    "BEGIN IMMEDIATE;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
-                )
-                await db.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('actor', ?), ('created_at', ?)",
-                    (self.actor, repr(time.time())),
+                    "BEGIN IMMEDIATE;"
+                    + _SCHEMA
+                    + "INSERT OR IGNORE INTO meta (key, value) VALUES "
+                    + f"('actor', '{owner_sql}'), ('created_at', '{time.time()!r}');"
+                    + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
                 )
             elif version > SCHEMA_VERSION:
                 raise JournalError(
@@ -288,6 +291,14 @@ class SQLiteJournal:
                     path=self.path,
                 )
             owner = await self._scalar("SELECT value FROM meta WHERE key = 'actor'")
+            if owner is None and not await self._scalar("SELECT count(*) FROM events"):
+                # Created by an older version that stamped the owner in a second step, and
+                # killed in between: nothing was ever journaled, so finish the stamp.
+                await db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('actor', ?), ('created_at', ?)",
+                    (self.actor, repr(time.time())),
+                )
+                owner = self.actor
             if owner != self.actor:
                 raise JournalError(
                     f"{self.path} is the journal of actor {owner!r}, not {self.actor!r}",

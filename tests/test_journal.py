@@ -181,3 +181,28 @@ async def test_a_file_that_is_not_a_journal_is_refused_with_its_path(tmp_path: P
     with pytest.raises(JournalError, match=str(path)):
         async with SQLiteJournal(path, actor="a"):
             pass
+
+
+async def test_a_journal_is_created_in_one_transaction_with_its_owner(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    async with SQLiteJournal(path, actor="a"):
+        pass
+    import sqlite3
+
+    with sqlite3.connect(str(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("SELECT value FROM meta WHERE key = 'actor'").fetchone()[0] == "a"
+
+
+async def test_a_journal_stamped_without_its_owner_by_a_killed_first_open_still_opens(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from actorsource._journal import _SCHEMA
+
+    path = tmp_path / "a.db"
+    with sqlite3.connect(str(path)) as db:  # what a kill between two steps used to leave
+        db.executescript(_SCHEMA + "PRAGMA user_version=1;")
+    async with SQLiteJournal(path, actor="a") as j:
+        assert j.last_pos == 0
