@@ -37,7 +37,24 @@ from ._errors import (
 from ._events import JournalEntry
 from ._snapshots import Snapshot, SnapshotInfo, snapshot_checksum
 
-__all__ = ["SCHEMA_VERSION", "DeadLetter", "JournalBatch", "OutboxMessage", "SQLiteJournal"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "DeadLetter",
+    "DuplicateMessageIdError",
+    "JournalBatch",
+    "OutboxMessage",
+    "SQLiteJournal",
+]
+
+
+class DuplicateMessageIdError(JournalError):
+    """A batch holds a ``Nats-Msg-Id`` the journal already has; nothing of it was stored.
+
+    The runtime checks message ids optimistically: the unique index finds a duplicate at
+    commit time at no cost to the common case, and the runner then rebuilds its state and
+    re-processes the batch with an explicit lookup.
+    """
+
 
 SCHEMA_VERSION = 1
 
@@ -417,6 +434,15 @@ class SQLiteJournal:
                     except sqlite3.Error:
                         pass
                 raise
+        except sqlite3.IntegrityError as exc:
+            if "events.msg_id" in str(exc):
+                raise DuplicateMessageIdError(
+                    f"a message id in the batch is already journaled in {self.path}",
+                    path=self.path,
+                ) from exc
+            raise JournalError(
+                f"cannot commit a batch to {self.path}: {exc}", path=self.path
+            ) from exc
         except sqlite3.Error as exc:
             raise JournalError(
                 f"cannot commit a batch to {self.path}: {exc}", path=self.path

@@ -133,7 +133,9 @@ class JetStreamMailbox:
         try:
             config = ConsumerConfig(
                 durable_name=self.durable,
-                ack_policy=AckPolicy.EXPLICIT,
+                # One ack per batch: acknowledging the last delivery of a batch acknowledges
+                # every earlier one, and the runner handles deliveries strictly in order.
+                ack_policy=AckPolicy.ALL,
                 ack_wait=self._ack_wait,
                 max_ack_pending=self._max_ack_pending,
                 max_deliver=-1,
@@ -347,11 +349,15 @@ class JetStreamMailbox:
     # -- acknowledging -----------------------------------------------------------------------
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """Acknowledge every delivery (fire-and-forget: a lost ack is a redelivery, deduplicated)."""
-        publish = self._nc.publish
+        """Acknowledge these deliveries and every earlier one (the consumer acks ``all``).
+
+        Only the last one is sent: the caller must have handled every delivery before it.
+        Fire-and-forget: a lost ack means a redelivery, which the journal deduplicates.
+        """
+        if not deliveries:
+            return
         try:
-            for d in deliveries:
-                await publish(d.reply, b"+ACK")
+            await self._nc.publish(deliveries[-1].reply, b"+ACK")
         except (nats.errors.Error, OSError) as exc:
             raise MailboxError(f"cannot acknowledge for {self.durable!r}: {exc!r}") from exc
 

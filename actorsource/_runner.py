@@ -47,7 +47,7 @@ from ._errors import (
     UnknownEventTypeError,
 )
 from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry
-from ._journal import DeadLetter, JournalBatch, SQLiteJournal
+from ._journal import DeadLetter, DuplicateMessageIdError, JournalBatch, SQLiteJournal
 from ._log import get_logger
 from ._mailbox import ConsumerGone, Delivery, JetStreamMailbox
 from ._outbox import OutboxPublisher
@@ -270,8 +270,15 @@ class ActorRunner:
             self._in_hand = batch
             self._in_hand_since = time.monotonic()
             start = 0
+            careful = False
             while start < len(batch):
-                start = await self._process(batch, start)
+                try:
+                    start = await self._process(batch, start, careful=careful)
+                except DuplicateMessageIdError:
+                    # A message id outside JetStream's own dedup window came back: undo the
+                    # optimistic application and handle the batch again, looking ids up.
+                    await self._rebuild()
+                    careful = True
             self._in_hand = []
 
     async def _keepalive(self, mailbox: JetStreamMailbox) -> None:
@@ -287,8 +294,13 @@ class ActorRunner:
                 except (nats.errors.Error, OSError):
                     pass
 
-    async def _process(self, deliveries: list[Delivery], start: int) -> int:
-        """Handle ``deliveries[start:]`` up to the first failing handler; return where it stopped."""
+    async def _process(self, deliveries: list[Delivery], start: int, *, careful: bool) -> int:
+        """Handle ``deliveries[start:]`` up to the first failing handler; return where it stopped.
+
+        Redeliveries (a stream sequence at or below the journal's position) are always looked
+        up. Message ids are looked up only when ``careful``; otherwise the journal's unique
+        index catches a duplicate at commit (:class:`DuplicateMessageIdError`).
+        """
         journal = self.journal
         mailbox = self.mailbox
         assert mailbox is not None
@@ -298,9 +310,11 @@ class ActorRunner:
         stream = deliveries[start].stream
         high = journal.stream_positions.get(stream, 0)
         maybe_seen = [d.stream_seq for d in deliveries[start:] if d.stream_seq <= high]
-        ids = [
-            mid for d in deliveries[start:] if d.headers and (mid := d.headers.get(MSG_ID_HEADER))
-        ]
+        ids = (
+            [mid for d in deliveries[start:] if d.headers and (mid := d.headers.get(MSG_ID_HEADER))]
+            if careful
+            else []
+        )
         known_seqs: set[int] = set()
         known_ids: set[str] = set()
         if maybe_seen or ids:
@@ -511,6 +525,8 @@ class ActorRunner:
                 async with self._write_lock:
                     await self.journal.append(batch)
                 return
+            except DuplicateMessageIdError:
+                raise
             except JournalError as exc:
                 self.stats.commit_failures += 1
                 if attempt == self._commit_attempts or self._stopping:
