@@ -38,16 +38,16 @@ from nats.aio.client import Client as NATS
 
 from ._actor import ActorDefinition, apply_event
 from ._binding import bind_mailbox, ensure_dlq_stream
+from ._committer import CommitJob, Committer
 from ._deadletters import dead_letter, dlq_message
 from ._errors import (
     ActorCrashed,
     EventCodecError,
-    JournalError,
     SnapshotError,
     UnknownEventTypeError,
 )
 from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry
-from ._journal import DeadLetter, DuplicateMessageIdError, JournalBatch, SQLiteJournal
+from ._journal import DeadLetter, JournalBatch, SQLiteJournal
 from ._log import get_logger
 from ._mailbox import ConsumerGone, Delivery, JetStreamMailbox
 from ._outbox import OutboxPublisher
@@ -125,6 +125,12 @@ class ActorRunner:
         # Deliveries taken from the mailbox and not yet acknowledged (kept alive with +WPI).
         self._in_hand: list[Delivery] = []
         self._in_hand_since = 0.0
+        self._committer: Committer | None = None
+        # The processing cursor: the last position assigned and the highest stream sequence
+        # handled, which run ahead of the journal by the batch being committed.
+        self._pos = 0
+        self._high: dict[str, int] = {}
+        self._snapshot_planned = 0
 
     # -- control -----------------------------------------------------------------------------
 
@@ -188,6 +194,7 @@ class ActorRunner:
         finally:
             self.mailbox = None
             self._journal = None
+            self._committer = None
             self._in_hand = []
 
     async def _serve(
@@ -197,24 +204,41 @@ class ActorRunner:
         task_status: anyio.abc.TaskStatus[None],
     ) -> None:
         journal = self.journal
-        async with mailbox, anyio.create_task_group() as tg:
-            self.mailbox = mailbox
-            self.outbox = outbox
-            tg.start_soon(outbox.run)
-            tg.start_soon(self._keepalive, mailbox)
-            outbox.notify()
-            self.status = ActorStatus.RUNNING
-            self.ready.set()
-            if self._on_ready is not None:
-                self._on_ready(self)
-            self.log.info("actor running", pos=journal.last_pos, stream=self.stream)
-            task_status.started()
-            await self._consume(mailbox)
-            self.status = ActorStatus.STOPPING
-            await self._final_snapshot()
-            with anyio.move_on_after(2.0, shield=True):
-                await outbox.flush()
-            tg.cancel_scope.cancel()
+        committer = Committer(
+            journal,
+            mailbox,
+            self._write_lock,
+            crash=self._crash,
+            stats=self.stats,
+            log=self.log,
+            on_committed=self._committed,
+            on_conflict=self._wake,
+            attempts=self._commit_attempts,
+        )
+        try:
+            async with mailbox, anyio.create_task_group() as tg:
+                self.mailbox = mailbox
+                self.outbox = outbox
+                self._committer = committer
+                tg.start_soon(committer.run)
+                tg.start_soon(outbox.run)
+                tg.start_soon(self._keepalive, mailbox)
+                outbox.notify()
+                self.status = ActorStatus.RUNNING
+                self.ready.set()
+                if self._on_ready is not None:
+                    self._on_ready(self)
+                self.log.info("actor running", pos=journal.last_pos, stream=self.stream)
+                task_status.started()
+                await self._consume(mailbox, committer)
+                self.status = ActorStatus.STOPPING
+                if not committer.conflict:
+                    await self._final_snapshot()
+                with anyio.move_on_after(2.0, shield=True):
+                    await outbox.flush()
+                tg.cancel_scope.cancel()
+        finally:
+            committer.close()
 
     # -- recovery ----------------------------------------------------------------------------
 
@@ -238,6 +262,7 @@ class ActorRunner:
     async def _restore_state(self, journal: SQLiteJournal) -> RecoveryReport:
         self.state, report = await restore_state(self.definition, journal, log=self.log)
         self.stats.last_snapshot_pos = report.snapshot_pos or 0
+        self._snapshot_planned = self.stats.last_snapshot_pos
         self._snapshot_clock = time.monotonic()
         return report
 
@@ -245,12 +270,26 @@ class ActorRunner:
         """Make the state exactly the fold of the journal again (after a failed handler)."""
         self.stats.rebuilds += 1
         self.recovery = await self._restore_state(self.journal)
+        self._sync_cursor()
 
     # -- consuming ---------------------------------------------------------------------------
 
-    async def _consume(self, mailbox: JetStreamMailbox) -> None:
+    def _sync_cursor(self) -> None:
+        """Align the processing cursor with what the journal holds (after a drain)."""
+        self._pos = self.journal.last_pos
+        self._high = dict(self.journal.stream_positions)
+
+    def _wake(self) -> None:
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    async def _consume(self, mailbox: JetStreamMailbox, committer: Committer) -> None:
         backoff = 0.1
+        self._sync_cursor()
         while not self._stopping:
+            if committer.conflict:
+                await self._redo(committer)
+                continue
             with anyio.CancelScope() as scope:
                 self._wait_scope = scope
                 try:
@@ -259,75 +298,104 @@ class ActorRunner:
                     # Re-create rather than spin on 503s: wait, then bind again (which also
                     # notices a stream that was deleted and re-created meanwhile).
                     self.log.warning("consumer gone, re-creating", reason=str(exc), backoff=backoff)
+                    await committer.drain()
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     await bind_mailbox(mailbox, self.journal, log=self.log)
+                    self._sync_cursor()
                     continue
             self._wait_scope = None
             if scope.cancelled_caught:
-                break
+                continue  # stopping, or woken to redo after a conflict: the loop head decides
             backoff = 0.1
-            self._in_hand = batch
-            self._in_hand_since = time.monotonic()
-            start = 0
-            careful = False
-            while start < len(batch):
-                try:
-                    start = await self._process(batch, start, careful=careful)
-                except DuplicateMessageIdError:
-                    # A message id outside JetStream's own dedup window came back: undo the
-                    # optimistic application and handle the batch again, looking ids up.
-                    await self._rebuild()
-                    careful = True
-            self._in_hand = []
+            await self._handle(batch, committer, careful=False)
+        await committer.drain()
+
+    async def _handle(self, batch: list[Delivery], committer: Committer, *, careful: bool) -> None:
+        self._in_hand = batch
+        self._in_hand_since = time.monotonic()
+        start = 0
+        while start < len(batch):
+            if committer.conflict:
+                committer.defer(batch[start:])
+                break
+            start = await self._process(batch, start, committer, careful=careful)
+        self._in_hand = []
+
+    async def _redo(self, committer: Committer) -> None:
+        """After a duplicate message id: rebuild, then handle the set-aside deliveries again."""
+        await committer.drain()
+        redo = committer.take_redo()
+        await self._rebuild()
+        self.log.info("re-checking deliveries after a duplicate message id", count=len(redo))
+        await self._handle(redo, committer, careful=True)
+        await committer.drain()
 
     async def _keepalive(self, mailbox: JetStreamMailbox) -> None:
         """Send +WPI for messages in hand that are taking long (slow handler, retries, disk full)."""
         interval = max(self._ack_wait / 3, 0.05)
         while True:
             await anyio.sleep(interval)
-            in_hand = self._in_hand
-            if in_hand and time.monotonic() - self._in_hand_since >= interval:
-                try:
-                    for d in [*in_hand, *mailbox.buffered()]:
-                        await mailbox.in_progress(d)
-                except (nats.errors.Error, OSError):
-                    pass
+            committer = self._committer
+            since = [self._in_hand_since] if self._in_hand else []
+            if committer is not None and (oldest := committer.oldest()) is not None:
+                since.append(oldest)
+            if not since or time.monotonic() - min(since) < interval:
+                continue
+            pending = [*(committer.unacked() if committer else []), *self._in_hand]
+            try:
+                for d in [*pending, *mailbox.buffered()]:
+                    await mailbox.in_progress(d)
+            except (nats.errors.Error, OSError):
+                pass
 
-    async def _process(self, deliveries: list[Delivery], start: int, *, careful: bool) -> int:
+    async def _process(
+        self, deliveries: list[Delivery], start: int, committer: Committer, *, careful: bool
+    ) -> int:
         """Handle ``deliveries[start:]`` up to the first failing handler; return where it stopped.
 
-        Redeliveries (a stream sequence at or below the journal's position) are always looked
-        up. Message ids are looked up only when ``careful``; otherwise the journal's unique
-        index catches a duplicate at commit (:class:`DuplicateMessageIdError`).
+        Events are applied to the state and handed to the committer; the journal commit of
+        this batch overlaps with handling the next. A redelivery (a stream sequence this
+        runner has already handled) drains the committer and is looked up in the journal,
+        and so are message ids when ``careful``; otherwise the journal's unique index catches
+        a duplicate id at commit and the committer sets the batch aside to be redone.
         """
         journal = self.journal
-        mailbox = self.mailbox
-        assert mailbox is not None
         definition = self.definition
         policy = definition.errors
         codec = definition.codec
         stream = deliveries[start].stream
-        high = journal.stream_positions.get(stream, 0)
-        maybe_seen = [d.stream_seq for d in deliveries[start:] if d.stream_seq <= high]
-        ids = (
-            [mid for d in deliveries[start:] if d.headers and (mid := d.headers.get(MSG_ID_HEADER))]
-            if careful
-            else []
-        )
+        if not careful and any(
+            d.stream_seq <= self._high.get(stream, 0) for d in deliveries[start:]
+        ):
+            await committer.drain()
+            if committer.conflict:
+                committer.defer(deliveries[start:])
+                return len(deliveries)
+            self._sync_cursor()
+            careful = True
+        high = self._high.get(stream, 0)
         known_seqs: set[int] = set()
         known_ids: set[str] = set()
-        if maybe_seen or ids:
-            known_seqs, known_ids = await journal.known(stream, maybe_seen, ids)
+        if careful:
+            maybe_seen = [d.stream_seq for d in deliveries[start:] if d.stream_seq <= high]
+            ids = [
+                mid
+                for d in deliveries[start:]
+                if d.headers and (mid := d.headers.get(MSG_ID_HEADER))
+            ]
+            if maybe_seen or ids:
+                known_seqs, known_ids = await journal.known(stream, maybe_seen, ids)
 
         entries: list[JournalEntry] = []
         to_ack: list[Delivery] = []
         dead: list[tuple[Delivery, DeadLetter]] = []
         seen_seqs: set[int] = set()
         top = high
-        pos = journal.last_pos
+        pos = self._pos
         duplicates = ignored = 0
         failure: _Failure | None = None
+        end = len(deliveries)
         now = time.time()
         for index in range(start, len(deliveries)):
             d = deliveries[index]
@@ -384,6 +452,7 @@ class ActorRunner:
                 # Not journaled, not acknowledged, not part of ``top``: if the process dies
                 # from here on, the next start delivers this message again.
                 failure = _Failure(index, d, event, entry, exc)
+                end = index
                 break
             seen_seqs.add(seq)
             top = max(top, seq)
@@ -394,15 +463,65 @@ class ActorRunner:
                 known_ids.add(msg_id)
 
         snapshot = self._maybe_snapshot(pos) if entries and failure is None else None
-        await self._commit_and_ack(entries, to_ack, dead, stream, top, high, pos, snapshot)
+        job = self._job(
+            deliveries[start:end], entries, to_ack, dead, stream, top, high, pos, snapshot
+        )
+        self._pos = pos
+        self._high[stream] = top
         self.stats.duplicates += duplicates
         self.stats.ignored += ignored
+        await committer.submit(job)
         if failure is None:
             return len(deliveries)
+        await committer.drain()
+        if committer.conflict:
+            committer.defer(deliveries[failure.index :])
+            return len(deliveries)
         await self._rebuild()
-        if not await self._retry(failure, stream):
+        if not await self._retry(failure, stream, committer):
             return len(deliveries)  # stopping: the message stays unacknowledged for next time
         return failure.index + 1
+
+    def _job(
+        self,
+        deliveries: list[Delivery],
+        entries: list[JournalEntry],
+        to_ack: list[Delivery],
+        dead: list[tuple[Delivery, DeadLetter]],
+        stream: str,
+        top: int,
+        high: int,
+        pos: int,
+        snapshot: bytes | None,
+    ) -> CommitJob:
+        definition = self.definition
+        batch = JournalBatch(
+            entries=entries,
+            positions={stream: top} if top > high else {},
+            dead_letters=[dl for _, dl in dead],
+            outbox=[dlq_message(self.name, definition.errors, dl) for _, dl in dead],
+            snapshot_state=snapshot,
+            snapshot_pos=pos,
+            snapshot_version=definition.version,
+            snapshot_codec=CODEC_NAME,
+            keep_snapshots=definition.snapshots.keep,
+        )
+        if snapshot is not None:
+            self._snapshot_planned = pos
+        return CommitJob(
+            batch=batch,
+            deliveries=deliveries,
+            to_ack=to_ack,
+            dead=dead,
+            snapshot_pos=pos if snapshot is not None else None,
+        )
+
+    def _committed(self, job: CommitJob) -> None:
+        self.recovery.journal_pos = self.journal.last_pos
+        if job.snapshot_pos is not None:
+            self._snapshot_taken(job.snapshot_pos)
+        if job.batch.outbox and self.outbox is not None:
+            self.outbox.notify()
 
     async def _apply_live(self, event: object, entry: JournalEntry) -> None:
         timeout = self.definition.errors.handler_timeout
@@ -420,7 +539,7 @@ class ActorRunner:
             return
         await apply_event(self.definition, self.state, event, entry, replaying=False, log=self.log)
 
-    async def _retry(self, failure: _Failure, stream: str) -> bool:
+    async def _retry(self, failure: _Failure, stream: str, committer: Committer) -> bool:
         """Retry a failed handler in place; commit it or its dead letter. False if stopping."""
         policy = self.definition.errors
         error = failure.error
@@ -447,105 +566,41 @@ class ActorRunner:
                 error = exc
                 await self._rebuild()
                 continue
-            high = self.journal.stream_positions.get(stream, 0)
-            await self._commit_and_ack(
-                [entry], [d], [], stream, max(high, d.stream_seq), high, entry.pos, None
-            )
+            await self._submit_alone(committer, d, stream, entries=[entry])
             return True
         reason = "handler-timeout" if isinstance(error, HandlerTimeout) else "handler-failed"
-        high = self.journal.stream_positions.get(stream, 0)
         letter = dead_letter(d, failure.entry.type, reason, error, time.time())
-        await self._commit_and_ack(
-            [],
-            [],
-            [(d, letter)],
-            stream,
-            max(high, d.stream_seq),
-            high,
-            self.journal.last_pos,
-            None,
-        )
+        await self._submit_alone(committer, d, stream, dead=[(d, letter)])
         return True
 
-    async def _commit_and_ack(
+    async def _submit_alone(
         self,
-        entries: list[JournalEntry],
-        to_ack: list[Delivery],
-        dead: list[tuple[Delivery, DeadLetter]],
+        committer: Committer,
+        d: Delivery,
         stream: str,
-        top: int,
-        high: int,
-        pos: int,
-        snapshot: bytes | None,
+        *,
+        entries: list[JournalEntry] | None = None,
+        dead: list[tuple[Delivery, DeadLetter]] | None = None,
     ) -> None:
-        definition = self.definition
-        batch = JournalBatch(
-            entries=entries,
-            positions={stream: top} if top > high else {},
-            dead_letters=[dl for _, dl in dead],
-            outbox=[dlq_message(self.name, definition.errors, dl) for _, dl in dead],
-            snapshot_state=snapshot,
-            snapshot_pos=pos,
-            snapshot_version=definition.version,
-            snapshot_codec=CODEC_NAME,
-            keep_snapshots=definition.snapshots.keep,
+        high = self._high.get(stream, 0)
+        top = max(high, d.stream_seq)
+        pos = self._pos + len(entries or [])
+        job = self._job(
+            [d], entries or [], [d] if entries else [], dead or [], stream, top, high, pos, None
         )
-        self._crash.check("before_commit")
-        await self._commit(batch)
-        self.recovery.journal_pos = self.journal.last_pos
-        if snapshot is not None:
-            self._snapshot_taken(pos)
-        if batch.outbox and self.outbox is not None:
-            self.outbox.notify()
-        self._crash.check("after_commit")
-        mailbox = self.mailbox
-        assert mailbox is not None
-        await mailbox.ack(to_ack)
-        for d, dl in dead:
-            await mailbox.term(d, dl.reason)
-        self._crash.check("after_ack")
-        self.stats.applied += len(entries)
-        self.stats.dead_letters += len(dead)
-        self.stats.batches += 1
-        for d, dl in dead:
-            self.log.warning(
-                "dead letter",
-                reason=dl.reason,
-                error=dl.error,
-                subject=d.subject,
-                stream_seq=d.stream_seq,
-                type=dl.type,
-            )
-
-    async def _commit(self, batch: JournalBatch) -> None:
-        """Commit with retries: a full disk or a busy file must not lose or ack anything."""
-        delay = 0.1
-        for attempt in range(1, self._commit_attempts + 1):
-            try:
-                async with self._write_lock:
-                    await self.journal.append(batch)
-                return
-            except DuplicateMessageIdError:
-                raise
-            except JournalError as exc:
-                self.stats.commit_failures += 1
-                if attempt == self._commit_attempts or self._stopping:
-                    raise
-                self.log.error(
-                    "journal commit failed; retrying",
-                    error=str(exc),
-                    attempt=attempt,
-                    retry_in=round(delay, 2),
-                )
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        self._pos = pos
+        self._high[stream] = top
+        await committer.submit(job)
+        await committer.drain()
 
     # -- snapshots ---------------------------------------------------------------------------
 
     def _maybe_snapshot(self, pos: int) -> bytes | None:
         policy = self.definition.snapshots
-        if not policy.due(pos - self.stats.last_snapshot_pos, self._snapshot_clock):
+        since = pos - max(self.stats.last_snapshot_pos, self._snapshot_planned)
+        if not policy.due(since, self._snapshot_clock):
             return None
+        self._snapshot_clock = time.monotonic()
         return self._encode_state()
 
     def _encode_state(self) -> bytes | None:
@@ -587,6 +642,10 @@ class ActorRunner:
 
     async def snapshot(self) -> int:
         """Take a snapshot now (between batches); returns its position."""
+        if self._committer is not None:
+            await self._committer.drain()
+            if self._committer.conflict:
+                return self.stats.last_snapshot_pos
         await self._take_snapshot_now()
         return self.stats.last_snapshot_pos
 
