@@ -34,6 +34,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from ._errors import MailboxError
+from ._inbox import parse_headers, route_raw, unroute_raw
 
 __all__ = ["ConsumerGone", "Delivery", "JetStreamMailbox", "parse_ack_subject"]
 
@@ -115,6 +116,7 @@ class JetStreamMailbox:
         self._last_seen = 0.0
         self._failure: MailboxError | None = None
         self._sub: Subscription | None = None
+        self._raw = False
         self._inbox = ""
         self._next_subject = ""
 
@@ -236,6 +238,7 @@ class JetStreamMailbox:
             await self.ensure()
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+        self._raw = route_raw(self._nc, self._sub._id, self._on_raw)
         self._credit = 0
         self._last_seen = time.monotonic()
         return self
@@ -248,6 +251,7 @@ class JetStreamMailbox:
         sub, self._sub = self._sub, None
         self._buffer.clear()
         if sub is not None:
+            unroute_raw(self._nc, sub._id)
             with anyio.CancelScope(shield=True):
                 try:
                     await sub.unsubscribe()
@@ -255,6 +259,23 @@ class JetStreamMailbox:
                     pass
 
     # -- receiving ---------------------------------------------------------------------------
+
+    def _on_raw(self, subject: bytes, reply: bytes, data: bytes, raw: bytes | None) -> None:
+        self._last_seen = time.monotonic()
+        headers = parse_headers(raw) if raw else None
+        if headers and not data and "Status" in headers:
+            self._on_status(headers)
+            return
+        reply_s = reply.decode()
+        try:
+            stream, seq, delivered, ts = parse_ack_subject(reply_s)
+        except (MailboxError, ValueError):
+            return
+        self._credit -= 1
+        self._buffer.append(
+            Delivery(subject.decode(), data, headers, reply_s, stream, seq, delivered, ts)
+        )
+        self._arrived.set()
 
     async def _on_msg(self, msg: Msg) -> None:
         self._last_seen = time.monotonic()
