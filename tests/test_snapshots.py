@@ -143,7 +143,9 @@ async def test_snapshots_are_taken_by_time_when_events_keep_arriving(actor_kit: 
         assert [s.pos for s in await timed.snapshots()] == [2]
 
 
-async def test_an_undecodable_snapshot_with_a_valid_checksum_is_skipped(actor_kit: ActorKit) -> None:
+async def test_an_undecodable_snapshot_with_a_valid_checksum_is_skipped(
+    actor_kit: ActorKit,
+) -> None:
     from actorsource import SQLiteJournal
     from actorsource._snapshots import CODEC_NAME
 
