@@ -22,7 +22,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._errors import JournalError
+from ._errors import JournalCorruptError, JournalError
 from ._journal import DeadLetter, DuplicateMessageIdError, JournalBatch, SQLiteJournal
 from ._mailbox import Delivery, JetStreamMailbox
 from ._status import ActorStats, CrashSwitch
@@ -57,8 +57,10 @@ class Committer:
         on_committed: Callable[[CommitJob], None],
         on_conflict: Callable[[], None],
         attempts: int = 8,
+        gate: anyio.Event | None = None,
     ) -> None:
         self._journal = journal
+        self._gate = gate
         self._mailbox = mailbox
         self._lock = write_lock
         self._crash = crash
@@ -137,6 +139,10 @@ class Committer:
                         self._idle.set()
 
     async def _commit_and_ack(self, job: CommitJob) -> None:
+        if self._gate is not None:
+            # The journal's integrity check runs beside the actor; nothing is committed or
+            # acknowledged until it has passed.
+            await self._gate.wait()
         self._crash.check("before_commit")
         try:
             await self._commit(job.batch)
@@ -173,7 +179,7 @@ class Committer:
                 async with self._lock:
                     await self._journal.append(batch)
                 return
-            except DuplicateMessageIdError:
+            except (DuplicateMessageIdError, JournalCorruptError):
                 raise
             except JournalError as exc:
                 self._stats.commit_failures += 1

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import nats
 import nats.errors
 import structlog
@@ -77,10 +78,16 @@ async def connect(
     """
 
     errors: list[Exception] = []
+    # nats-py never returns from connect() (nor from close()) once a TLS handshake failed:
+    # asyncio's start_tls closes the socket under a swapped protocol, so the stream's close
+    # waiter never fires. A TLS failure is final anyway, so it ends the first connect here.
+    connecting = anyio.CancelScope()
 
     async def error_cb(exc: Exception) -> None:
         if not nc.is_connected:
             errors.append(exc)
+            if isinstance(exc, ssl.SSLError):
+                connecting.cancel()
             return
         log.warning("nats error", error=repr(exc))
 
@@ -120,13 +127,18 @@ async def connect(
     kwargs.update(options.extra)
     nc = NATS()
     try:
-        await nc.connect(**kwargs)
+        with connecting:
+            await nc.connect(**kwargs)
+        if connecting.cancelled_caught:
+            raise errors[-1]
     except (nats.errors.Error, OSError, ssl.SSLError, TimeoutError) as exc:
-        try:
-            await nc.close()
-        except Exception:
-            pass
-        cause = errors[-1] if errors else exc
+        # Bounded for the same reason: the socket is already closed after a TLS failure.
+        with anyio.move_on_after(1.0, shield=True):
+            try:
+                await nc.close()
+            except Exception:
+                pass
+        cause = _most_telling(errors) or exc
         raise MailboxError(
             f"cannot connect to NATS at {', '.join(options.urls())}: {_describe(cause)}"
         ) from exc
@@ -134,8 +146,48 @@ async def connect(
     return nc
 
 
+# OpenSSL's names for the alerts a server sends when it rejects the client's certificate.
+_REFUSED_CERTIFICATE = frozenset(
+    {
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "TLSV1_ALERT_ACCESS_DENIED",
+    }
+)
+
+
+def _most_telling(errors: list[Exception]) -> Exception | None:
+    """The last error that says more than "the connection went away".
+
+    A server closes the socket right after refusing credentials or a certificate, and the
+    retry often meets that reset: it must not hide the refusal that explains it.
+    """
+    for error in reversed(errors):
+        if not isinstance(error, ConnectionResetError | BrokenPipeError):
+            return error
+    return errors[-1] if errors else None
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"the server's TLS certificate is not trusted ({exc.verify_message}: "
+            "certificate verify failed); pass the CA that signed it with --tls-ca "
+            "(NatsOptions(tls_ca=...))"
+        )
+    if isinstance(exc, ssl.SSLError) and exc.reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
+        return (
+            "the server requires a client certificate (tls alert: certificate required); "
+            "pass one with --tls-cert and --tls-key (NatsOptions(tls_cert=..., tls_key=...))"
+        )
+    if isinstance(exc, ssl.SSLError) and exc.reason in _REFUSED_CERTIFICATE:
+        alert = exc.reason.lower().replace("_", " ")
+        return (
+            f"the server refused the client certificate ({alert}); is it signed by the CA "
+            "the server trusts, and still valid?"
+        )
     if isinstance(exc, nats.errors.NoServersError | ConnectionRefusedError):
         return "no server answered (is nats-server running? or use `actorsource run --embedded`)"
     if "authorization" in text.lower():

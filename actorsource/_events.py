@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import msgspec
@@ -77,24 +77,90 @@ def _check_event_class(cls: object) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
+_headers_decoder = msgspec.json.Decoder(dict[str, str])
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
 class JournalEntry:
     """One event as the actor accepted it: its journal position and where it came from.
 
     ``pos`` is the actor's own position (1, 2, 3 ...); ``stream``/``stream_seq`` locate the
     message in JetStream (``None`` for events the actor recorded itself); ``payload`` holds
-    the bytes exactly as received.
+    the bytes exactly as received; ``headers`` the message headers (decoded from the journal
+    only when asked for, so replay does not pay for them). Read-only by convention.
     """
 
-    pos: int
-    subject: str
-    type: str
-    payload: bytes
-    received_at: float
-    stream: str | None = None
-    stream_seq: int | None = None
-    msg_id: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
+    __slots__ = (
+        "_headers",
+        "_raw_headers",
+        "msg_id",
+        "payload",
+        "pos",
+        "received_at",
+        "stream",
+        "stream_seq",
+        "subject",
+        "type",
+    )
+
+    def __init__(
+        self,
+        pos: int,
+        subject: str,
+        type: str,
+        payload: bytes,
+        received_at: float,
+        stream: str | None = None,
+        stream_seq: int | None = None,
+        msg_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        raw_headers: bytes | None = None,
+    ) -> None:
+        self.pos = pos
+        self.subject = subject
+        self.type = type
+        self.payload = payload
+        self.received_at = received_at
+        self.stream = stream
+        self.stream_seq = stream_seq
+        self.msg_id = msg_id
+        self._headers = headers
+        self._raw_headers = raw_headers
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The message's headers as received."""
+        if self._headers is None:
+            raw = self._raw_headers
+            self._headers = _headers_decoder.decode(raw) if raw else _EMPTY
+        return self._headers
+
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.pos,
+            self.subject,
+            self.type,
+            self.payload,
+            self.received_at,
+            self.stream,
+            self.stream_seq,
+            self.msg_id,
+            dict(self.headers),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, JournalEntry):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"JournalEntry(pos={self.pos}, subject={self.subject!r}, type={self.type!r}, "
+            f"stream={self.stream!r}, stream_seq={self.stream_seq}, msg_id={self.msg_id!r})"
+        )
 
 
 class EventCodec:
@@ -125,6 +191,16 @@ class EventCodec:
     def type_names(self) -> frozenset[str]:
         """Every type name this codec can decode."""
         return frozenset(self._classes)
+
+    def decoder(self, type_name: str) -> Callable[[bytes], Any]:
+        """The raw decode function for ``type_name`` (raises msgspec errors; for replay)."""
+        decoder = self._decoders.get(type_name)
+        if decoder is None:
+            raise UnknownEventTypeError(
+                f"unknown event type {type_name!r}; known: {sorted(self._classes)}",
+                type_name=type_name,
+            )
+        return decoder.decode
 
     def knows(self, type_name: str) -> bool:
         """Tell whether ``type_name`` is a registered event type."""

@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 import structlog
 
-from ._actor import ActorDefinition, apply_event
+from ._actor import ActorDefinition, Context
 from ._errors import ActorCrashed, SnapshotError
+from ._events import JournalEntry
 from ._journal import SQLiteJournal
 from ._log import get_logger
 from ._snapshots import CODEC_NAME
@@ -35,6 +35,55 @@ class RecoveryReport:
     replayed: int = 0
     journal_pos: int = 0
     seconds: float = 0.0
+
+
+class _ReplayPlan:
+    """Per event type, what replay calls: resolved once, not per event."""
+
+    def __init__(self, definition: ActorDefinition, log: structlog.stdlib.BoundLogger) -> None:
+        self._definition = definition
+        self._log = log
+        self._steps = {
+            name: (definition.codec.decoder(name), h.method, h.takes_context, h.is_async)
+            for name, h in definition.handlers.items()
+        }
+
+    async def apply_rows(self, state: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Apply journal rows (as :meth:`SQLiteJournal.rows` yields them) to ``state``."""
+        steps = self._steps
+        name = self._definition.name
+        log = self._log
+        row: tuple[Any, ...] = ()
+        try:
+            for row in rows:
+                decode, method, takes_context, is_async = steps[row[2]]
+                event = decode(row[3])
+                if takes_context:
+                    entry = JournalEntry(
+                        row[0],
+                        row[1],
+                        row[2],
+                        row[3],
+                        row[4],
+                        row[5],
+                        row[6],
+                        row[7],
+                        raw_headers=row[8],
+                    )
+                    result = getattr(state, method)(
+                        event, Context(name, entry, replaying=True, log=log)
+                    )
+                else:
+                    result = getattr(state, method)(event)
+                if is_async:
+                    await result
+        except Exception as exc:
+            raise ActorCrashed(
+                f"actor {name!r} cannot replay journal position {row[0]} "
+                f"({row[2]} on {row[1]}): {exc!r}; the journal is intact, "
+                "fix the handler or register the event type and restart",
+                actor=name,
+            ) from exc
 
 
 async def restore_state(
@@ -83,23 +132,13 @@ async def restore_state(
         report.snapshot_pos = info.pos
         break
     report.journal_pos = after
-    last_log = time.monotonic()
     total = journal.last_pos - after
-    codec = definition.codec
-    async for chunk in journal.entries(after):
-        for entry in chunk:
-            try:
-                event = codec.decode(entry.type, entry.payload)
-                await apply_event(definition, state, event, entry, replaying=True, log=log)
-            except Exception as exc:
-                raise ActorCrashed(
-                    f"actor {definition.name!r} cannot replay journal position {entry.pos} "
-                    f"({entry.type} on {entry.subject}): {exc!r}; the journal is intact, "
-                    "fix the handler or register the event type and restart",
-                    actor=definition.name,
-                ) from exc
-        report.replayed += len(chunk)
-        report.journal_pos = chunk[-1].pos
+    last_log = time.monotonic()
+    plan = _ReplayPlan(definition, log)
+    async for rows in journal.rows(after):
+        await plan.apply_rows(state, rows)
+        report.replayed += len(rows)
+        report.journal_pos = rows[-1][0]
         now = time.monotonic()
         if now - last_log >= progress_every:
             last_log = now
@@ -112,6 +151,5 @@ async def restore_state(
                 rate=round(rate),
                 eta_s=round((total - report.replayed) / max(rate, 1e-9), 1),
             )
-        await anyio.lowlevel.checkpoint()
     report.seconds = time.monotonic() - started
     return state, report

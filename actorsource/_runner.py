@@ -95,6 +95,7 @@ class ActorRunner:
         log: structlog.stdlib.BoundLogger | None = None,
         on_ready: Callable[[ActorRunner], None] | None = None,
         commit_attempts: int = 8,
+        integrity_check: Literal["background", "before-start", "off"] = "background",
     ) -> None:
         self.definition = definition
         self.name = definition.name
@@ -107,6 +108,8 @@ class ActorRunner:
         self.log = log or get_logger(actor=self.name)
         self._on_ready = on_ready
         self._commit_attempts = commit_attempts
+        self._integrity_check = integrity_check
+        self._verified = anyio.Event()
         self.state: Any = definition.new_state()
         self.status = ActorStatus.STARTING
         self.recovery = RecoveryReport()
@@ -161,6 +164,8 @@ class ActorRunner:
                 self.journal_path, actor=self.name, synchronous=self._synchronous
             ) as journal:
                 self._journal = journal
+                if self._integrity_check == "before-start":
+                    await journal.check_integrity()
                 self.status = ActorStatus.RECOVERING
                 await self._recover()
                 mailbox = JetStreamMailbox(
@@ -214,6 +219,7 @@ class ActorRunner:
             on_committed=self._committed,
             on_conflict=self._wake,
             attempts=self._commit_attempts,
+            gate=self._verified if self._integrity_check == "background" else None,
         )
         try:
             async with mailbox, anyio.create_task_group() as tg:
@@ -223,6 +229,8 @@ class ActorRunner:
                 tg.start_soon(committer.run)
                 tg.start_soon(outbox.run)
                 tg.start_soon(self._keepalive, mailbox)
+                if self._integrity_check == "background":
+                    tg.start_soon(self._verify_journal)
                 outbox.notify()
                 self.status = ActorStatus.RUNNING
                 self.ready.set()
@@ -330,6 +338,14 @@ class ActorRunner:
         self.log.info("re-checking deliveries after a duplicate message id", count=len(redo))
         await self._handle(redo, committer, careful=True)
         await committer.drain()
+
+    async def _verify_journal(self) -> None:
+        """SQLite's quick_check beside the running actor: commits wait for it to pass, and a
+        failure halts the actor (fatal) with nothing acknowledged."""
+        started = time.monotonic()
+        await self.journal.check_integrity()
+        self._verified.set()
+        self.log.info("journal integrity verified", seconds=round(time.monotonic() - started, 3))
 
     async def _keepalive(self, mailbox: JetStreamMailbox) -> None:
         """Send +WPI for messages in hand that are taking long (slow handler, retries, disk full)."""

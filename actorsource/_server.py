@@ -24,6 +24,7 @@ import ssl
 import subprocess
 import sys
 import sysconfig
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +46,8 @@ _EXE_NAME = "nats-server.exe" if os.name == "nt" else "nats-server"
 _LOG_TAIL_LINES = 20
 _READY_POLL = 0.02
 _EXIT_POLL = 0.01
+_CLOSE_GRACE = 1.0
+_STOP_WAIT = 1.0
 
 
 def _is_executable(path: Path) -> bool:
@@ -180,7 +183,7 @@ class NatsServerConfig:
         if self.token is not None and self.user is not None:
             raise NatsServerError(
                 "NatsServerConfig takes a token or a user and password, not both "
-                "(nats-server accepts one form of authorization per account)"
+                '(nats-server refuses both: "Cannot have a user/pass and token")'
             )
         if self.token == "":
             raise NatsServerError("NatsServerConfig token must not be empty")
@@ -387,10 +390,15 @@ class NatsServer:
     def pause(self) -> None:
         """Freeze the server with SIGSTOP: connections stay open but nothing is answered.
 
+        Returns once every thread of the server has stopped (where ``/proc`` shows it, else
+        right after the signal), so a request sent afterwards is not answered.
+
         Raises:
             NatsServerError: the server is not running.
         """
         self._signal_running(signal.SIGSTOP)
+        assert self._proc is not None
+        _wait_stopped(self._proc.pid, _STOP_WAIT)
 
     def resume(self) -> None:
         """Let a paused server continue (SIGCONT).
@@ -605,6 +613,16 @@ class NatsServer:
                 with anyio.fail_after(remaining):
                     await self._probe_jetstream(remaining)
                 return
+            except ssl.SSLError as exc:
+                # The server is up (it answered with TLS), and a certificate the probe does not
+                # trust, or a client certificate the server refuses, stays so on a retry.
+                self._check_alive()
+                raise self._failure(
+                    "failed the TLS handshake with the readiness probe (does client_tls trust "
+                    "the server's certificate, and hold a client certificate that tls_ca "
+                    "signed?)",
+                    exc,
+                ) from exc
             except (_NatsClientError, OSError, TimeoutError) as exc:
                 last_error = exc
                 await anyio.sleep(_READY_POLL)
@@ -631,7 +649,37 @@ class NatsServer:
             )
             await nc.jetstream(timeout=max(seconds, 0.1)).account_info()
         finally:
-            await nc.close()
+            # After a failed TLS handshake nats-py's close() never returns: asyncio's
+            # start_tls closes the socket under a swapped protocol, so the stream's close
+            # waiter never fires. The socket is closed by then; bounding the wait loses nothing.
+            with anyio.move_on_after(_CLOSE_GRACE, shield=True):
+                await nc.close()
+
+
+def _wait_stopped(pid: int, seconds: float) -> None:
+    """Wait (briefly, blocking) until every thread of ``pid`` is in the stopped state.
+
+    kill(SIGSTOP) returns before the threads have stopped, and a Go thread busy at that
+    moment can still answer a request sent right after (about 3% of the time). Without
+    ``/proc`` (not Linux), or if the process is gone, this returns at once.
+    """
+    tasks = Path(f"/proc/{pid}/task")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            threads = list(tasks.iterdir())
+        except OSError:
+            return
+        states = []
+        for thread in threads:
+            try:
+                # The state is the first field after the parenthesised command name.
+                states.append((thread / "stat").read_text().rpartition(")")[2].split()[0])
+            except (OSError, IndexError):
+                continue  # the thread has just exited
+        if all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.001)
 
 
 async def _wait_exit(proc: subprocess.Popen[bytes], seconds: float) -> bool:

@@ -21,7 +21,7 @@ def validate_name(name: object, *, what: str = "actor name") -> str:
     letter or digit: they are used as the durable consumer name, the journal file name and a
     subject token, so dots, wildcards and spaces are refused.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidNameError(
             f"invalid {what} {name!r}: use 1-64 letters, digits, '_' or '-', "
             "starting with a letter or digit (no dots, spaces or wildcards)"
