@@ -16,6 +16,7 @@ loss may drop the last commits); pass ``synchronous="FULL"`` to survive power lo
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
@@ -385,8 +386,7 @@ class SQLiteJournal:
                     path=self.path,
                 )
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
+            async with self._transaction() as db:
                 entries = batch.entries
                 for i in range(0, len(entries), _ROWS_PER_INSERT):
                     chunk = entries[i : i + _ROWS_PER_INSERT]
@@ -439,16 +439,6 @@ class SQLiteJournal:
                     )
                 if batch.snapshot_state is not None:
                     await self._insert_snapshot(batch)
-                await db.execute("COMMIT")
-            except BaseException:
-                import anyio
-
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                raise
         except sqlite3.IntegrityError as exc:
             if "events.msg_id" in str(exc):
                 raise DuplicateMessageIdError(
@@ -465,6 +455,23 @@ class SQLiteJournal:
         self.unsent += len(batch.outbox)
         for stream, seq in batch.positions.items():
             self.stream_positions[stream] = max(seq, self.stream_positions.get(stream, 0))
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; on any error (or cancellation) a shielded
+        ``ROLLBACK``, so the shared connection is never left inside a transaction."""
+        db = self._conn()
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            await db.execute("COMMIT")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
 
     async def _insert_snapshot(self, batch: JournalBatch) -> None:
         db = self._conn()
@@ -690,28 +697,14 @@ class SQLiteJournal:
         """Record that these outbox messages were acknowledged by JetStream."""
         if not ids:
             return
-        db = self._conn()
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
+            async with self._transaction() as db:
                 await db.executemany(
                     "UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL",
                     [(time.time(), i) for i in ids],
                 )
-                await db.execute("COMMIT")
-            except BaseException:
-                import anyio
-
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                raise
         except sqlite3.Error as exc:
-            raise JournalError(
-                f"cannot update the outbox of {self.path}: {exc}", path=self.path
-            ) from exc
+            raise _translate(exc, self.path, "update the outbox of") from exc
         self.unsent = max(0, self.unsent - len(ids))
 
     async def bind_stream(self, stream: str, created: str) -> str | None:

@@ -157,15 +157,9 @@ class JetStreamMailbox:
             except nats.js.errors.NotFoundError:
                 pass
             await self._js.add_consumer(stream, config=config)
-        except nats.js.errors.APIError as exc:
-            raise MailboxError(
-                f"cannot set up the consumer {self.durable!r} on stream {self.stream!r} for "
-                f"subjects {list(self.subjects)}: {exc.description or exc}",
-                actor=self.durable,
-            ) from exc
         except (nats.errors.Error, OSError) as exc:
-            raise MailboxError(
-                f"cannot reach JetStream to set up {self.durable!r}: {exc!r}", actor=self.durable
+            raise self._setup_error(
+                f"the consumer {self.durable!r} on stream {stream!r}", exc
             ) from exc
         self.stream = stream
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.durable}"
@@ -177,17 +171,19 @@ class JetStreamMailbox:
         """Find the stream that stores the actor's subjects, creating it if there is none."""
         try:
             self.stream = await self._ensure_stream()
-        except nats.js.errors.APIError as exc:
-            raise MailboxError(
-                f"cannot set up a stream for {self.durable!r} with subjects "
-                f"{list(self.subjects)}: {exc.description or exc}",
-                actor=self.durable,
-            ) from exc
         except (nats.errors.Error, OSError) as exc:
-            raise MailboxError(
-                f"cannot reach JetStream to set up {self.durable!r}: {exc!r}", actor=self.durable
-            ) from exc
+            raise self._setup_error(f"a stream for {self.durable!r}", exc) from exc
         return self.stream
+
+    def _setup_error(self, what: str, exc: BaseException) -> MailboxError:
+        """JetStream's refusal (with its description) or an unreachable server, as one error."""
+        if isinstance(exc, nats.js.errors.APIError):
+            return MailboxError(
+                f"cannot set up {what} for subjects {list(self.subjects)}: "
+                f"{exc.description or exc}",
+                actor=self.durable,
+            )
+        return MailboxError(f"cannot reach JetStream to set up {what}: {exc!r}", actor=self.durable)
 
     @property
     def resolved_stream(self) -> str:
