@@ -386,59 +386,10 @@ class SQLiteJournal:
                     path=self.path,
                 )
         try:
-            async with self._transaction() as db:
-                entries = batch.entries
-                for i in range(0, len(entries), _ROWS_PER_INSERT):
-                    chunk = entries[i : i + _ROWS_PER_INSERT]
-                    params: list[Any] = []
-                    for e in chunk:
-                        params.extend(_entry_row(e))
-                    await db.execute(_insert_events_sql(len(chunk)), params)
-                if batch.positions:
-                    await db.executemany(
-                        "INSERT INTO positions (stream, last_seq) VALUES (?, ?) "
-                        "ON CONFLICT (stream) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
-                        list(batch.positions.items()),
-                    )
-                if batch.dead_letters:
-                    await db.executemany(
-                        "INSERT INTO dead_letters (stream, stream_seq, subject, type, msg_id, "
-                        "headers, payload, reason, error, at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        [
-                            (
-                                d.stream,
-                                d.stream_seq,
-                                d.subject,
-                                d.type,
-                                d.msg_id,
-                                _headers_encoder.encode(d.headers) if d.headers else None,
-                                d.payload,
-                                d.reason,
-                                d.error,
-                                d.at or time.time(),
-                            )
-                            for d in batch.dead_letters
-                        ],
-                    )
-                if batch.outbox:
-                    now = time.time()
-                    await db.executemany(
-                        "INSERT INTO outbox (pos, subject, msg_id, headers, payload, created_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING",
-                        [
-                            (
-                                m.pos,
-                                m.subject,
-                                m.msg_id,
-                                _headers_encoder.encode(m.headers) if m.headers else None,
-                                m.payload,
-                                now,
-                            )
-                            for m in batch.outbox
-                        ],
-                    )
-                if batch.snapshot_state is not None:
-                    await self._insert_snapshot(batch)
+            # The whole transaction is one call on aiosqlite's thread: awaiting each
+            # statement separately costs a full event-loop turn apiece, which under load
+            # made the commit three times slower than SQLite itself.
+            await db._execute(_write_batch, db._conn, batch)  # type: ignore[no-untyped-call]
         except sqlite3.IntegrityError as exc:
             if "events.msg_id" in str(exc):
                 raise DuplicateMessageIdError(
@@ -472,30 +423,6 @@ class SQLiteJournal:
                 except sqlite3.Error:
                     pass
             raise
-
-    async def _insert_snapshot(self, batch: JournalBatch) -> None:
-        db = self._conn()
-        assert batch.snapshot_state is not None
-        checksum = snapshot_checksum(
-            batch.snapshot_version, batch.snapshot_pos, batch.snapshot_codec, batch.snapshot_state
-        )
-        await db.execute(
-            "INSERT INTO snapshots (pos, model_version, codec, checksum, state, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                batch.snapshot_pos,
-                batch.snapshot_version,
-                batch.snapshot_codec,
-                checksum,
-                batch.snapshot_state,
-                time.time(),
-            ),
-        )
-        await db.execute(
-            "DELETE FROM snapshots WHERE id NOT IN "
-            "(SELECT id FROM snapshots ORDER BY pos DESC, id DESC LIMIT ?)",
-            (batch.keep_snapshots,),
-        )
 
     async def save_snapshot(
         self, *, pos: int, model_version: int, codec: str, state: bytes, keep: int
@@ -730,6 +657,91 @@ class SQLiteJournal:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one SQL statement on the journal (tests and tools); returns every row."""
         return await self._fetchall(sql, params, "query")
+
+
+def _write_batch(conn: sqlite3.Connection, batch: JournalBatch) -> None:
+    """Write ``batch`` in one ``BEGIN IMMEDIATE`` transaction (runs on the journal's thread)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        entries = batch.entries
+        for i in range(0, len(entries), _ROWS_PER_INSERT):
+            chunk = entries[i : i + _ROWS_PER_INSERT]
+            params: list[Any] = []
+            for e in chunk:
+                params.extend(_entry_row(e))
+            conn.execute(_insert_events_sql(len(chunk)), params)
+        if batch.positions:
+            conn.executemany(
+                "INSERT INTO positions (stream, last_seq) VALUES (?, ?) ON CONFLICT (stream) "
+                "DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                list(batch.positions.items()),
+            )
+        now = time.time()
+        if batch.dead_letters:
+            conn.executemany(
+                "INSERT INTO dead_letters (stream, stream_seq, subject, type, msg_id, "
+                "headers, payload, reason, error, at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        d.stream,
+                        d.stream_seq,
+                        d.subject,
+                        d.type,
+                        d.msg_id,
+                        _headers_encoder.encode(d.headers) if d.headers else None,
+                        d.payload,
+                        d.reason,
+                        d.error,
+                        d.at or now,
+                    )
+                    for d in batch.dead_letters
+                ],
+            )
+        if batch.outbox:
+            conn.executemany(
+                "INSERT INTO outbox (pos, subject, msg_id, headers, payload, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING",
+                [
+                    (
+                        m.pos,
+                        m.subject,
+                        m.msg_id,
+                        _headers_encoder.encode(m.headers) if m.headers else None,
+                        m.payload,
+                        now,
+                    )
+                    for m in batch.outbox
+                ],
+            )
+        if batch.snapshot_state is not None:
+            checksum = snapshot_checksum(
+                batch.snapshot_version,
+                batch.snapshot_pos,
+                batch.snapshot_codec,
+                batch.snapshot_state,
+            )
+            conn.execute(
+                "INSERT INTO snapshots (pos, model_version, codec, checksum, state, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    batch.snapshot_pos,
+                    batch.snapshot_version,
+                    batch.snapshot_codec,
+                    checksum,
+                    batch.snapshot_state,
+                    now,
+                ),
+            )
+            conn.execute(
+                "DELETE FROM snapshots WHERE id NOT IN "
+                "(SELECT id FROM snapshots ORDER BY pos DESC, id DESC LIMIT ?)",
+                (batch.keep_snapshots,),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _translate(exc: sqlite3.Error, path: Path, doing: str) -> JournalError:
