@@ -18,7 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +196,33 @@ async def run_actor_until(
 async def connect(url: str) -> NATS:
     """A plain nats-py connection that fails fast instead of retrying forever."""
     return await nats.connect(url, max_reconnect_attempts=2, connect_timeout=5)
+
+
+def run_bench(
+    name: str,
+    bench: Callable[..., Awaitable[dict[str, Any]]],
+    args: Any,
+    *,
+    summary_keys: tuple[str, ...] | None = None,
+) -> int:
+    """Run ``bench(args, root, say)`` in a scratch directory; print and return an exit code.
+
+    An expected failure becomes ``{"error": ..., "states_equal": false}`` and a non-zero exit;
+    the JSON line is printed last either way.
+    """
+    began = time.monotonic()
+    with scratch(f"actorsource-{name}-") as root:
+        try:
+            result = anyio.run(bench, args, root, say_to_stderr)
+        except (BenchError, BaseExceptionGroup) as exc:
+            error = bench_error(exc)
+            if error is None:
+                raise
+            result = {"error": str(error), "states_equal": False}
+            say_to_stderr(f"{name}: {error}")
+    result["total_seconds"] = round(time.monotonic() - began, 2)
+    summary = [
+        f"{k}: {v}" for k, v in result.items() if summary_keys is None or k.endswith(summary_keys)
+    ]
+    emit(result, json_only=args.json, summary=summary)
+    return 0 if result.get("states_equal") else 1

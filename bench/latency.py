@@ -44,12 +44,9 @@ from _scaffold import (
     BenchError,
     Say,
     bank,
-    bench_error,
     connect,
-    emit,
     quiet_library,
-    say_to_stderr,
-    scratch,
+    run_bench,
     scratch_server,
 )
 from nats.aio.msg import Msg
@@ -320,20 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = anyio.run(publish_paced, args.child_publish, args.rate, args.seconds)
         print(json.dumps(raw), flush=True)
         return 0
-    began = time.monotonic()
-    with scratch("actorsource-latency-") as root:
-        try:
-            result = anyio.run(bench, args, root, say_to_stderr)
-        except (BenchError, BaseExceptionGroup) as exc:
-            error = bench_error(exc)
-            if error is None:
-                raise
-            result = {"error": str(error), "states_equal": False}
-            say_to_stderr(f"latency: {error}")
-    result["total_seconds"] = round(time.monotonic() - began, 2)
-    summary = [f"{k}: {v}" for k, v in result.items()]
-    emit(result, json_only=args.json, summary=summary)
-    return 0 if result.get("states_equal") else 1
+    return run_bench("latency", bench, args)
 
 
 if __name__ == "__main__":

@@ -58,14 +58,11 @@ from _scaffold import (
     Say,
     apply_raw,
     bank,
-    bench_error,
     connect,
-    emit,
     prefill,
     quiet_library,
     run_actor_until,
-    say_to_stderr,
-    scratch,
+    run_bench,
     scratch_server,
 )
 from nats.aio.client import Client as NATS
@@ -426,20 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child == "fold":
         print(json.dumps(child_fold(args.journal)), flush=True)
         return 0
-    began = time.monotonic()
-    with scratch("actorsource-recovery-") as root:
-        try:
-            result = anyio.run(bench, args, root, say_to_stderr)
-        except (BenchError, BaseExceptionGroup) as exc:
-            error = bench_error(exc)
-            if error is None:
-                raise
-            result = {"error": str(error), "states_equal": False}
-            say_to_stderr(f"recovery: {error}")
-    result["total_seconds"] = round(time.monotonic() - began, 2)
-    summary = [f"{k}: {v}" for k, v in result.items()]
-    emit(result, json_only=args.json, summary=summary)
-    return 0 if result.get("states_equal") else 1
+    return run_bench("recovery", bench, args)
 
 
 if __name__ == "__main__":

@@ -53,15 +53,12 @@ from _scaffold import (
     Say,
     apply_raw,
     bank,
-    bench_error,
     connect,
-    emit,
     median,
     prefill,
     quiet_library,
     run_actor_until,
-    say_to_stderr,
-    scratch,
+    run_bench,
     scratch_server,
 )
 from nats.aio.client import Client as NATS
@@ -359,24 +356,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_library()
-    began = time.monotonic()
-    with scratch("actorsource-throughput-") as root:
-        try:
-            result = anyio.run(bench, args, root, say_to_stderr)
-        except (BenchError, BaseExceptionGroup) as exc:
-            error = bench_error(exc)
-            if error is None:
-                raise
-            result = {"error": str(error), "states_equal": False}
-            say_to_stderr(f"throughput: {error}")
-    result["total_seconds"] = round(time.monotonic() - began, 2)
-    summary = [
-        f"{k}: {v}"
-        for k, v in result.items()
-        if k.endswith(("_per_s", "ratio", "ratio_vs_fastpull", "states_equal"))
-    ]
-    emit(result, json_only=args.json, summary=summary)
-    return 0 if result.get("states_equal") else 1
+    return run_bench(
+        "throughput",
+        bench,
+        args,
+        summary_keys=("_per_s", "ratio", "ratio_vs_fastpull", "states_equal"),
+    )
 
 
 if __name__ == "__main__":
