@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType
 from typing import Any, TypeVar
 
 import msgspec
@@ -78,7 +77,6 @@ def _check_event_class(cls: object) -> None:
 
 
 _headers_decoder = msgspec.json.Decoder(dict[str, str])
-_EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 class JournalEntry:
@@ -130,11 +128,18 @@ class JournalEntry:
 
     @property
     def headers(self) -> Mapping[str, str]:
-        """The message's headers as received."""
+        """The message's headers as received (by default, its ``Event-Type`` and
+        ``Nats-Msg-Id``)."""
         if self._headers is None:
             raw = self._raw_headers
-            self._headers = _headers_decoder.decode(raw) if raw else _EMPTY
+            self._headers = _headers_decoder.decode(raw) if raw else self.usual_headers()
         return self._headers
+
+    def usual_headers(self) -> dict[str, str]:
+        """The headers an entry has when nothing but its type and message id was sent."""
+        if self.msg_id is None:
+            return {EVENT_TYPE_HEADER: self.type}
+        return {EVENT_TYPE_HEADER: self.type, MSG_ID_HEADER: self.msg_id}
 
     def _key(self) -> tuple[object, ...]:
         return (

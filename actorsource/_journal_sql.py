@@ -162,6 +162,10 @@ class JournalBatch:
 
 
 def entry_row(e: JournalEntry) -> tuple[Any, ...]:
+    # Headers that only repeat the type and message id (the usual case) are not stored
+    # again: NULL means exactly those two, and JournalEntry rebuilds them when asked.
+    headers = e.headers
+    usual = e.usual_headers()
     return (
         e.pos,
         e.subject,
@@ -171,7 +175,7 @@ def entry_row(e: JournalEntry) -> tuple[Any, ...]:
         e.stream,
         e.stream_seq,
         e.msg_id,
-        headers_encoder.encode(e.headers) if e.headers else None,
+        None if headers == usual else headers_encoder.encode(headers),
     )
 
 

@@ -206,3 +206,20 @@ async def test_a_journal_stamped_without_its_owner_by_a_killed_first_open_still_
         db.executescript(_SCHEMA + "PRAGMA user_version=1;")
     async with SQLiteJournal(path, actor="a") as j:
         assert j.last_pos == 0
+
+
+async def test_headers_round_trip_whether_usual_empty_or_extra(tmp_path: Path) -> None:
+    def entry(pos: int, headers: dict[str, str]) -> JournalEntry:
+        return JournalEntry(pos, "s", "T", b"{}", 1.0, "S", pos, f"m{pos}", headers)
+
+    written = [
+        entry(1, {"Event-Type": "T", "Nats-Msg-Id": "m1"}),  # stored as NULL, rebuilt
+        entry(2, {}),
+        entry(3, {"Event-Type": "T", "Nats-Msg-Id": "m3", "Trace": "abc"}),
+    ]
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        await j.append(_batch(written))
+        read = await _all(j)
+        assert [dict(e.headers) for e in read] == [dict(e.headers) for e in written]
+        stored = await j.execute("SELECT headers IS NULL FROM events ORDER BY pos")
+        assert stored == [(1,), (0,), (0,)]
