@@ -38,43 +38,38 @@ class RecoveryReport:
 
 
 class _ReplayPlan:
-    """Per event type, what replay calls: resolved once, not per event."""
+    """Per event type, what replay calls, resolved once for one state object."""
 
-    def __init__(self, definition: ActorDefinition, log: structlog.stdlib.BoundLogger) -> None:
-        self._definition = definition
+    def __init__(
+        self, definition: ActorDefinition, state: Any, log: structlog.stdlib.BoundLogger
+    ) -> None:
+        self._name = definition.name
         self._log = log
+        # Handlers mutate the state object; they never replace it, so bind them once.
         self._steps = {
-            name: (definition.codec.decoder(name), h.method, h.takes_context, h.is_async)
+            name: (
+                definition.codec.decoder(name),
+                getattr(state, h.method),
+                h.takes_context,
+                h.is_async,
+            )
             for name, h in definition.handlers.items()
         }
 
-    async def apply_rows(self, state: Any, rows: list[tuple[Any, ...]]) -> None:
-        """Apply journal rows (as :meth:`SQLiteJournal.rows` yields them) to ``state``."""
+    async def apply_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Apply journal rows (as :meth:`SQLiteJournal.rows` yields them) to the state."""
         steps = self._steps
-        name = self._definition.name
+        name = self._name
         log = self._log
         row: tuple[Any, ...] = ()
         try:
             for row in rows:
-                decode, method, takes_context, is_async = steps[row[2]]
-                event = decode(row[3])
+                decode, handler, takes_context, is_async = steps[row[2]]
                 if takes_context:
-                    entry = JournalEntry(
-                        row[0],
-                        row[1],
-                        row[2],
-                        row[3],
-                        row[4],
-                        row[5],
-                        row[6],
-                        row[7],
-                        raw_headers=row[8],
-                    )
-                    result = getattr(state, method)(
-                        event, Context(name, entry, replaying=True, log=log)
-                    )
+                    entry = JournalEntry(*row[:8], raw_headers=row[8])
+                    result = handler(decode(row[3]), Context(name, entry, replaying=True, log=log))
                 else:
-                    result = getattr(state, method)(event)
+                    result = handler(decode(row[3]))
                 if is_async:
                     await result
         except Exception as exc:
@@ -134,9 +129,9 @@ async def restore_state(
     report.journal_pos = after
     total = journal.last_pos - after
     last_log = time.monotonic()
-    plan = _ReplayPlan(definition, log)
+    plan = _ReplayPlan(definition, state, log)
     async for rows in journal.rows(after):
-        await plan.apply_rows(state, rows)
+        await plan.apply_rows(rows)
         report.replayed += len(rows)
         report.journal_pos = rows[-1][0]
         now = time.monotonic()
