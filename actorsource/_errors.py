@@ -16,6 +16,7 @@ decorator mistake. Errors from nats-py and sqlite3 are translated at the boundar
     │   ├── JournalClosedError               the journal was used after aclose()
     │   └── JournalCorruptError              the file fails its checks
     ├── SnapshotError                        a snapshot cannot be written or restored
+    ├── HandlerTimeout (TimeoutError)        an async handler ran past its deadline
     ├── MailboxError                         the JetStream side failed
     │   └── StreamMismatchError              the stream is not the history the journal knows
     ├── NatsServerError                      an embedded/test nats-server cannot start
@@ -31,6 +32,7 @@ __all__ = [
     "ActorDefinitionError",
     "ActorsourceError",
     "EventCodecError",
+    "HandlerTimeout",
     "InvalidNameError",
     "JournalClosedError",
     "JournalCorruptError",
@@ -90,6 +92,10 @@ class JournalCorruptError(JournalError):
 
 class SnapshotError(ActorsourceError):
     """A snapshot could not be taken or restored."""
+
+
+class HandlerTimeout(ActorsourceError, TimeoutError):
+    """An ``async`` handler ran past the actor's ``ErrorPolicy.handler_timeout``."""
 
 
 class MailboxError(ActorsourceError):

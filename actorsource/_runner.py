@@ -43,6 +43,7 @@ from ._deadletters import dead_letter, dlq_message
 from ._errors import (
     ActorCrashed,
     EventCodecError,
+    HandlerTimeout,
     SnapshotError,
     UnknownEventTypeError,
 )
@@ -543,15 +544,16 @@ class ActorRunner:
         timeout = self.definition.errors.handler_timeout
         handler = self.definition.handlers[entry.type]
         if handler.is_async and timeout is not None:
-            try:
-                with anyio.fail_after(timeout):
-                    await apply_event(
-                        self.definition, self.state, event, entry, replaying=False, log=self.log
-                    )
-            except TimeoutError as exc:
+            # move_on_after rather than fail_after: a TimeoutError the handler raises itself
+            # is its own failure, not a deadline.
+            with anyio.move_on_after(timeout) as deadline:
+                await apply_event(
+                    self.definition, self.state, event, entry, replaying=False, log=self.log
+                )
+            if deadline.cancelled_caught:
                 raise HandlerTimeout(
                     f"handler {handler.method}() ran past its {timeout} s deadline"
-                ) from exc
+                )
             return
         await apply_event(self.definition, self.state, event, entry, replaying=False, log=self.log)
 
@@ -673,7 +675,3 @@ def _sole(group: BaseExceptionGroup) -> BaseException:
         leaf = leaves[0]
         return _sole(leaf) if isinstance(leaf, BaseExceptionGroup) else leaf
     return group
-
-
-class HandlerTimeout(Exception):
-    """An ``async`` handler ran past the actor's ``handler_timeout``."""
