@@ -257,37 +257,24 @@ class JetStreamMailbox:
     # -- receiving ---------------------------------------------------------------------------
 
     def _on_raw(self, subject: bytes, reply: bytes, data: bytes, raw: bytes | None) -> None:
+        self._receive(subject.decode(), reply.decode(), data, parse_headers(raw) if raw else None)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._receive(msg.subject, msg.reply, msg.data, msg.headers)
+
+    def _receive(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None
+    ) -> None:
         self._last_seen = time.monotonic()
-        headers = parse_headers(raw) if raw else None
         if headers and not data and "Status" in headers:
             self._on_status(headers)
             return
-        reply_s = reply.decode()
-        try:
-            stream, seq, delivered, ts = parse_ack_subject(reply_s)
-        except (MailboxError, ValueError):
-            return
-        self._credit -= 1
-        self._buffer.append(
-            Delivery(subject.decode(), data, headers, reply_s, stream, seq, delivered, ts)
-        )
-        self._arrived.set()
-
-    async def _on_msg(self, msg: Msg) -> None:
-        self._last_seen = time.monotonic()
-        headers = msg.headers
-        if headers and not msg.data and "Status" in headers:
-            self._on_status(headers)
-            return
-        reply = msg.reply
         try:
             stream, seq, delivered, ts = parse_ack_subject(reply)
         except (MailboxError, ValueError):
             return
         self._credit -= 1
-        self._buffer.append(
-            Delivery(msg.subject, msg.data, headers, reply, stream, seq, delivered, ts)
-        )
+        self._buffer.append(Delivery(subject, data, headers, reply, stream, seq, delivered, ts))
         self._arrived.set()
 
     def _on_status(self, headers: dict[str, str]) -> None:
