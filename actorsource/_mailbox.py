@@ -370,11 +370,6 @@ class JetStreamMailbox:
         payload = b"+TERM " + reason.encode()[:256] if reason else b"+TERM"
         await self._nc.publish(delivery.reply, payload)
 
-    async def nak(self, delivery: Delivery, delay: float | None = None) -> None:
-        """Ask for a redelivery, after ``delay`` seconds when given."""
-        payload = b"-NAK" if delay is None else b"-NAK " + _json.encode({"delay": int(delay * 1e9)})
-        await self._nc.publish(delivery.reply, payload)
-
     async def in_progress(self, delivery: Delivery) -> None:
         """Reset the ack timer of a message that is still being worked on."""
         await self._nc.publish(delivery.reply, b"+WPI")

@@ -6,7 +6,7 @@ import re
 
 from ._errors import InvalidNameError
 
-__all__ = ["subject_matches", "validate_name", "validate_subject", "validate_token"]
+__all__ = ["validate_name", "validate_subject", "validate_token"]
 
 # Actor and stream names end up in consumer names, file names and subjects: keep them to a
 # portable alphabet so that none of those three places needs escaping.
@@ -63,17 +63,3 @@ def validate_subject(subject: object, *, wildcards: bool = True) -> str:
                 f"invalid subject {subject!r}: wildcards must be whole tokens ('a.*', not 'a*')"
             )
     return subject
-
-
-def subject_matches(pattern: str, subject: str) -> bool:
-    """Tell whether the literal ``subject`` is matched by the (possibly wildcard) ``pattern``."""
-    p = pattern.split(".")
-    s = subject.split(".")
-    for i, token in enumerate(p):
-        if token == ">":
-            return len(s) > i
-        if i >= len(s):
-            return False
-        if token != "*" and token != s[i]:
-            return False
-    return len(p) == len(s)

@@ -223,3 +223,13 @@ async def test_headers_round_trip_whether_usual_empty_or_extra(tmp_path: Path) -
         assert [dict(e.headers) for e in read] == [dict(e.headers) for e in written]
         stored = await j.execute("SELECT headers IS NULL FROM events ORDER BY pos")
         assert stored == [(1,), (0,), (0,)]
+
+
+async def test_deleting_snapshots_reports_how_many_and_keeps_the_events(tmp_path: Path) -> None:
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        await j.append(_batch([_entry(1, 1), _entry(2, 2)]))
+        await j.save_snapshot(pos=2, model_version=1, codec="c", state=b"{}", keep=3)
+        assert await j.delete_snapshots() == 1
+        assert await j.snapshots() == []
+        assert j.last_pos == 2
+        assert len(await _all(j)) == 2
