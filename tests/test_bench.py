@@ -7,42 +7,17 @@ machines that run the tests are too noisy for thresholds).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from scripts import run_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(args: list[str], timeout: float = 100) -> tuple[int, str, str]:
-    """Run a bench script; on a timeout, stop it (it stops its server) and fail."""
-    process = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGTERM)
-        try:
-            out, err = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            out, err = process.communicate()
-        pytest.fail(f"{args[0]} did not finish in {timeout} s\n{out.decode()}\n{err.decode()}")
-    return process.returncode, out.decode(), err.decode()
-
-
 def _report(args: list[str]) -> dict[str, Any]:
-    code, out, err = _run([*args, "--json"])
+    code, out, err = run_script([*args, "--json"])
     lines = out.splitlines()
     assert len(lines) == 1, f"--json prints exactly one line on stdout:\n{out}\n{err}"
     result: dict[str, Any] = json.loads(lines[0])
@@ -109,6 +84,6 @@ def test_latency_reports_percentiles_of_every_event() -> None:
 
 @pytest.mark.parametrize("script", ["throughput", "recovery", "latency"])
 def test_every_bench_script_explains_itself(script: str) -> None:
-    code, out, err = _run([f"bench/{script}.py", "--help"], timeout=30)
+    code, out, err = run_script([f"bench/{script}.py", "--help"], timeout=30)
     assert code == 0, err
     assert "--json" in out

@@ -3,42 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from scripts import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(args: list[str], timeout: float) -> tuple[int, str, str]:
-    """Run the bench script; on a timeout, stop it (it stops its workers and server) and fail."""
-    process = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGTERM)
-        try:
-            out, err = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            out, err = process.communicate()
-        pytest.fail(f"bench/chaos.py did not finish in {timeout} s\n{out.decode()}\n{err.decode()}")
-    return process.returncode, out.decode(), err.decode()
-
-
 @pytest.mark.slow
 def test_twenty_kill_9s_while_publishing_lose_and_duplicate_nothing() -> None:
-    code, out, err = _run(
+    code, out, err = run_script(
         ["bench/chaos.py", "--events", "5000", "--kills", "20", "--seed", "7", "--json"],
         timeout=90,
     )
