@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,12 +41,10 @@ from ._committer import CommitJob, Committer
 from ._deadletters import dead_letter, dlq_message
 from ._errors import (
     ActorCrashed,
-    EventCodecError,
     HandlerTimeout,
     SnapshotError,
-    UnknownEventTypeError,
 )
-from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry
+from ._events import MSG_ID_HEADER, JournalEntry
 from ._journal import DeadLetter, JournalBatch, SQLiteJournal
 from ._log import get_logger
 from ._mailbox import ConsumerGone, Delivery, JetStreamMailbox
@@ -61,19 +58,9 @@ from ._status import (
     SimulatedCrash,
     journal_path,
 )
+from ._triage import Failure, triage
 
 __all__ = ["ActorRunner"]
-
-
-@dataclass
-class _Failure:
-    """A handler that failed on one delivery: what to retry."""
-
-    index: int
-    delivery: Delivery
-    event: object
-    entry: JournalEntry
-    error: BaseException
 
 
 class ActorRunner:
@@ -379,8 +366,6 @@ class ActorRunner:
         """
         journal = self.journal
         definition = self.definition
-        policy = definition.errors
-        codec = definition.codec
         stream = deliveries[start].stream
         if not careful and any(
             d.stream_seq <= self._high.get(stream, 0) for d in deliveries[start:]
@@ -404,80 +389,20 @@ class ActorRunner:
             if maybe_seen or ids:
                 known_seqs, known_ids = await journal.known(stream, maybe_seen, ids)
 
-        entries: list[JournalEntry] = []
-        to_ack: list[Delivery] = []
-        dead: list[tuple[Delivery, DeadLetter]] = []
-        seen_seqs: set[int] = set()
-        top = high
-        pos = self._pos
-        duplicates = ignored = 0
-        failure: _Failure | None = None
-        end = len(deliveries)
-        now = time.time()
-        for index in range(start, len(deliveries)):
-            d = deliveries[index]
-            seq = d.stream_seq
-            headers = d.headers or {}
-            msg_id = headers.get(MSG_ID_HEADER)
-            if (
-                seq in known_seqs
-                or seq in seen_seqs
-                or (msg_id is not None and msg_id in known_ids)
-            ):
-                duplicates += 1
-                to_ack.append(d)
-                top = max(top, seq)
-                continue
-            type_name = headers.get(EVENT_TYPE_HEADER)
-            if len(d.data) > policy.max_payload:
-                error: BaseException = EventCodecError(
-                    f"payload of {len(d.data)} bytes exceeds max_payload {policy.max_payload}"
-                )
-                dead.append((d, dead_letter(d, type_name, "too-large", error, now)))
-                seen_seqs.add(seq)
-                top = max(top, seq)
-                continue
-            try:
-                if type_name is None:
-                    raise EventCodecError(f"message has no {EVENT_TYPE_HEADER} header")
-                event = codec.decode(type_name, d.data)
-            except EventCodecError as exc:
-                seen_seqs.add(seq)
-                top = max(top, seq)
-                if isinstance(exc, UnknownEventTypeError) and policy.on_unknown == "ignore":
-                    ignored += 1
-                    to_ack.append(d)
-                    continue
-                reason = "unknown-type" if isinstance(exc, UnknownEventTypeError) else "undecodable"
-                dead.append((d, dead_letter(d, type_name, reason, exc, now)))
-                continue
-            assert type_name is not None
-            entry = JournalEntry(
-                pos=pos + 1,
-                subject=d.subject,
-                type=type_name,
-                payload=d.data,
-                received_at=now,
-                stream=d.stream,
-                stream_seq=seq,
-                msg_id=msg_id,
-                headers=headers,
-            )
-            try:
-                await self._apply_live(event, entry)
-            except Exception as exc:
-                # Not journaled, not acknowledged, not part of ``top``: if the process dies
-                # from here on, the next start delivers this message again.
-                failure = _Failure(index, d, event, entry, exc)
-                end = index
-                break
-            seen_seqs.add(seq)
-            top = max(top, seq)
-            pos += 1
-            entries.append(entry)
-            to_ack.append(d)
-            if msg_id is not None:
-                known_ids.add(msg_id)
+        sorted_ = await triage(
+            deliveries,
+            start,
+            high=high,
+            pos=self._pos,
+            known_seqs=known_seqs,
+            known_ids=known_ids,
+            policy=definition.errors,
+            codec=definition.codec,
+            apply=self._apply_live,
+        )
+        entries, pos, top, failure = sorted_.entries, sorted_.pos, sorted_.top, sorted_.failure
+        to_ack, dead, end = sorted_.to_ack, sorted_.dead, sorted_.end
+        duplicates, ignored = sorted_.duplicates, sorted_.ignored
 
         snapshot = self._maybe_snapshot(pos) if entries and failure is None else None
         job = self._job(
@@ -557,7 +482,7 @@ class ActorRunner:
             return
         await apply_event(self.definition, self.state, event, entry, replaying=False, log=self.log)
 
-    async def _retry(self, failure: _Failure, stream: str, committer: Committer) -> bool:
+    async def _retry(self, failure: Failure, stream: str, committer: Committer) -> bool:
         """Retry a failed handler in place; commit it or its dead letter. False if stopping."""
         policy = self.definition.errors
         error = failure.error
