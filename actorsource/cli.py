@@ -219,3 +219,89 @@ def demo(events: int, seed: int, keep: Path | None) -> None:
         click.echo(f"actorsource demo: {expected}", err=True)
         sys.exit(1)
     sys.exit(0 if ok else 1)
+
+
+@main.group()
+def journal() -> None:
+    """Read a journal file (read-only: safe while a worker holds it)."""
+
+
+def _fail(exc: ActorsourceError) -> None:
+    click.echo(f"actorsource: {exc}", err=True)
+    sys.exit(1)
+
+
+def _when(ts: float | None) -> str:
+    import datetime
+
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).isoformat(timespec="seconds")
+
+
+@journal.command("info")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def journal_info(path: Path) -> None:
+    """Summarize the journal at PATH: actor, events, positions, snapshots, dead letters."""
+    from ._inspect import summarize
+
+    try:
+        s = summarize(path)
+    except ActorsourceError as exc:
+        _fail(exc)
+        return
+    rows = [
+        ("journal", str(s.path)),
+        ("actor", s.actor or "-"),
+        ("schema", str(s.schema_version)),
+        ("events", f"{s.events:,}"),
+        ("positions", f"{s.first_pos or '-'} .. {s.last_pos or '-'}"),
+        ("received", f"{_when(s.first_received_at)} .. {_when(s.last_received_at)}"),
+        ("streams", ", ".join(f"{k} up to {v:,}" for k, v in s.streams.items()) or "-"),
+        ("size", f"{s.size_bytes / 1024:,.0f} KiB"),
+        (
+            "snapshots",
+            ", ".join(f"pos {x.pos} (v{x.model_version}, {x.size:,} B)" for x in s.snapshots)
+            or "-",
+        ),
+        ("dead letters", f"{s.dead_letters:,}"),
+        ("unsent outbox", f"{s.unsent_outbox:,}"),
+    ]
+    for key, value in rows:
+        click.echo(f"{key:<14} {value}")
+
+
+@journal.command("tail")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-n", "count", type=click.IntRange(1), default=10, show_default=True)
+def journal_tail(path: Path, count: int) -> None:
+    """Print the last entries of the journal at PATH, one JSON object a line."""
+    import json
+
+    from ._inspect import entry_as_dict, read_entries
+
+    try:
+        for entry in read_entries(path, last=count):
+            click.echo(json.dumps(entry_as_dict(entry)))
+    except ActorsourceError as exc:
+        _fail(exc)
+
+
+@journal.command("show")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("pos", type=click.IntRange(1))
+def journal_show(path: Path, pos: int) -> None:
+    """Print the entry at position POS of the journal at PATH as JSON."""
+    import json
+
+    from ._inspect import entry_as_dict, read_entry
+
+    try:
+        entry = read_entry(path, pos)
+    except ActorsourceError as exc:
+        _fail(exc)
+        return
+    if entry is None:
+        click.echo(f"actorsource: {path} has no entry at position {pos}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(entry_as_dict(entry), indent=2))

@@ -1,0 +1,79 @@
+"""`actorsource journal info|tail|show` on real journal files, live and offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from actors import Added, Counter
+from click.testing import CliRunner
+
+from actorsource.cli import main
+from actorsource.testing import ActorKit
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+async def _counter_with_events(kit: ActorKit, n: int) -> Path:
+    async with kit.start(Counter) as counter:
+        for i in range(1, n + 1):
+            await kit.publish(f"count.k{i % 3}", Added(f"k{i % 3}", i), msg_id=f"m-{i}")
+        await counter.settled()
+        return counter.journal_path
+
+
+async def test_journal_info_summarizes_events_positions_and_snapshots(actor_kit: ActorKit) -> None:
+    path = await _counter_with_events(actor_kit, 25)
+    code, out, _ = _cli("journal", "info", str(path))
+    assert code == 0
+    lines = dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+    assert lines["actor"] == "counter"
+    assert lines["events"] == "25"
+    assert lines["positions"] == "1 .. 25"
+    assert "COUNTER up to 25" in out
+    assert "pos 25 (v1" in out  # the snapshot written at the graceful stop
+
+
+async def test_journal_tools_read_a_journal_while_its_worker_holds_it(actor_kit: ActorKit) -> None:
+    async with actor_kit.start(Counter) as counter:
+        await actor_kit.publish("count.a", Added("a", 7), msg_id="only")
+        await counter.settled()
+        code, out, _ = _cli("journal", "tail", str(counter.journal_path), "-n", "5")
+        assert code == 0
+        [entry] = [json.loads(line) for line in out.splitlines()]
+        assert entry["pos"] == 1
+        assert entry["msg_id"] == "only"
+        assert json.loads(entry["payload"]) == {"key": "a", "amount": 7}
+        assert entry["headers"]["Event-Type"] == "Added"
+
+
+async def test_journal_tail_prints_the_last_n_entries_in_order(actor_kit: ActorKit) -> None:
+    path = await _counter_with_events(actor_kit, 12)
+    code, out, _ = _cli("journal", "tail", str(path), "-n", "3")
+    assert code == 0
+    assert [json.loads(line)["pos"] for line in out.splitlines()] == [10, 11, 12]
+
+
+async def test_journal_show_prints_one_entry_or_says_there_is_none(actor_kit: ActorKit) -> None:
+    path = await _counter_with_events(actor_kit, 4)
+    code, out, _ = _cli("journal", "show", str(path), "2")
+    assert code == 0
+    assert json.loads(out)["msg_id"] == "m-2"
+    code, _, err = _cli("journal", "show", str(path), "99")
+    assert code == 1
+    assert "no entry at position 99" in err
+
+
+def test_journal_info_on_a_missing_or_foreign_file_says_so_in_one_line(tmp_path: Path) -> None:
+    code, _, err = _cli("journal", "info", str(tmp_path / "nope.sqlite"))
+    assert code == 1
+    assert err.strip() == f"actorsource: no journal at {tmp_path / 'nope.sqlite'}"
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 50)
+    code, _, err = _cli("journal", "info", str(junk))
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1
+    assert str(junk) in err
