@@ -7,6 +7,7 @@ the last committed state) and can never write to it.
 
 from __future__ import annotations
 
+import base64
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -19,7 +20,15 @@ from ._events import JournalEntry
 from ._journal_sql import ENTRY_COLUMNS, SCHEMA_VERSION, row_entry, translate
 from ._snapshots import SnapshotInfo
 
-__all__ = ["JournalSummary", "open_read_only", "read_entries", "read_entry", "summarize"]
+__all__ = [
+    "JournalSummary",
+    "entry_as_dict",
+    "entry_from_dict",
+    "open_read_only",
+    "read_entries",
+    "read_entry",
+    "summarize",
+]
 
 
 @dataclass(frozen=True)
@@ -131,11 +140,14 @@ def read_entry(path: str | os.PathLike[str], pos: int) -> JournalEntry | None:
 
 
 def entry_as_dict(entry: JournalEntry) -> dict[str, Any]:
-    """A JSON-ready view of an entry (payload decoded as UTF-8 text when it is)."""
+    """A JSON-ready, lossless view of an entry: the payload as UTF-8 text when it is,
+    else base64 under ``payload_b64``."""
+    extra: dict[str, Any] = {}
     try:
         payload: Any = entry.payload.decode()
     except UnicodeDecodeError:
-        payload = entry.payload.hex()
+        payload = None
+        extra["payload_b64"] = base64.b64encode(entry.payload).decode()
     return {
         "pos": entry.pos,
         "type": entry.type,
@@ -146,4 +158,22 @@ def entry_as_dict(entry: JournalEntry) -> dict[str, Any]:
         "received_at": entry.received_at,
         "headers": dict(entry.headers),
         "payload": payload,
+        **extra,
     }
+
+
+def entry_from_dict(data: dict[str, Any]) -> JournalEntry:
+    """The inverse of :func:`entry_as_dict` (raises KeyError/TypeError/ValueError on bad input)."""
+    b64 = data.get("payload_b64")
+    payload = base64.b64decode(b64) if b64 is not None else str(data["payload"]).encode()
+    return JournalEntry(
+        pos=int(data["pos"]),
+        subject=str(data["subject"]),
+        type=str(data["type"]),
+        payload=payload,
+        received_at=float(data["received_at"]),
+        stream=data.get("stream"),
+        stream_seq=data.get("stream_seq"),
+        msg_id=data.get("msg_id"),
+        headers={str(k): str(v) for k, v in (data.get("headers") or {}).items()},
+    )

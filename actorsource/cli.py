@@ -305,3 +305,73 @@ def journal_show(path: Path, pos: int) -> None:
         click.echo(f"actorsource: {path} has no entry at position {pos}", err=True)
         sys.exit(1)
     click.echo(json.dumps(entry_as_dict(entry), indent=2))
+
+
+@journal.command("export")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
+def journal_export(path: Path, fmt: str) -> None:
+    """Write every entry of the journal at PATH to stdout, one JSON object a line (lossless)."""
+    import json
+
+    from ._inspect import entry_as_dict, read_entries
+
+    try:
+        for entry in read_entries(path):
+            click.echo(json.dumps(entry_as_dict(entry)))
+    except ActorsourceError as exc:
+        _fail(exc)
+
+
+@journal.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--actor", "actor_name", required=True, help="The actor the new journal belongs to.")
+@click.option("--input", "source", type=click.File("r"), default="-", help="JSONL file [stdin].")
+def journal_import(path: Path, actor_name: str, source: Any) -> None:
+    """Create a journal at PATH from JSONL (as written by `journal export`)."""
+    if path.exists():
+        click.echo(f"actorsource: {path} exists: import only creates a fresh journal", err=True)
+        sys.exit(1)
+    try:
+        count = anyio.run(_import_journal, path, actor_name, source)
+    except ActorsourceError as exc:
+        _fail(exc)
+        return
+    click.echo(f"imported {count:,} events into {path}")
+
+
+async def _import_journal(path: Path, actor_name: str, source: Any) -> int:
+    import json
+
+    from ._errors import JournalError
+    from ._inspect import entry_from_dict
+    from ._journal import JournalBatch, SQLiteJournal
+    from ._subjects import validate_name
+
+    validate_name(actor_name)
+    count = 0
+    async with SQLiteJournal(path, actor=actor_name) as journal:
+        batch: list[Any] = []
+        for number, line in enumerate(source, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = entry_from_dict(json.loads(line))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise JournalError(f"line {number} of the input is not an entry: {exc!r}") from exc
+            batch.append(entry)
+            if len(batch) == 1_000:
+                count += await _append(journal, batch, JournalBatch)
+                batch = []
+        if batch:
+            count += await _append(journal, batch, JournalBatch)
+    return count
+
+
+async def _append(journal: Any, entries: list[Any], batch_cls: Any) -> int:
+    positions: dict[str, int] = {}
+    for e in entries:
+        if e.stream is not None and e.stream_seq is not None:
+            positions[e.stream] = max(positions.get(e.stream, 0), e.stream_seq)
+    await journal.append(batch_cls(entries=entries, positions=positions, dead_letters=[]))
+    return len(entries)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from actors import Added, Counter
@@ -77,3 +79,53 @@ def test_journal_info_on_a_missing_or_foreign_file_says_so_in_one_line(tmp_path:
     assert code == 1
     assert len(err.strip().splitlines()) == 1
     assert str(junk) in err
+
+
+async def test_export_then_import_gives_an_identical_journal_that_recovers_the_same_state(
+    actor_kit: ActorKit, tmp_path: Path
+) -> None:
+    from actorsource import SQLiteJournal, definition_of, restore_state
+
+    path = await _counter_with_events(actor_kit, 30)
+    code, exported, _ = _cli("journal", "export", str(path))
+    assert code == 0
+    assert len(exported.splitlines()) == 30
+    copy = tmp_path / "copy" / "counter.journal.sqlite"
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text(exported)
+    # A subprocess: the import runs its own event loop, and this test already has one.
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "actorsource", "journal", "import", str(copy)),
+            *("--actor", "counter", "--input", str(dump)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "imported 30 events" in out.stdout
+    async with (
+        SQLiteJournal(path, actor="counter") as original,
+        SQLiteJournal(copy, actor="counter") as imported,
+    ):
+        assert [e async for c in imported.entries() for e in c] == [
+            e async for c in original.entries() for e in c
+        ]
+        assert imported.stream_positions == original.stream_positions
+        state, _ = await restore_state(definition_of(Counter), imported)
+        expected, _ = await restore_state(definition_of(Counter), original, use_snapshots=False)
+        assert state.totals == expected.totals
+
+
+def test_import_refuses_an_existing_file_and_bad_lines(tmp_path: Path) -> None:
+    existing = tmp_path / "exists.sqlite"
+    existing.write_bytes(b"")
+    code, _, err = _cli("journal", "import", str(existing), "--actor", "a")
+    assert code == 1
+    assert "import only creates a fresh journal" in err
+    result = CliRunner().invoke(
+        main, ["journal", "import", str(tmp_path / "new.sqlite"), "--actor", "a"], input="{}\n"
+    )
+    assert result.exit_code == 1
+    assert "line 1 of the input is not an entry" in result.stderr
