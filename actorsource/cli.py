@@ -375,3 +375,64 @@ async def _append(journal: Any, entries: list[Any], batch_cls: Any) -> int:
             positions[e.stream] = max(positions.get(e.stream, 0), e.stream_seq)
     await journal.append(batch_cls(entries=entries, positions=positions, dead_letters=[]))
     return len(entries)
+
+
+@main.group()
+def snapshots() -> None:
+    """List or delete an actor's snapshots (a cache: deleting them changes no state)."""
+
+
+@snapshots.command("list")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def snapshots_list(path: Path) -> None:
+    """List the snapshots of the journal at PATH, newest first (read-only)."""
+    from ._inspect import summarize
+
+    try:
+        summary = summarize(path)
+    except ActorsourceError as exc:
+        _fail(exc)
+        return
+    if not summary.snapshots:
+        click.echo("no snapshots")
+        return
+    click.echo(f"{'pos':>12}  {'version':>7}  {'bytes':>12}  created")
+    for s in summary.snapshots:
+        click.echo(f"{s.pos:>12,}  {s.model_version:>7}  {s.size:>12,}  {_when(s.created_at)}")
+
+
+@snapshots.command("delete")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def snapshots_delete(path: Path) -> None:
+    """Delete every snapshot of the journal at PATH; the next start replays the journal.
+
+    Takes the journal's writer lock: refused while a worker holds the journal.
+    """
+    from ._inspect import open_read_only
+
+    try:
+        open_read_only(path).close()  # a clear error for a missing or foreign file
+        actor = _owner(path)
+        deleted = anyio.run(_delete_snapshots, path, actor)
+    except ActorsourceError as exc:
+        _fail(exc)
+        return
+    click.echo(f"deleted {deleted} snapshots from {path}")
+
+
+def _owner(path: Path) -> str:
+    from ._inspect import summarize
+
+    actor = summarize(path).actor
+    if actor is None:
+        from ._errors import JournalError
+
+        raise JournalError(f"{path} names no actor", path=path)
+    return actor
+
+
+async def _delete_snapshots(path: Path, actor: str) -> int:
+    from ._journal import SQLiteJournal
+
+    async with SQLiteJournal(path, actor=actor) as journal:
+        return await journal.delete_snapshots()

@@ -129,3 +129,39 @@ def test_import_refuses_an_existing_file_and_bad_lines(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "line 1 of the input is not an entry" in result.stderr
+
+
+async def test_snapshots_list_shows_them_newest_first(actor_kit: ActorKit) -> None:
+    path = await _counter_with_events(actor_kit, 25)  # snapshot_every=10, keep 3, final at stop
+    code, out, _ = _cli("snapshots", "list", str(path))
+    assert code == 0
+    positions = [int(line.split()[0].replace(",", "")) for line in out.splitlines()[1:]]
+    assert positions[0] == 25
+    assert positions == sorted(positions, reverse=True)
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "actorsource", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_snapshots_delete_is_refused_while_a_worker_holds_the_journal(
+    actor_kit: ActorKit,
+) -> None:
+    async with actor_kit.start(Counter) as counter:
+        await actor_kit.publish("count.a", Added("a", 1))
+        await counter.settled()
+        out = _run_cli("snapshots", "delete", str(counter.journal_path))
+        assert out.returncode == 1
+        assert "already open for writing" in out.stderr
+
+
+async def test_deleted_snapshots_make_the_next_start_replay_everything(actor_kit: ActorKit) -> None:
+    path = await _counter_with_events(actor_kit, 15)
+    out = _run_cli("snapshots", "delete", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "deleted" in out.stdout
+    async with actor_kit.start(Counter) as counter:
+        assert counter.recovery.snapshot_pos is None
+        assert counter.recovery.replayed == 15
