@@ -17,7 +17,14 @@ from typing import Any
 
 from ._errors import JournalError
 from ._events import JournalEntry
-from ._journal_sql import ENTRY_COLUMNS, SCHEMA_VERSION, row_entry, translate
+from ._journal_sql import (
+    ENTRY_COLUMNS,
+    SCHEMA_VERSION,
+    DeadLetter,
+    headers_decoder,
+    row_entry,
+    translate,
+)
 from ._snapshots import SnapshotInfo
 
 __all__ = [
@@ -25,6 +32,7 @@ __all__ = [
     "entry_as_dict",
     "entry_from_dict",
     "open_read_only",
+    "read_dead_letters",
     "read_entries",
     "read_entry",
     "summarize",
@@ -177,3 +185,36 @@ def entry_from_dict(data: dict[str, Any]) -> JournalEntry:
         msg_id=data.get("msg_id"),
         headers={str(k): str(v) for k, v in (data.get("headers") or {}).items()},
     )
+
+
+def read_dead_letters(path: str | os.PathLike[str]) -> list[tuple[int, DeadLetter]]:
+    """Every dead letter of a journal with its id, oldest first (read-only)."""
+    p = Path(path)
+    db = open_read_only(p)
+    try:
+        rows = db.execute(
+            "SELECT id, subject, payload, reason, error, type, stream, stream_seq, msg_id, "
+            "headers, at FROM dead_letters ORDER BY id"
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise translate(exc, p, "read") from exc
+    finally:
+        db.close()
+    return [
+        (
+            r[0],
+            DeadLetter(
+                subject=r[1],
+                payload=r[2],
+                reason=r[3],
+                error=r[4],
+                type=r[5],
+                stream=r[6],
+                stream_seq=r[7],
+                msg_id=r[8],
+                headers=headers_decoder.decode(r[9]) if r[9] else None,
+                at=r[10],
+            ),
+        )
+        for r in rows
+    ]

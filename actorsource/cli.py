@@ -436,3 +436,99 @@ async def _delete_snapshots(path: Path, actor: str) -> int:
 
     async with SQLiteJournal(path, actor=actor) as journal:
         return await journal.delete_snapshots()
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect an actor's dead letters and re-publish them after a fix."""
+
+
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    help="Where the journals live.",
+)
+
+
+@dlq.command("list")
+@click.argument("actor_name")
+@_data_dir_option
+def dlq_list(actor_name: str, data_dir: Path) -> None:
+    """List the dead letters of ACTOR_NAME (read-only), one JSON object a line."""
+    import json
+
+    from ._inspect import read_dead_letters
+    from ._status import journal_path
+
+    try:
+        letters = read_dead_letters(journal_path(data_dir, actor_name))
+    except ActorsourceError as exc:
+        _fail(exc)
+        return
+    for letter_id, dl in letters:
+        click.echo(
+            json.dumps(
+                {
+                    "id": letter_id,
+                    "reason": dl.reason,
+                    "error": dl.error,
+                    "type": dl.type,
+                    "subject": dl.subject,
+                    "stream_seq": dl.stream_seq,
+                    "msg_id": dl.msg_id,
+                    "size": len(dl.payload),
+                }
+            )
+        )
+
+
+@dlq.command("replay")
+@click.argument("actor_name")
+@click.option("--id", "ids", type=int, multiple=True, required=True, help="Dead letter id(s).")
+@_data_dir_option
+@click.option("--nats", "url", envvar="NATS_URL", help="NATS URL [env NATS_URL].")
+def dlq_replay(actor_name: str, ids: tuple[int, ...], data_dir: Path, url: str | None) -> None:
+    """Re-publish chosen dead letters of ACTOR_NAME to their original subjects.
+
+    Each goes out with its original headers and a deterministic ``Nats-Msg-Id``
+    (``dlq-replay.<actor>.<letter id>``), so replaying one twice applies it at most once.
+    """
+    from ._inspect import read_dead_letters
+    from ._status import journal_path
+
+    try:
+        letters = dict(read_dead_letters(journal_path(data_dir, actor_name)))
+        missing = [i for i in ids if i not in letters]
+        if missing:
+            click.echo(f"actorsource: {actor_name} has no dead letter with id {missing}", err=True)
+            sys.exit(1)
+        options = NatsOptions(servers=(url,) if url else ())
+        anyio.run(_replay, options, actor_name, [(i, letters[i]) for i in ids])
+    except ActorsourceError as exc:
+        _fail(exc)
+        return
+    click.echo(f"re-published {len(ids)} dead letters of {actor_name}")
+
+
+async def _replay(options: NatsOptions, actor_name: str, letters: list[tuple[int, Any]]) -> None:
+    import nats.errors
+
+    from ._connection import connect
+    from ._errors import MailboxError
+    from ._events import MSG_ID_HEADER
+    from ._log import get_logger
+
+    nc = await connect(options, log=get_logger(component="cli"))
+    try:
+        js = nc.jetstream()
+        for letter_id, dl in letters:
+            headers = dict(dl.headers or {})
+            headers[MSG_ID_HEADER] = f"dlq-replay.{actor_name}.{letter_id}"
+            try:
+                await js.publish(dl.subject, dl.payload, headers=headers)
+            except (nats.errors.Error, OSError) as exc:
+                raise MailboxError(f"cannot re-publish dead letter {letter_id}: {exc!r}") from exc
+    finally:
+        await nc.close()

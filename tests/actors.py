@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from actorsource import Context, actor, handles
+from actorsource import Context, ErrorPolicy, actor, handles
 from actorsource.testing import ActorProbe
 
 
@@ -92,3 +92,22 @@ async def assert_exactly_once(probe: ActorProbe[Counter], events: list[Added]) -
     assert len(entries) == len(events)
     assert len({e.stream_seq for e in entries}) == len(entries)
     assert (await probe.fold()).totals == probe.state.totals
+
+
+FRAGILE = {"broken": False}
+
+
+@actor("fragile", subjects=["fragile.>"], errors=ErrorPolicy(retries=0))
+class Fragile:
+    """Its handler fails while FRAGILE says it is broken (a bug, fixed later)."""
+
+    totals: dict[str, int]
+
+    def __init__(self) -> None:
+        self.totals = {}
+
+    @handles(Added)
+    def added(self, event: Added, ctx: Context) -> None:
+        if FRAGILE["broken"] and not ctx.replaying:
+            raise ValueError("a bug in the handler")
+        self.totals[event.key] = self.totals.get(event.key, 0) + event.amount

@@ -165,3 +165,50 @@ async def test_deleted_snapshots_make_the_next_start_replay_everything(actor_kit
     async with actor_kit.start(Counter) as counter:
         assert counter.recovery.snapshot_pos is None
         assert counter.recovery.replayed == 15
+
+
+async def test_a_dead_letter_listed_then_replayed_after_a_fix_is_applied_exactly_once(
+    actor_kit: ActorKit,
+) -> None:
+    from actors import FRAGILE, Fragile
+
+    FRAGILE["broken"] = True
+    try:
+        async with actor_kit.start(Fragile) as fragile:
+            await actor_kit.publish("fragile.a", Added("a", 5), msg_id="orig-5")
+            await fragile.settled()
+            assert fragile.state.totals == {}
+            data_dir = str(actor_kit.data_dir)
+            listed = _run_cli("dlq", "list", "fragile", "--data-dir", data_dir)
+            assert listed.returncode == 0, listed.stderr
+            [letter] = [json.loads(line) for line in listed.stdout.splitlines()]
+            assert (letter["reason"], letter["msg_id"]) == ("handler-failed", "orig-5")
+            assert "a bug in the handler" in letter["error"]
+            FRAGILE["broken"] = False  # the fix is deployed
+            url = actor_kit.server.url if actor_kit.server else ""
+            for _ in range(2):  # replaying twice applies it once
+                replay = _run_cli(
+                    "dlq", "replay", "fragile", "--id", str(letter["id"]),
+                    "--data-dir", data_dir, "--nats", url,
+                )  # fmt: skip
+                assert replay.returncode == 0, replay.stderr
+            await fragile.settled()
+            assert fragile.state.totals == {"a": 5}
+            assert len(await fragile.entries()) == 1
+    finally:
+        FRAGILE["broken"] = False
+
+
+def test_dlq_replay_of_an_unknown_id_says_so(tmp_path: Path) -> None:
+    import asyncio
+
+    from actorsource import SQLiteJournal, journal_path
+
+    async def make() -> None:
+        async with SQLiteJournal(journal_path(tmp_path, "fragile"), actor="fragile"):
+            pass
+
+    asyncio.run(make())
+    out = _run_cli("dlq", "replay", "fragile", "--id", "7", "--data-dir", str(tmp_path))
+    assert out.returncode == 1
+    assert "no dead letter with id [7]" in out.stderr
