@@ -180,11 +180,15 @@ async def _run_worker(
     if not embedded:
         await run_worker(Worker(actors, nats=options, data_dir=data_dir))
         return
+    from ._log import get_logger
     from ._server import NatsServer, NatsServerConfig
 
     async with NatsServer(
         NatsServerConfig(store_dir=data_dir / "nats", port=_port(options))
     ) as server:
+        get_logger(component="cli").info(
+            "embedded nats-server started", url=server.url, store=str(data_dir / "nats")
+        )
         embedded_options = NatsOptions(**{**options.__dict__, "servers": (server.url,)})
         await run_worker(Worker(actors, nats=embedded_options, data_dir=data_dir))
 

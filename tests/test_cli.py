@@ -182,3 +182,50 @@ def test_the_command_line_and_demo_do_not_need_the_test_dependencies() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+async def test_run_embedded_starts_its_own_nats_server_under_the_data_directory(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    import nats
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"nats://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    worker = subprocess.Popen(
+        _cli("run", "examples.bank:Accounts", "--embedded", "--nats", url,
+             "--data-dir", str(data), "--log-format", "json"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT,
+    )  # fmt: skip
+    early = b""
+    try:
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            early += line
+            if b"actor running" in line:
+                break
+        nc = await nats.connect(url)
+        try:
+            events = bank.random_events(50, seed=9)
+            await bank.publish(nc.jetstream(), events)
+
+            async def applied() -> bool:
+                info = await nc.jetstream().consumer_info("ACCOUNTS", "accounts")
+                return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+            await _wait_for(applied)
+        finally:
+            await nc.close()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0, output.decode()
+    assert (data / "nats").is_dir()
+    assert f'"url": "{url}"'.encode() in early
+    assert b"embedded nats-server started" in early
+    async with SQLiteJournal(journal_path(data, "accounts"), actor="accounts") as journal:
+        assert await journal.count() == 50
