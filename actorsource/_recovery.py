@@ -11,6 +11,7 @@ memory) through the same handlers as live processing, with ``ctx.replaying`` set
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,9 +89,12 @@ async def restore_state(
     use_snapshots: bool = True,
     log: structlog.stdlib.BoundLogger | None = None,
     progress_every: float = 2.0,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Any, RecoveryReport]:
     """Return ``(state, report)``: the fold of ``journal``, from its newest usable snapshot.
 
+    ``on_progress(done, total)`` is called after every chunk (for progress bars); a log
+    line with position, rate and ETA is written every ``progress_every`` seconds.
     Raises :class:`ActorCrashed` naming the journal position if an entry cannot be decoded
     or its handler raises during replay (the journal is left untouched).
     """
@@ -134,6 +138,8 @@ async def restore_state(
         await plan.apply_rows(rows)
         report.replayed += len(rows)
         report.journal_pos = rows[-1][0]
+        if on_progress is not None:
+            on_progress(report.replayed, total)
         now = time.monotonic()
         if now - last_log >= progress_every:
             last_log = now

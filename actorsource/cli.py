@@ -536,3 +536,64 @@ async def _replay(options: NatsOptions, actor_name: str, letters: list[tuple[int
                 raise MailboxError(f"cannot re-publish dead letter {letter_id}: {exc!r}") from exc
     finally:
         await nc.close()
+
+
+@main.command()
+@click.argument("target")
+@_data_dir_option
+def rebuild(target: str, data_dir: Path) -> None:
+    """Drop the snapshots of TARGET (MODULE:CLASS) and rebuild its state from its journal.
+
+    Replays every event through the current handlers (with a progress bar), then writes a
+    fresh snapshot at the journal's end. Refused while a worker holds the journal.
+    """
+    [actor_cls] = load_actors((target,)) if ":" in target else _one_actor(target)
+    try:
+        report = anyio.run(_rebuild, actor_cls, data_dir)
+    except ActorsourceError as exc:
+        _fail(exc)
+        return
+    click.echo(
+        f"rebuilt {definition_of(actor_cls).name}: replayed {report.replayed:,} events in "
+        f"{report.seconds:.2f} s, snapshot written at position {report.journal_pos:,}"
+    )
+
+
+def _one_actor(target: str) -> list[type]:
+    raise click.BadParameter(f"name one actor as MODULE:CLASS, not {target!r}")
+
+
+async def _rebuild(actor_cls: type, data_dir: Path) -> Any:
+    from ._journal import SQLiteJournal
+    from ._recovery import restore_state
+    from ._snapshots import CODEC_NAME
+    from ._status import journal_path
+
+    definition = definition_of(actor_cls)
+    path = journal_path(data_dir, definition.name)
+    from ._inspect import open_read_only
+
+    open_read_only(path).close()  # a clear error for a missing or foreign file
+    async with SQLiteJournal(path, actor=definition.name) as journal:
+        with click.progressbar(
+            length=max(journal.last_pos, 1), label="replaying", file=sys.stderr
+        ) as bar:
+            done = 0
+
+            def progress(replayed: int, total: int) -> None:
+                nonlocal done
+                bar.update(replayed - done)
+                done = replayed
+
+            state, report = await restore_state(
+                definition, journal, use_snapshots=False, on_progress=progress
+            )
+        await journal.delete_snapshots()
+        await journal.save_snapshot(
+            pos=report.journal_pos,
+            model_version=definition.version,
+            codec=CODEC_NAME,
+            state=definition.state_codec.encode(state),
+            keep=definition.snapshots.keep,
+        )
+    return report

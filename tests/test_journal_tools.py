@@ -212,3 +212,48 @@ def test_dlq_replay_of_an_unknown_id_says_so(tmp_path: Path) -> None:
     out = _run_cli("dlq", "replay", "fragile", "--id", "7", "--data-dir", str(tmp_path))
     assert out.returncode == 1
     assert "no dead letter with id [7]" in out.stderr
+
+
+def _run_cli_with_tests_on_path(*args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": tests_dir + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run(
+        [sys.executable, "-m", "actorsource", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tests_dir,
+    )
+
+
+async def test_rebuild_replays_the_journal_and_leaves_one_fresh_snapshot(
+    actor_kit: ActorKit,
+) -> None:
+    path = await _counter_with_events(actor_kit, 25)
+    out = _run_cli_with_tests_on_path(
+        "rebuild", "actors:Counter", "--data-dir", str(actor_kit.data_dir)
+    )
+    assert out.returncode == 0, out.stderr
+    assert "rebuilt counter: replayed 25 events" in out.stdout
+    assert "replaying" in out.stderr  # the progress bar
+    code, listed, _ = _cli("snapshots", "list", str(path))
+    assert code == 0
+    assert [line.split()[0] for line in listed.splitlines()[1:]] == ["25"]
+    async with actor_kit.start(Counter) as counter:
+        assert counter.recovery.snapshot_pos == 25
+        assert counter.recovery.replayed == 0
+        assert counter.state.totals == (await counter.fold()).totals
+
+
+async def test_rebuild_is_refused_while_a_worker_holds_the_journal(actor_kit: ActorKit) -> None:
+    async with actor_kit.start(Counter) as counter:
+        await actor_kit.publish("count.a", Added("a", 1))
+        await counter.settled()
+        out = _run_cli_with_tests_on_path(
+            "rebuild", "actors:Counter", "--data-dir", str(actor_kit.data_dir)
+        )
+        assert out.returncode == 1
+        assert "already open for writing" in out.stderr
