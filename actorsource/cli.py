@@ -278,17 +278,29 @@ def journal_info(path: Path) -> None:
 @journal.command("tail")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-n", "count", type=click.IntRange(1), default=10, show_default=True)
-def journal_tail(path: Path, count: int) -> None:
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new entries as they commit.")
+def journal_tail(path: Path, count: int, follow: bool) -> None:
     """Print the last entries of the journal at PATH, one JSON object a line."""
     import json
+    import time
 
     from ._inspect import entry_as_dict, read_entries
 
     try:
+        last = 0
         for entry in read_entries(path, last=count):
             click.echo(json.dumps(entry_as_dict(entry)))
+            last = entry.pos
+        while follow:
+            # SQLite has no cross-process change notification: poll, cheaply (an index seek).
+            time.sleep(0.2)
+            for entry in read_entries(path, after=last):
+                click.echo(json.dumps(entry_as_dict(entry)))
+                last = entry.pos
     except ActorsourceError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        return
 
 
 @journal.command("show")

@@ -257,3 +257,29 @@ async def test_rebuild_is_refused_while_a_worker_holds_the_journal(actor_kit: Ac
         )
         assert out.returncode == 1
         assert "already open for writing" in out.stderr
+
+
+async def test_journal_tail_follow_prints_entries_as_they_commit(actor_kit: ActorKit) -> None:
+    async with actor_kit.start(Counter) as counter:
+        await actor_kit.publish("count.a", Added("a", 1))
+        await counter.settled()
+        follower = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "actorsource", "journal", "tail"),
+                "-f",
+                "-n",
+                "1",
+                str(counter.journal_path),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert follower.stdout is not None
+            assert json.loads(follower.stdout.readline())["pos"] == 1
+            await actor_kit.publish("count.a", Added("a", 2))
+            await counter.settled()
+            assert json.loads(follower.stdout.readline())["pos"] == 2
+        finally:
+            follower.terminate()
+            follower.communicate(timeout=10)  # also closes the pipe
