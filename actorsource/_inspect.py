@@ -18,10 +18,11 @@ from typing import Any
 from ._errors import JournalError
 from ._events import JournalEntry
 from ._journal_sql import (
+    DEAD_LETTER_COLUMNS,
     ENTRY_COLUMNS,
     SCHEMA_VERSION,
     DeadLetter,
-    headers_decoder,
+    row_dead_letter,
     row_entry,
     translate,
 )
@@ -193,28 +194,10 @@ def read_dead_letters(path: str | os.PathLike[str]) -> list[tuple[int, DeadLette
     db = open_read_only(p)
     try:
         rows = db.execute(
-            "SELECT id, subject, payload, reason, error, type, stream, stream_seq, msg_id, "
-            "headers, at FROM dead_letters ORDER BY id"
+            f"SELECT id, {DEAD_LETTER_COLUMNS} FROM dead_letters ORDER BY id"
         ).fetchall()
     except sqlite3.Error as exc:
         raise translate(exc, p, "read") from exc
     finally:
         db.close()
-    return [
-        (
-            r[0],
-            DeadLetter(
-                subject=r[1],
-                payload=r[2],
-                reason=r[3],
-                error=r[4],
-                type=r[5],
-                stream=r[6],
-                stream_seq=r[7],
-                msg_id=r[8],
-                headers=headers_decoder.decode(r[9]) if r[9] else None,
-                at=r[10],
-            ),
-        )
-        for r in rows
-    ]
+    return [(r[0], row_dead_letter(r[1:])) for r in rows]

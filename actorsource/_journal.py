@@ -36,6 +36,7 @@ from ._errors import (
 )
 from ._events import JournalEntry
 from ._journal_sql import (
+    DEAD_LETTER_COLUMNS,
     ENTRY_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -44,6 +45,7 @@ from ._journal_sql import (
     JournalBatch,
     OutboxMessage,
     headers_decoder,
+    row_dead_letter,
     row_entry,
     take_lock,
     translate,
@@ -436,25 +438,8 @@ class SQLiteJournal:
 
     async def dead_letters(self) -> list[DeadLetter]:
         """Every dead letter, oldest first."""
-        rows = await self._fetchall(
-            "SELECT subject, payload, reason, error, type, stream, stream_seq, msg_id, headers, at "
-            "FROM dead_letters ORDER BY id"
-        )
-        return [
-            DeadLetter(
-                subject=r[0],
-                payload=r[1],
-                reason=r[2],
-                error=r[3],
-                type=r[4],
-                stream=r[5],
-                stream_seq=r[6],
-                msg_id=r[7],
-                headers=headers_decoder.decode(r[8]) if r[8] else None,
-                at=r[9],
-            )
-            for r in rows
-        ]
+        rows = await self._fetchall(f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters ORDER BY id")
+        return [row_dead_letter(r) for r in rows]
 
     async def unsent_outbox(self, limit: int = 1_000) -> list[OutboxMessage]:
         """Outbox messages not yet confirmed as published, oldest first."""

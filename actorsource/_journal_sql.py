@@ -23,6 +23,7 @@ from ._events import JournalEntry
 from ._snapshots import snapshot_checksum
 
 __all__ = [
+    "DEAD_LETTER_COLUMNS",
     "ENTRY_COLUMNS",
     "SCHEMA",
     "SCHEMA_VERSION",
@@ -33,6 +34,7 @@ __all__ = [
     "entry_row",
     "headers_decoder",
     "headers_encoder",
+    "row_dead_letter",
     "row_entry",
     "take_lock",
     "translate",
@@ -159,6 +161,27 @@ class JournalBatch:
     snapshot_version: int = 0
     snapshot_codec: str = ""
     keep_snapshots: int = 3
+
+
+DEAD_LETTER_COLUMNS = (
+    "subject, payload, reason, error, type, stream, stream_seq, msg_id, headers, at"
+)
+
+
+def row_dead_letter(r: sqlite3.Row | tuple[Any, ...]) -> DeadLetter:
+    """A dead letter from a row of :data:`DEAD_LETTER_COLUMNS`."""
+    return DeadLetter(
+        subject=r[0],
+        payload=r[1],
+        reason=r[2],
+        error=r[3],
+        type=r[4],
+        stream=r[5],
+        stream_seq=r[6],
+        msg_id=r[7],
+        headers=headers_decoder.decode(r[8]) if r[8] else None,
+        at=r[9],
+    )
 
 
 def entry_row(e: JournalEntry) -> tuple[Any, ...]:

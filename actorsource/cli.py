@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import click
@@ -230,7 +230,7 @@ def journal() -> None:
     """Read a journal file (read-only: safe while a worker holds it)."""
 
 
-def _fail(exc: ActorsourceError) -> None:
+def _fail(exc: ActorsourceError) -> NoReturn:
     click.echo(f"actorsource: {exc}", err=True)
     sys.exit(1)
 
@@ -253,7 +253,6 @@ def journal_info(path: Path) -> None:
         s = summarize(path)
     except ActorsourceError as exc:
         _fail(exc)
-        return
     rows = [
         ("journal", str(s.path)),
         ("actor", s.actor or "-"),
@@ -316,7 +315,6 @@ def journal_show(path: Path, pos: int) -> None:
         entry = read_entry(path, pos)
     except ActorsourceError as exc:
         _fail(exc)
-        return
     if entry is None:
         click.echo(f"actorsource: {path} has no entry at position {pos}", err=True)
         sys.exit(1)
@@ -352,7 +350,6 @@ def journal_import(path: Path, actor_name: str, source: Any) -> None:
         count = anyio.run(_import_journal, path, actor_name, source)
     except ActorsourceError as exc:
         _fail(exc)
-        return
     click.echo(f"imported {count:,} events into {path}")
 
 
@@ -408,7 +405,6 @@ def snapshots_list(path: Path) -> None:
         summary = summarize(path)
     except ActorsourceError as exc:
         _fail(exc)
-        return
     if not summary.snapshots:
         click.echo("no snapshots")
         return
@@ -424,15 +420,12 @@ def snapshots_delete(path: Path) -> None:
 
     Takes the journal's writer lock: refused while a worker holds the journal.
     """
-    from ._inspect import open_read_only
 
     try:
-        open_read_only(path).close()  # a clear error for a missing or foreign file
         actor = _owner(path)
         deleted = anyio.run(_delete_snapshots, path, actor)
     except ActorsourceError as exc:
         _fail(exc)
-        return
     click.echo(f"deleted {deleted} snapshots from {path}")
 
 
@@ -482,7 +475,6 @@ def dlq_list(actor_name: str, data_dir: Path) -> None:
         letters = read_dead_letters(journal_path(data_dir, actor_name))
     except ActorsourceError as exc:
         _fail(exc)
-        return
     for letter_id, dl in letters:
         click.echo(
             json.dumps(
@@ -524,7 +516,6 @@ def dlq_replay(actor_name: str, ids: tuple[int, ...], data_dir: Path, url: str |
         anyio.run(_replay, options, actor_name, [(i, letters[i]) for i in ids])
     except ActorsourceError as exc:
         _fail(exc)
-        return
     click.echo(f"re-published {len(ids)} dead letters of {actor_name}")
 
 
@@ -564,7 +555,6 @@ def rebuild(target: str, data_dir: Path) -> None:
         report = anyio.run(_rebuild, actor_cls, data_dir)
     except ActorsourceError as exc:
         _fail(exc)
-        return
     click.echo(
         f"rebuilt {definition_of(actor_cls).name}: replayed {report.replayed:,} events in "
         f"{report.seconds:.2f} s, snapshot written at position {report.journal_pos:,}"
