@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -20,6 +20,9 @@ from ._events import EventCodec, JournalEntry, event_type_name
 from ._policy import ErrorPolicy
 from ._snapshots import SnapshotPolicy, StateCodec
 from ._subjects import validate_name, validate_subject
+
+if TYPE_CHECKING:
+    from ._effects import Effects
 
 __all__ = [
     "ActorDefinition",
@@ -40,22 +43,32 @@ _DEFINITION_ATTR = "__actorsource_actor__"
 
 
 class Context:
-    """What a handler knows about the event it is applying, beyond the event itself.
+    """What a handler knows about the event it is applying, and what it may do beyond
+    changing its state.
 
     ``entry`` is the journal entry (position, subject, stream sequence, headers ...);
     ``replaying`` is true while recovery replays the journal. Handlers must be deterministic
-    functions of (state, event, entry): they run again on every replay.
+    functions of (state, event, entry): they run again on every replay. What is not
+    deterministic (a clock, a random choice, an outside call) belongs in an event the
+    handler :meth:`record` s, made only when not ``replaying``.
     """
 
-    __slots__ = ("actor", "entry", "log", "replaying")
+    __slots__ = ("_effects", "actor", "entry", "log", "replaying")
 
     def __init__(
-        self, actor: str, entry: JournalEntry, *, replaying: bool, log: structlog.stdlib.BoundLogger
+        self,
+        actor: str,
+        entry: JournalEntry,
+        *,
+        replaying: bool,
+        log: structlog.stdlib.BoundLogger,
+        effects: Effects | None = None,
     ) -> None:
         self.actor = actor
         self.entry = entry
         self.replaying = replaying
         self.log = log
+        self._effects = effects
 
     @property
     def pos(self) -> int:
@@ -64,8 +77,33 @@ class Context:
 
     @property
     def subject(self) -> str:
-        """The subject the event was received on."""
+        """The subject the event was received on (``"@recorded"`` for recorded events)."""
         return self.entry.subject
+
+    def publish(
+        self, subject: str, event: object, *, headers: Mapping[str, str] | None = None
+    ) -> str | None:
+        """Publish a domain event to ``subject`` once the event being applied is committed.
+
+        The message goes to the actor's outbox in the same transaction as the journal entry
+        and is sent afterwards with ``Nats-Msg-Id`` ``"<actor>:<pos>:<n>"``: never lost,
+        and never applied twice by an actorsource receiver. Returns that id; on replay
+        nothing is sent again and None is returned. Raises :class:`EffectError` for a
+        wildcard subject, a reserved header or a message over the server's size limit.
+        """
+        if self._effects is None:
+            return None
+        return self._effects.publish(self.entry, subject, event, headers)
+
+    def record(self, event: object) -> None:
+        """Append an event of the actor's own to its journal, right after this one.
+
+        The actor's handler for its type applies it next (its publishes and records count
+        as its own). Use it for decisions that replay must not make again. No-op on
+        replay, where the recorded event replays in its own journal position.
+        """
+        if self._effects is not None:
+            self._effects.record(event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,12 +147,15 @@ async def apply_event(
     *,
     replaying: bool,
     log: structlog.stdlib.BoundLogger,
+    effects: Effects | None = None,
 ) -> None:
-    """Apply one decoded event to ``state`` through the handler bound to its type."""
+    """Apply one decoded event to ``state`` through the handler bound to its type
+    (``effects`` collects what it publishes and records; None on replay)."""
     handler = definition.handlers[entry.type]
     method = getattr(state, handler.method)
     if handler.takes_context:
-        result = method(event, Context(definition.name, entry, replaying=replaying, log=log))
+        ctx = Context(definition.name, entry, replaying=replaying, log=log, effects=effects)
+        result = method(event, ctx)
     else:
         result = method(event)
     if handler.is_async:
@@ -132,7 +173,7 @@ async def fold(definition: ActorDefinition, entries: Iterable[JournalEntry]) -> 
     state = definition.new_state()
     log = get_logger(actor=definition.name)
     for entry in entries:
-        event = definition.codec.decode(entry.type, entry.payload)
+        event = definition.codec.decode(entry.type, entry.payload, entry.version)
         await apply_event(definition, state, event, entry, replaying=True, log=log)
     return state
 

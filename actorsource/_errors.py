@@ -17,6 +17,7 @@ decorator mistake. Errors from nats-py and sqlite3 are translated at the boundar
     │   └── JournalCorruptError              the file fails its checks
     ├── SnapshotError                        a snapshot cannot be written or restored
     ├── HandlerTimeout (TimeoutError)        an async handler ran past its deadline
+    ├── EffectError (ValueError)             a handler published or recorded something invalid
     ├── MailboxError                         the JetStream side failed
     │   └── StreamMismatchError              the stream is not the history the journal knows
     ├── NatsServerError                      an embedded/test nats-server cannot start
@@ -31,6 +32,7 @@ __all__ = [
     "ActorCrashed",
     "ActorDefinitionError",
     "ActorsourceError",
+    "EffectError",
     "EventCodecError",
     "HandlerTimeout",
     "InvalidNameError",
@@ -96,6 +98,13 @@ class SnapshotError(ActorsourceError):
 
 class HandlerTimeout(ActorsourceError, TimeoutError):
     """An ``async`` handler ran past the actor's ``ErrorPolicy.handler_timeout``."""
+
+
+class EffectError(ActorsourceError, ValueError):
+    """A handler asked to publish or record something that cannot be (a wildcard subject, a
+    reserved header, an event its actor does not handle, a message over the size limit).
+
+    It fails the handler like any exception: retried, then dead-lettered."""
 
 
 class MailboxError(ActorsourceError):

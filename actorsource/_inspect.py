@@ -19,9 +19,9 @@ from ._errors import JournalError
 from ._events import JournalEntry
 from ._journal_sql import (
     DEAD_LETTER_COLUMNS,
-    ENTRY_COLUMNS,
     SCHEMA_VERSION,
     DeadLetter,
+    entry_columns,
     row_dead_letter,
     row_entry,
     translate,
@@ -130,8 +130,9 @@ def read_entries(
         if last is not None:
             (top,) = db.execute("SELECT coalesce(max(pos), 0) FROM events").fetchone()
             after = max(after, top - last)
+        (schema,) = db.execute("PRAGMA user_version").fetchone()
         cursor = db.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM events WHERE pos > ? ORDER BY pos", (after,)
+            f"SELECT {entry_columns(schema)} FROM events WHERE pos > ? ORDER BY pos", (after,)
         )
         while rows := cursor.fetchmany(1_000):
             yield from (row_entry(r) for r in rows)
@@ -164,6 +165,7 @@ def entry_as_dict(entry: JournalEntry) -> dict[str, Any]:
         "stream": entry.stream,
         "stream_seq": entry.stream_seq,
         "msg_id": entry.msg_id,
+        "version": entry.version,
         "received_at": entry.received_at,
         "headers": dict(entry.headers),
         "payload": payload,
@@ -185,6 +187,7 @@ def entry_from_dict(data: dict[str, Any]) -> JournalEntry:
         stream_seq=data.get("stream_seq"),
         msg_id=data.get("msg_id"),
         headers={str(k): str(v) for k, v in (data.get("headers") or {}).items()},
+        version=int(data.get("version", 1)),
     )
 
 

@@ -38,6 +38,7 @@ from ._events import JournalEntry
 from ._journal_sql import (
     DEAD_LETTER_COLUMNS,
     ENTRY_COLUMNS,
+    MIGRATIONS,
     SCHEMA,
     SCHEMA_VERSION,
     DeadLetter,
@@ -51,6 +52,7 @@ from ._journal_sql import (
     translate,
     write_batch,
 )
+from ._log import get_logger
 from ._snapshots import Snapshot, SnapshotInfo
 
 __all__ = [
@@ -164,6 +166,8 @@ class SQLiteJournal:
                     + f"('actor', '{owner_sql}'), ('created_at', '{time.time()!r}');"
                     + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
                 )
+            elif version < SCHEMA_VERSION:
+                await self._migrate(version)
             elif version > SCHEMA_VERSION:
                 raise JournalError(
                     f"{self.path} has journal schema {version}, newer than this actorsource "
@@ -201,6 +205,18 @@ class SQLiteJournal:
                 "let the actor rebuild its journal from the stream",
                 path=self.path,
             ) from exc
+
+    async def _migrate(self, version: int) -> None:
+        """Bring a journal written by an older actorsource to the current schema, one step
+        per transaction (each step also stamps its version, so a kill in between is safe)."""
+        db = self._conn()
+        for step in range(version, SCHEMA_VERSION):
+            await db.executescript(
+                "BEGIN IMMEDIATE;" + MIGRATIONS[step] + f"PRAGMA user_version={step + 1}; COMMIT;"
+            )
+            get_logger(actor=self.actor).info(
+                "journal schema upgraded", path=str(self.path), schema=step + 1
+            )
 
     async def _check_integrity(self) -> None:
         async with self._conn().execute("PRAGMA quick_check(5)") as cur:

@@ -28,9 +28,11 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "DeadLetter",
+    "MIGRATIONS",
     "DuplicateMessageIdError",
     "JournalBatch",
     "OutboxMessage",
+    "entry_columns",
     "entry_row",
     "headers_decoder",
     "headers_encoder",
@@ -51,7 +53,14 @@ class DuplicateMessageIdError(JournalError):
     """
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Statements that bring a journal of schema ``n`` to ``n + 1``, each run in one transaction.
+MIGRATIONS = {
+    # Event versions (schema evolution): NULL is version 1, which is what every event
+    # journaled before had.
+    1: "ALTER TABLE events ADD COLUMN version INTEGER;",
+}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -67,7 +76,8 @@ CREATE TABLE IF NOT EXISTS events (
     stream      TEXT,
     stream_seq  INTEGER,
     msg_id      TEXT,
-    headers     BLOB
+    headers     BLOB,
+    version     INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream_seq
     ON events (stream, stream_seq) WHERE stream_seq IS NOT NULL;
@@ -199,16 +209,35 @@ def entry_row(e: JournalEntry) -> tuple[Any, ...]:
         e.stream_seq,
         e.msg_id,
         None if headers == usual else headers_encoder.encode(headers),
+        None if e.version == 1 else e.version,
     )
 
 
 def row_entry(row: sqlite3.Row | tuple[Any, ...]) -> JournalEntry:
     return JournalEntry(
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], raw_headers=row[8]
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        raw_headers=row[8],
+        version=row[9] or 1,
     )
 
 
-ENTRY_COLUMNS = "pos, subject, type, payload, received_at, stream, stream_seq, msg_id, headers"
+ENTRY_COLUMNS = (
+    "pos, subject, type, payload, received_at, stream, stream_seq, msg_id, headers, version"
+)
+
+
+def entry_columns(schema_version: int) -> str:
+    """:data:`ENTRY_COLUMNS` for a journal of ``schema_version`` (read-only tools read older
+    journals as they are: before schema 2, every event was version 1)."""
+    return ENTRY_COLUMNS if schema_version >= 2 else ENTRY_COLUMNS.replace("version", "NULL")
+
 
 # Rows go in as one multi-row INSERT per chunk rather than executemany: executemany steps
 # once per row, and every step releases and re-takes the GIL, which under a busy event loop
@@ -218,7 +247,7 @@ _ROWS_PER_INSERT = 500
 
 @functools.lru_cache(maxsize=64)
 def _insert_events_sql(rows: int) -> str:
-    values = ",".join(["(?,?,?,?,?,?,?,?,?)"] * rows)
+    values = ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * rows)
     return f"INSERT INTO events ({ENTRY_COLUMNS}) VALUES {values}"
 
 

@@ -19,9 +19,15 @@ from nats.js import JetStreamContext
 
 from ._errors import JournalError
 from ._events import MSG_ID_HEADER
-from ._journal import SQLiteJournal
+from ._journal import OutboxMessage, SQLiteJournal
+from ._status import CrashSwitch
 
 __all__ = ["OutboxPublisher"]
+
+#: How many rows are read from the outbox at a time.
+_WINDOW = 512
+
+_PUBLISH_ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError)
 
 
 class OutboxPublisher:
@@ -34,17 +40,23 @@ class OutboxPublisher:
         write_lock: anyio.Lock,
         *,
         log: structlog.stdlib.BoundLogger,
+        crash: CrashSwitch | None = None,
         max_backoff: float = 30.0,
+        ack_timeout: float = 5.0,
     ) -> None:
         self._js = js
         self._journal = journal
         self._lock = write_lock
         self._log = log
         self._max_backoff = max_backoff
+        self._ack_timeout = ack_timeout
+        self._crash = crash or CrashSwitch()
         self._wake = anyio.Event()
         self.published = 0
         self.failures = 0
         self.last_error: str | None = None
+        #: The (msg_id, subject) that the last attempt could not publish, if any.
+        self.refused: tuple[str, str] | None = None
 
     def notify(self) -> None:
         """Tell the publisher that new rows were committed."""
@@ -65,18 +77,15 @@ class OutboxPublisher:
             try:
                 await self.flush()
                 backoff = 0.1
-            except (
-                nats.errors.Error,
-                nats.js.errors.Error,
-                OSError,
-                TimeoutError,
-                JournalError,
-            ) as exc:
+            except (*_PUBLISH_ERRORS, JournalError) as exc:
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                msg_id, subject = self.refused or (None, None)
                 self._log.warning(
                     "outbox publish failed; will retry",
                     error=self.last_error,
+                    msg_id=msg_id,
+                    subject=subject,
                     pending=self._journal.unsent,
                     retry_in=round(backoff, 2),
                 )
@@ -91,22 +100,47 @@ class OutboxPublisher:
             # Read under the write lock: the shared connection must never show rows of a
             # transaction that is still open (they might be rolled back).
             async with self._lock:
-                rows = await self._journal.unsent_outbox(limit=500)
+                rows = await self._journal.unsent_outbox(limit=_WINDOW)
             if not rows:
                 self._journal.unsent = 0
                 break
-            sent: list[int] = []
-            try:
-                for row in rows:
-                    headers = dict(row.headers or {})
-                    headers[MSG_ID_HEADER] = row.msg_id
-                    await self._js.publish(row.subject, row.payload, headers=headers, timeout=5.0)
-                    sent.append(row.id)
-            finally:
-                if sent:
-                    with anyio.CancelScope(shield=True):
-                        async with self._lock:
-                            await self._journal.mark_sent(sent)
-                    self.published += len(sent)
-                    done += len(sent)
+            self._crash.check("before_publish")
+            sent, error = await self._publish(rows)
+            if sent:
+                self._crash.check("after_publish")
+                with anyio.CancelScope(shield=True):
+                    async with self._lock:
+                        await self._journal.mark_sent(sent)
+                self.published += len(sent)
+                done += len(sent)
+            if error is not None:
+                refused = rows[len(sent)]
+                self.refused = (refused.msg_id, refused.subject)
+                raise error
+        self.refused = None
         return done
+
+    async def _publish(self, rows: list[OutboxMessage]) -> tuple[list[int], Exception | None]:
+        """Send ``rows`` one after the other, each once the previous one is acknowledged.
+
+        Returns the ids of the confirmed prefix and, if a row was refused, why. Pipelining
+        (sending ahead of the acks) is not used on purpose: JetStream would store a later
+        message after refusing an earlier one (too large for its stream, say), and the
+        receiver would see them out of order.
+        """
+        sent: list[int] = []
+        for row in rows:
+            try:
+                await self._js.publish(
+                    row.subject, row.payload, headers=_headers(row), timeout=self._ack_timeout
+                )
+            except _PUBLISH_ERRORS as exc:
+                return sent, exc
+            sent.append(row.id)
+        return sent, None
+
+
+def _headers(row: OutboxMessage) -> dict[str, str]:
+    headers = dict(row.headers or {})
+    headers[MSG_ID_HEADER] = row.msg_id
+    return headers

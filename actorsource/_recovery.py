@@ -46,10 +46,12 @@ class _ReplayPlan:
     ) -> None:
         self._name = definition.name
         self._log = log
+        self._codec = definition.codec
         # Handlers mutate the state object; they never replace it, so bind them once.
         self._steps = {
             name: (
                 definition.codec.decoder(name),
+                definition.codec.version(name),
                 getattr(state, h.method),
                 h.takes_context,
                 h.is_async,
@@ -65,12 +67,17 @@ class _ReplayPlan:
         row: tuple[Any, ...] = ()
         try:
             for row in rows:
-                decode, handler, takes_context, is_async = steps[row[2]]
-                if takes_context:
-                    entry = JournalEntry(*row[:8], raw_headers=row[8])
-                    result = handler(decode(row[3]), Context(name, entry, replaying=True, log=log))
+                decode, current, handler, takes_context, is_async = steps[row[2]]
+                version = row[9] or 1
+                if version == current:
+                    event = decode(row[3])
                 else:
-                    result = handler(decode(row[3]))
+                    event = self._codec.decode(row[2], row[3], version)
+                if takes_context:
+                    entry = JournalEntry(*row[:8], raw_headers=row[8], version=version)
+                    result = handler(event, Context(name, entry, replaying=True, log=log))
+                else:
+                    result = handler(event)
                 if is_async:
                     await result
         except Exception as exc:

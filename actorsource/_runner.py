@@ -35,17 +35,18 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
 
-from ._actor import ActorDefinition, apply_event
+from ._actor import ActorDefinition
 from ._binding import bind_mailbox, ensure_dlq_stream
 from ._committer import CommitJob, Committer
 from ._deadletters import dead_letter, dlq_message
+from ._effects import Effects, apply_live
 from ._errors import (
     ActorCrashed,
     HandlerTimeout,
     SnapshotError,
 )
 from ._events import MSG_ID_HEADER, JournalEntry
-from ._journal import DeadLetter, JournalBatch, SQLiteJournal
+from ._journal import DeadLetter, JournalBatch, OutboxMessage, SQLiteJournal
 from ._log import get_logger
 from ._mailbox import ConsumerGone, Delivery, JetStreamMailbox
 from ._outbox import OutboxPublisher
@@ -169,7 +170,7 @@ class ActorRunner:
                 await ensure_dlq_stream(self._nc.jetstream(), self.definition.errors, self.name)
                 self.stream = await bind_mailbox(mailbox, journal, log=self.log)
                 outbox = OutboxPublisher(
-                    self._nc.jetstream(), journal, self._write_lock, log=self.log
+                    self._nc.jetstream(), journal, self._write_lock, log=self.log, crash=self._crash
                 )
                 try:
                     await self._serve(mailbox, outbox, task_status)
@@ -406,7 +407,16 @@ class ActorRunner:
 
         snapshot = self._maybe_snapshot(pos) if entries and failure is None else None
         job = self._job(
-            deliveries[start:end], entries, to_ack, dead, stream, top, high, pos, snapshot
+            deliveries[start:end],
+            entries,
+            to_ack,
+            dead,
+            stream,
+            top,
+            high,
+            pos,
+            snapshot,
+            published=sorted_.outbox,
         )
         self._pos = pos
         self._high[stream] = top
@@ -435,13 +445,17 @@ class ActorRunner:
         high: int,
         pos: int,
         snapshot: bytes | None,
+        *,
+        published: list[OutboxMessage] | None = None,
     ) -> CommitJob:
         definition = self.definition
+        outbox = list(published or ())
+        outbox.extend(dlq_message(self.name, definition.errors, dl) for _, dl in dead)
         batch = JournalBatch(
             entries=entries,
             positions={stream: top} if top > high else {},
             dead_letters=[dl for _, dl in dead],
-            outbox=[dlq_message(self.name, definition.errors, dl) for _, dl in dead],
+            outbox=outbox,
             snapshot_state=snapshot,
             snapshot_pos=pos,
             snapshot_version=definition.version,
@@ -465,22 +479,15 @@ class ActorRunner:
         if job.batch.outbox and self.outbox is not None:
             self.outbox.notify()
 
-    async def _apply_live(self, event: object, entry: JournalEntry) -> None:
-        timeout = self.definition.errors.handler_timeout
-        handler = self.definition.handlers[entry.type]
-        if handler.is_async and timeout is not None:
-            # move_on_after rather than fail_after: a TimeoutError the handler raises itself
-            # is its own failure, not a deadline.
-            with anyio.move_on_after(timeout) as deadline:
-                await apply_event(
-                    self.definition, self.state, event, entry, replaying=False, log=self.log
-                )
-            if deadline.cancelled_caught:
-                raise HandlerTimeout(
-                    f"handler {handler.method}() ran past its {timeout} s deadline"
-                )
-            return
-        await apply_event(self.definition, self.state, event, entry, replaying=False, log=self.log)
+    async def _apply_live(self, event: object, entry: JournalEntry) -> Effects | None:
+        return await apply_live(
+            self.definition,
+            self.state,
+            event,
+            entry,
+            log=self.log,
+            max_payload=self._nc.max_payload,
+        )
 
     async def _retry(self, failure: Failure, stream: str, committer: Committer) -> bool:
         """Retry a failed handler in place; commit it or its dead letter. False if stopping."""
@@ -504,12 +511,12 @@ class ActorRunner:
             self.stats.retries += 1
             entry = failure.entry
             try:
-                await self._apply_live(failure.event, entry)
+                effects = await self._apply_live(failure.event, entry)
             except Exception as exc:
                 error = exc
                 await self._rebuild()
                 continue
-            await self._submit_alone(committer, d, stream, entries=[entry])
+            await self._submit_alone(committer, d, stream, entry=entry, effects=effects)
             return True
         reason = "handler-timeout" if isinstance(error, HandlerTimeout) else "handler-failed"
         letter = dead_letter(d, failure.entry.type, reason, error, time.time())
@@ -522,14 +529,27 @@ class ActorRunner:
         d: Delivery,
         stream: str,
         *,
-        entries: list[JournalEntry] | None = None,
+        entry: JournalEntry | None = None,
+        effects: Effects | None = None,
         dead: list[tuple[Delivery, DeadLetter]] | None = None,
     ) -> None:
         high = self._high.get(stream, 0)
         top = max(high, d.stream_seq)
-        pos = self._pos + len(entries or [])
+        entries = [] if entry is None else [entry]
+        if effects is not None:
+            entries.extend(effects.entries)
+        pos = self._pos + len(entries)
         job = self._job(
-            [d], entries or [], [d] if entries else [], dead or [], stream, top, high, pos, None
+            [d],
+            entries,
+            [d] if entries else [],
+            dead or [],
+            stream,
+            top,
+            high,
+            pos,
+            None,
+            published=effects.outbox if effects is not None else None,
         )
         self._pos = pos
         self._high[stream] = top

@@ -17,8 +17,12 @@ __all__ = [
     "journal_path",
 ]
 
-CRASH_POINTS = ("before_commit", "after_commit", "after_ack")
-CrashPoint = Literal["before_commit", "after_commit", "after_ack"]
+#: Where a runner can be made to crash: around its journal commit and acknowledgement, and
+#: around the outbox publishing what was committed (before sending; sent but not marked).
+CRASH_POINTS = ("before_commit", "after_commit", "after_ack", "before_publish", "after_publish")
+CrashPoint = Literal[
+    "before_commit", "after_commit", "after_ack", "before_publish", "after_publish"
+]
 
 
 def journal_path(data_dir: Path, actor: str) -> Path:

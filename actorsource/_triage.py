@@ -3,8 +3,10 @@
 Each delivery, in order, is recognised as a duplicate (a known stream sequence or message
 id), refused (too large, no or unknown ``Event-Type``, undecodable: a dead letter, or
 acknowledged silently when the policy ignores unknown types) or decoded and applied through
-``apply``. The first handler that raises stops the triage there: that delivery and the ones
-after it are neither journaled nor acknowledged by this batch.
+``apply``, which returns the events its handlers recorded (journaled right after it) and
+the messages they published (outbox rows). The first handler that raises stops the triage
+there: that delivery and the ones after it are neither journaled nor acknowledged by this
+batch.
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ._deadletters import dead_letter
+from ._effects import Effects
 from ._errors import EventCodecError, UnknownEventTypeError
-from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, EventCodec, JournalEntry
-from ._journal import DeadLetter
+from ._events import (
+    EVENT_TYPE_HEADER,
+    EVENT_VERSION_HEADER,
+    MSG_ID_HEADER,
+    EventCodec,
+    JournalEntry,
+    parse_version,
+)
+from ._journal import DeadLetter, OutboxMessage
 from ._mailbox import Delivery
 from ._policy import ErrorPolicy
 
@@ -42,6 +52,7 @@ class Triage:
     top: int
     end: int
     entries: list[JournalEntry] = field(default_factory=list)
+    outbox: list[OutboxMessage] = field(default_factory=list)
     to_ack: list[Delivery] = field(default_factory=list)
     dead: list[tuple[Delivery, DeadLetter]] = field(default_factory=list)
     duplicates: int = 0
@@ -59,7 +70,7 @@ async def triage(
     known_ids: set[str],
     policy: ErrorPolicy,
     codec: EventCodec,
-    apply: Callable[[object, JournalEntry], Awaitable[None]],
+    apply: Callable[[object, JournalEntry], Awaitable[Effects | None]],
 ) -> Triage:
     """Sort ``deliveries[start:]`` in order, applying events through ``apply``.
 
@@ -91,7 +102,8 @@ async def triage(
         try:
             if type_name is None:
                 raise EventCodecError(f"message has no {EVENT_TYPE_HEADER} header")
-            event = codec.decode(type_name, d.data)
+            version = parse_version(headers.get(EVENT_VERSION_HEADER))
+            event = codec.decode(type_name, d.data, version)
         except EventCodecError as exc:
             seen_seqs.add(seq)
             out.top = max(out.top, seq)
@@ -112,9 +124,10 @@ async def triage(
             stream_seq=seq,
             msg_id=msg_id,
             headers=headers,
+            version=version,
         )
         try:
-            await apply(event, entry)
+            effects = await apply(event, entry)
         except Exception as exc:
             # Not journaled, not acknowledged, not part of ``top``: if the process dies
             # from here on, the next start delivers this message again.
@@ -125,6 +138,10 @@ async def triage(
         out.top = max(out.top, seq)
         out.pos += 1
         out.entries.append(entry)
+        if effects is not None:
+            out.pos += len(effects.entries)
+            out.entries.extend(effects.entries)
+            out.outbox.extend(effects.outbox)
         out.to_ack.append(d)
         if msg_id is not None:
             known_ids.add(msg_id)

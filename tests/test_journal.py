@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from actorsource import JournalEntry, JournalError, JournalLockedError, SQLiteJournal
-from actorsource._journal import DeadLetter, JournalBatch
+from actorsource._journal import SCHEMA_VERSION, DeadLetter, JournalBatch
 
 
 def _entry(pos: int, seq: int | None = None, msg_id: str | None = None) -> JournalEntry:
@@ -190,7 +190,7 @@ async def test_a_journal_is_created_in_one_transaction_with_its_owner(tmp_path: 
     import sqlite3
 
     with sqlite3.connect(str(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("SELECT value FROM meta WHERE key = 'actor'").fetchone()[0] == "a"
 
 
@@ -203,7 +203,7 @@ async def test_a_journal_stamped_without_its_owner_by_a_killed_first_open_still_
 
     path = tmp_path / "a.db"
     with sqlite3.connect(str(path)) as db:  # what a kill between two steps used to leave
-        db.executescript(_SCHEMA + "PRAGMA user_version=1;")
+        db.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
     async with SQLiteJournal(path, actor="a") as j:
         assert j.last_pos == 0
 

@@ -1,0 +1,184 @@
+"""What a handler does besides changing its state: domain events it publishes, events it records.
+
+An actor journals the events it *receives*; the events it *publishes* are its domain events,
+in a shape it owns, for other services. ``ctx.publish(subject, event)`` does not send
+anything: it adds an outbox row that is committed in the same transaction as the journal
+entry that caused it, and the outbox publisher sends it afterwards with the deterministic
+``Nats-Msg-Id`` ``"<actor>:<pos>:<n>"`` (the n-th message published while applying journal
+position ``pos``). Re-sending after a crash is therefore harmless: JetStream deduplicates
+within its window and a receiver's journal refuses the id again forever after.
+
+``ctx.record(event)`` appends an event of the actor's own (a decision, a timer firing, the
+answer of an outside call) to its journal right after the event being applied; the actor's
+handler for that type applies it next. The state then stays a pure fold of the journal even
+when the decision itself was not deterministic.
+
+On replay both are no-ops: what was published is already in the outbox, and what was
+recorded is already in the journal and replays in its own place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import structlog
+
+from ._actor import ActorDefinition, apply_event
+from ._errors import EffectError, EventCodecError, HandlerTimeout
+from ._events import (
+    EVENT_TYPE_HEADER,
+    EVENT_VERSION_HEADER,
+    MSG_ID_HEADER,
+    JournalEntry,
+    encode_event,
+    event_headers,
+    event_type_name,
+    event_version,
+)
+from ._journal_sql import OutboxMessage
+from ._subjects import validate_subject
+
+__all__ = ["MAX_RECORDED", "RECORDED_SUBJECT", "Effects", "apply_live"]
+
+#: The ``subject`` of journal entries an actor recorded itself (never a NATS subject).
+RECORDED_SUBJECT = "@recorded"
+
+#: How many events one received event may cause to be recorded, transitively.
+MAX_RECORDED = 1_000
+
+_RESERVED = {h.lower() for h in (EVENT_TYPE_HEADER, EVENT_VERSION_HEADER, MSG_ID_HEADER)}
+
+
+class Effects:
+    """Collects what the handlers of one received event asked for, while it is applied live.
+
+    ``entries`` are the recorded events turned into journal entries (positions after the
+    received one); ``outbox`` the messages to publish once committed. A failed attempt's
+    effects are thrown away with it.
+    """
+
+    __slots__ = ("_counts", "_definition", "_max_payload", "entries", "now", "outbox", "pending")
+
+    def __init__(self, definition: ActorDefinition, *, max_payload: int, now: float) -> None:
+        self._definition = definition
+        self._max_payload = max_payload
+        self.now = now
+        self._counts: dict[int, int] = {}
+        self.entries: list[JournalEntry] = []
+        self.outbox: list[OutboxMessage] = []
+        self.pending: list[tuple[str, bytes, int]] = []
+
+    def publish(
+        self,
+        entry: JournalEntry,
+        subject: str,
+        event: object,
+        headers: Mapping[str, str] | None,
+    ) -> str:
+        try:
+            validate_subject(subject, wildcards=False)
+        except ValueError as exc:
+            raise EffectError(f"cannot publish {type(event).__name__}: {exc}") from None
+        try:
+            _, payload = encode_event(event)
+        except EventCodecError as exc:
+            raise EffectError(f"cannot publish to {subject!r}: {exc}") from None
+        all_headers = event_headers(type(event))
+        for key, value in (headers or {}).items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise EffectError(f"header {key!r}: names and values must be strings")
+            if key.lower() in _RESERVED:
+                raise EffectError(f"header {key!r} is set by actorsource; leave it out")
+            all_headers[key] = value
+        size = len(payload) + sum(len(k) + len(v) + 4 for k, v in all_headers.items())
+        if size > self._max_payload:
+            raise EffectError(
+                f"{type(event).__name__} for {subject!r} is {size} bytes with its headers, "
+                f"over the server's max_payload of {self._max_payload}"
+            )
+        n = self._counts.get(entry.pos, 0) + 1
+        self._counts[entry.pos] = n
+        msg_id = f"{self._definition.name}:{entry.pos}:{n}"
+        self.outbox.append(OutboxMessage(subject, msg_id, payload, all_headers, pos=entry.pos))
+        return msg_id
+
+    def record(self, event: object) -> None:
+        handler = self._definition.handlers.get(event_type_name(type(event)))
+        if handler is None or handler.event_cls is not type(event):
+            raise EffectError(
+                f"actor {self._definition.name!r} cannot record {type(event).__qualname__}: "
+                "it records only events it has a @handles method for"
+            )
+        if len(self.entries) + len(self.pending) >= MAX_RECORDED:
+            raise EffectError(
+                f"more than {MAX_RECORDED} events recorded for one received event: "
+                "do handlers record each other in a loop?"
+            )
+        type_name, payload = encode_event(event)
+        self.pending.append((type_name, payload, event_version(type(event))))
+
+
+async def apply_live(
+    definition: ActorDefinition,
+    state: Any,
+    event: object,
+    entry: JournalEntry,
+    *,
+    log: structlog.stdlib.BoundLogger,
+    max_payload: int,
+) -> Effects | None:
+    """Apply a received event live, then the events its handlers recorded, in order.
+
+    Returns the effects (recorded entries and outbox rows), or None when there are none.
+    Raises whatever a handler raises (:class:`HandlerTimeout` past the policy's deadline):
+    the state may then be half-changed and the effects are void.
+    """
+    handler = definition.handlers[entry.type]
+    if not handler.takes_context:
+        await _apply(definition, state, event, entry, None, log)
+        return None
+    effects = Effects(definition, max_payload=max_payload, now=time.time())
+    await _apply(definition, state, event, entry, effects, log)
+    pos = entry.pos
+    while effects.pending:
+        type_name, payload, version = effects.pending.pop(0)
+        pos += 1
+        recorded = JournalEntry(
+            pos, RECORDED_SUBJECT, type_name, payload, effects.now, version=version
+        )
+        effects.entries.append(recorded)
+        await _apply(
+            definition,
+            state,
+            definition.codec.decode(type_name, payload, version),
+            recorded,
+            effects,
+            log,
+        )
+    return effects if effects.entries or effects.outbox else None
+
+
+async def _apply(
+    definition: ActorDefinition,
+    state: Any,
+    event: object,
+    entry: JournalEntry,
+    effects: Effects | None,
+    log: structlog.stdlib.BoundLogger,
+) -> None:
+    timeout = definition.errors.handler_timeout
+    handler = definition.handlers[entry.type]
+    if handler.is_async and timeout is not None:
+        # move_on_after rather than fail_after: a TimeoutError the handler raises itself
+        # is its own failure, not a deadline.
+        with anyio.move_on_after(timeout) as deadline:
+            await apply_event(
+                definition, state, event, entry, replaying=False, log=log, effects=effects
+            )
+        if deadline.cancelled_caught:
+            raise HandlerTimeout(f"handler {handler.method}() ran past its {timeout} s deadline")
+        return
+    await apply_event(definition, state, event, entry, replaying=False, log=log, effects=effects)
