@@ -22,6 +22,7 @@ from ._errors import (
     ActorCrashed,
     ActorDefinitionError,
     ActorsourceError,
+    EffectError,
     EventCodecError,
     HandlerTimeout,
     InvalidNameError,
@@ -35,7 +36,15 @@ from ._errors import (
     StreamMismatchError,
     UnknownEventTypeError,
 )
-from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry, encode_event, event
+from ._events import (
+    EVENT_TYPE_HEADER,
+    EVENT_VERSION_HEADER,
+    MSG_ID_HEADER,
+    JournalEntry,
+    encode_event,
+    event,
+    upcaster,
+)
 from ._journal import DeadLetter, SQLiteJournal
 from ._policy import ErrorPolicy
 from ._recovery import RecoveryReport, restore_state
@@ -48,6 +57,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EVENT_TYPE_HEADER",
+    "EVENT_VERSION_HEADER",
     "MSG_ID_HEADER",
     "ActorCrashed",
     "ActorDefinition",
@@ -58,6 +68,7 @@ __all__ = [
     "ActorsourceError",
     "Context",
     "DeadLetter",
+    "EffectError",
     "ErrorPolicy",
     "EventCodecError",
     "HandlerTimeout",
@@ -87,4 +98,5 @@ __all__ = [
     "journal_path",
     "restore_state",
     "run_worker",
+    "upcaster",
 ]

@@ -40,7 +40,7 @@ from nats.js import JetStreamContext
 from ._actor import ActorDefinition, definition_of, fold
 from ._connection import NatsOptions, connect
 from ._errors import ActorsourceError, NatsServerError
-from ._events import EVENT_TYPE_HEADER, MSG_ID_HEADER, JournalEntry, encode_event
+from ._events import MSG_ID_HEADER, JournalEntry, encode_event, event_headers
 from ._journal import DeadLetter
 from ._log import get_logger
 from ._mailbox import JetStreamMailbox
@@ -369,9 +369,10 @@ class ActorKit:
         msg_id: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> int:
-        """Publish an event (JSON, with its ``Event-Type``); returns its stream sequence."""
-        type_name, payload = encode_event(event)
-        hdrs = {EVENT_TYPE_HEADER: type_name, **(headers or {})}
+        """Publish an event (JSON, with its ``Event-Type`` and ``Event-Version``); returns its
+        stream sequence."""
+        _, payload = encode_event(event)
+        hdrs = {**event_headers(type(event)), **(headers or {})}
         if msg_id is not None:
             hdrs[MSG_ID_HEADER] = msg_id
         return await self.publish_raw(subject, payload, headers=hdrs)

@@ -19,8 +19,8 @@ from pathlib import Path
 import anyio
 
 from actorsource import actor, event, handles
-from actorsource.testing import ActorKit
 from actorsource._server import NatsServer, NatsServerConfig
+from actorsource.testing import ActorKit
 
 HERE = Path(__file__).parent
 
@@ -56,28 +56,31 @@ class OrderBookV1:
             self.cancelled += 1
 
 
-async def main() -> None:
+async def record(kit: ActorKit) -> None:
     rng = random.Random(7)
+    async with kit.start(OrderBookV1) as probe:
+        placed: list[str] = []
+        for i in range(1, 61):
+            order_id = f"o-{i:03d}"
+            sku = rng.choice(["apple", "pear", "plum", "fig"])
+            event_ = OrderPlaced(order_id, sku, rng.randint(1, 5), rng.randint(50, 900))
+            await kit.publish("legacy.orders.placed", event_, msg_id=f"placed-{i}")
+            placed.append(order_id)
+            if i % 7 == 0:
+                victim = OrderCancelled(rng.choice(placed))
+                await kit.publish("legacy.orders.cancelled", victim, msg_id=f"cancel-{i}")
+        await probe.settled()
+    shutil.copyfile(kit.data_dir / "orders-v1.journal.sqlite", HERE / "orders-v1.journal.sqlite")
+
+
+async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        async with NatsServer(NatsServerConfig(store_dir=Path(tmp) / "store")) as server:
-            async with ActorKit.connect(server.url, data_dir=Path(tmp) / "data") as kit:
-                async with kit.start(OrderBookV1) as probe:
-                    placed: list[str] = []
-                    for i in range(1, 61):
-                        order_id = f"o-{i:03d}"
-                        sku = rng.choice(["apple", "pear", "plum", "fig"])
-                        event_ = OrderPlaced(order_id, sku, rng.randint(1, 5), rng.randint(50, 900))
-                        await kit.publish("legacy.orders.placed", event_, msg_id=f"placed-{i}")
-                        placed.append(order_id)
-                        if i % 7 == 0:
-                            victim = rng.choice(placed)
-                            await kit.publish(
-                                "legacy.orders.cancelled", OrderCancelled(victim), msg_id=f"cancel-{i}"
-                            )
-                    await probe.settled()
-                    print("state", probe.state)
-                src = kit.data_dir / "orders-v1.journal.sqlite"
-                shutil.copyfile(src, HERE / "orders-v1.journal.sqlite")
+        config = NatsServerConfig(store_dir=Path(tmp) / "store")
+        async with (
+            NatsServer(config) as server,
+            ActorKit.connect(server.url, data_dir=Path(tmp) / "data") as kit,
+        ):
+            await record(kit)
 
 
 if __name__ == "__main__":
