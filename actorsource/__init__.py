@@ -43,6 +43,7 @@ from ._events import (
     JournalEntry,
     encode_event,
     event,
+    event_headers,
     upcaster,
 )
 from ._journal import DeadLetter, SQLiteJournal
@@ -93,6 +94,7 @@ __all__ = [
     "definition_of",
     "encode_event",
     "event",
+    "event_headers",
     "fold",
     "handles",
     "journal_path",

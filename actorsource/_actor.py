@@ -124,6 +124,7 @@ class ActorDefinition:
     cls: type
     subjects: tuple[str, ...]
     stream: str | None
+    stream_subjects: tuple[str, ...] | None
     version: int
     snapshots: SnapshotPolicy
     handlers: Mapping[str, Handler]
@@ -203,6 +204,7 @@ def actor(
     *,
     subjects: Sequence[str],
     stream: str | None = None,
+    stream_subjects: Sequence[str] | None = None,
     version: int = 1,
     snapshot_every: int | None = 1_000,
     snapshot_interval: float | None = None,
@@ -215,7 +217,10 @@ def actor(
 
     ``name`` names the durable consumer and the journal file; ``subjects`` (NATS wildcards
     allowed) are the consumer's filter subjects; ``stream`` names the JetStream stream that
-    stores them (default: found by subject, else created as the upper-cased actor name).
+    stores them (default: found by subject, else created as the upper-cased actor name);
+    ``stream_subjects`` are the subjects that stream is created with when the actor is the
+    first to need it (default: the actor's own), e.g. ``["shop.>"]`` for a stream that
+    several services share.
     ``version`` is the model version: bump it when handlers or the state shape change, and
     recovery ignores older snapshots and rebuilds from the journal. ``snapshot_every``,
     ``snapshot_interval`` and ``keep_snapshots`` form the :class:`SnapshotPolicy`.
@@ -237,6 +242,7 @@ def actor(
         raise ActorDefinitionError(f"actor {name!r} lists a subject twice: {list(subject_list)}")
     if stream is not None:
         validate_name(stream, what="stream name")
+    stored = _stream_subjects(name, stream, stream_subjects)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ActorDefinitionError(f"actor {name!r}: version must be an int >= 1, got {version!r}")
     if not ack_wait > 0:
@@ -262,6 +268,7 @@ def actor(
             cls=cls,
             subjects=subject_list,
             stream=stream,
+            stream_subjects=stored,
             version=version,
             snapshots=policy,
             handlers=handlers,
@@ -287,6 +294,24 @@ def definition_of(target: object) -> ActorDefinition:
             f"{cls.__qualname__} is not an actor: decorate it with @actor(...)"
         )
     return definition
+
+
+def _stream_subjects(
+    name: str, stream: str | None, subjects: Sequence[str] | None
+) -> tuple[str, ...] | None:
+    if subjects is None:
+        return None
+    if stream is None:
+        raise ActorDefinitionError(
+            f"actor {name!r}: stream_subjects needs stream=... (the stream they are for)"
+        )
+    if isinstance(subjects, str) or not subjects:
+        raise ActorDefinitionError(
+            f"actor {name!r}: stream_subjects must be a non-empty list, e.g. ['shop.>']"
+        )
+    for subject in subjects:
+        validate_subject(subject)
+    return tuple(subjects)
 
 
 def _check_constructible(cls: type) -> None:

@@ -16,14 +16,31 @@ from __future__ import annotations
 import nats.errors
 import nats.js.errors
 import structlog
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from ._actor import ActorDefinition
 from ._errors import MailboxError, StreamMismatchError
 from ._journal import SQLiteJournal
 from ._mailbox import JetStreamMailbox
 from ._policy import ErrorPolicy
 
-__all__ = ["bind_mailbox", "ensure_dlq_stream"]
+__all__ = ["bind_mailbox", "ensure_dlq_stream", "mailbox_for"]
+
+
+def mailbox_for(definition: ActorDefinition, nc: NATS, *, ack_wait: float) -> JetStreamMailbox:
+    """The (not yet set up) mailbox of an actor: its durable consumer on its stream."""
+    return JetStreamMailbox(
+        nc,
+        durable=definition.name,
+        subjects=definition.subjects,
+        stream=definition.stream,
+        stream_subjects=definition.stream_subjects,
+        default_stream=definition.name.upper().replace("-", "_"),
+        ack_wait=ack_wait,
+        max_batch=definition.max_batch,
+        max_ack_pending=definition.max_ack_pending,
+    )
 
 
 async def bind_mailbox(

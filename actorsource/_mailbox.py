@@ -94,6 +94,7 @@ class JetStreamMailbox:
         subjects: Sequence[str],
         stream: str | None,
         default_stream: str,
+        stream_subjects: Sequence[str] | None = None,
         ack_wait: float,
         max_batch: int,
         max_ack_pending: int,
@@ -105,6 +106,7 @@ class JetStreamMailbox:
         self.subjects = tuple(subjects)
         self.stream: str | None = stream
         self._default_stream = default_stream
+        self._stream_subjects = list(stream_subjects or subjects)
         self._ack_wait = ack_wait
         self._max_batch = max_batch
         self._max_ack_pending = max_ack_pending
@@ -200,7 +202,7 @@ class JetStreamMailbox:
                 await self._js.stream_info(self.stream)
             except nats.js.errors.NotFoundError:
                 await self._js.add_stream(
-                    StreamConfig(name=self.stream, subjects=list(self.subjects))
+                    StreamConfig(name=self.stream, subjects=self._stream_subjects)
                 )
             return self.stream
         found: set[str] = set()

@@ -36,7 +36,7 @@ import structlog
 from nats.aio.client import Client as NATS
 
 from ._actor import ActorDefinition
-from ._binding import bind_mailbox, ensure_dlq_stream
+from ._binding import bind_mailbox, ensure_dlq_stream, mailbox_for
 from ._committer import CommitJob, Committer
 from ._deadletters import dead_letter, dlq_message
 from ._effects import Effects, apply_live
@@ -157,16 +157,7 @@ class ActorRunner:
                     await journal.check_integrity()
                 self.status = ActorStatus.RECOVERING
                 await self._recover()
-                mailbox = JetStreamMailbox(
-                    self._nc,
-                    durable=self.name,
-                    subjects=self.definition.subjects,
-                    stream=self.definition.stream,
-                    default_stream=self.name.upper().replace("-", "_"),
-                    ack_wait=self._ack_wait,
-                    max_batch=self.definition.max_batch,
-                    max_ack_pending=self.definition.max_ack_pending,
-                )
+                mailbox = mailbox_for(self.definition, self._nc, ack_wait=self._ack_wait)
                 await ensure_dlq_stream(self._nc.jetstream(), self.definition.errors, self.name)
                 self.stream = await bind_mailbox(mailbox, journal, log=self.log)
                 outbox = OutboxPublisher(

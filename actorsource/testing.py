@@ -38,12 +38,12 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from ._actor import ActorDefinition, definition_of, fold
+from ._binding import mailbox_for
 from ._connection import NatsOptions, connect
 from ._errors import ActorsourceError, NatsServerError
 from ._events import MSG_ID_HEADER, JournalEntry, encode_event, event_headers
 from ._journal import DeadLetter
 from ._log import get_logger
-from ._mailbox import JetStreamMailbox
 from ._recovery import RecoveryReport
 from ._runner import ActorRunner
 from ._server import NatsServer, NatsServerConfig
@@ -328,17 +328,7 @@ class ActorKit:
     async def prepare(self, actor_cls: type) -> str:
         """Create the actor's stream and consumer without starting it; returns the stream."""
         definition = definition_of(actor_cls)
-        mailbox = JetStreamMailbox(
-            self.nc,
-            durable=definition.name,
-            subjects=definition.subjects,
-            stream=definition.stream,
-            default_stream=definition.name.upper().replace("-", "_"),
-            ack_wait=self.ack_wait,
-            max_batch=definition.max_batch,
-            max_ack_pending=definition.max_ack_pending,
-        )
-        return await mailbox.ensure()
+        return await mailbox_for(definition, self.nc, ack_wait=self.ack_wait).ensure()
 
     @asynccontextmanager
     async def start(
