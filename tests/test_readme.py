@@ -27,7 +27,7 @@ def test_the_quickstart_has_exactly_two_commands_demo_then_tests() -> None:
 
 
 async def test_the_tour_defines_an_actor_and_its_test_passes(actor_kit: ActorKit) -> None:
-    definition, test = _blocks("python")
+    definition, test = _blocks("python")[:2]
     module = types.ModuleType("readme_tour")
     sys.modules[module.__name__] = module
     try:
@@ -35,3 +35,10 @@ async def test_the_tour_defines_an_actor_and_its_test_passes(actor_kit: ActorKit
         await module.test_a_crash_after_commit_loses_nothing(actor_kit)
     finally:
         del sys.modules[module.__name__]
+
+
+def test_the_excerpts_of_the_examples_are_their_current_code() -> None:
+    root = README.parent
+    sources = [p.read_text() for p in [*root.glob("examples/**/*.py"), *root.glob("tests/*.py")]]
+    for excerpt in _blocks("python")[2:]:
+        assert any(excerpt in source for source in sources), excerpt
