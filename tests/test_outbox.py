@@ -339,3 +339,17 @@ def _journal(probe: ActorProbe[object]):  # type: ignore[no-untyped-def]
     from actorsource import SQLiteJournal
 
     return SQLiteJournal(probe.journal_path, actor=probe.name)
+
+
+async def test_a_nats_server_restart_while_publishing_loses_and_duplicates_nothing(
+    actor_kit: ActorKit,
+) -> None:
+    assert actor_kit.server is not None
+    sales = _sales(150)
+    async with actor_kit.start(Ledger) as ledger, actor_kit.start(Till) as till:
+        await _publish(actor_kit, sales[:100])
+        await actor_kit.server.restart()
+        await _publish(actor_kit, sales[100:])
+        await till.settled(timeout=30)
+        await ledger.settled(timeout=30)
+        await _assert_ledger_saw_each_once(ledger, sales)
