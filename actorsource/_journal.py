@@ -374,14 +374,15 @@ class SQLiteJournal:
             raise translate(exc, self.path, "read") from exc
 
     async def rows(
-        self, after: int = 0, *, chunk: int = 5_000
+        self, after: int = 0, *, chunk: int = 5_000, columns: str = ENTRY_COLUMNS
     ) -> AsyncIterator[list[tuple[Any, ...]]]:
         """Yield raw entry rows (``pos > after``, in order) for replay, ``chunk`` at a time.
 
         Read on the calling thread through a separate read-only connection: no thread hop
         and no objects per row, which is what replay speed is made of. Each chunk blocks
         the event loop for a few milliseconds; the loop gets a turn between chunks. Rows
-        hold the columns of :class:`JournalEntry` in order, ``headers`` as stored (JSON).
+        hold the columns of :class:`JournalEntry` in order, ``headers`` as stored (JSON);
+        ``columns`` may null some of them (see :func:`replay_columns`).
         """
         self._conn()
         try:
@@ -390,7 +391,7 @@ class SQLiteJournal:
             raise translate(exc, self.path, "read") from exc
         try:
             cursor = db.execute(
-                f"SELECT {ENTRY_COLUMNS} FROM events WHERE pos > ? ORDER BY pos", (after,)
+                f"SELECT {columns} FROM events WHERE pos > ? ORDER BY pos", (after,)
             )
             while rows := cursor.fetchmany(chunk):
                 yield rows

