@@ -587,13 +587,37 @@ async def _replay(nc: Any, actor_name: str, letters: list[tuple[int, Any]]) -> N
 @main.command()
 @click.argument("target")
 @_data_dir_option
-def rebuild(target: str, data_dir: Path) -> None:
+@click.option(
+    "--from-stream",
+    is_flag=True,
+    help="Rebuild the journal itself from the actor's JetStream stream (a lost journal).",
+)
+@_nats_url_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --from-stream: rebuild even if the stream no longer holds its first events.",
+)
+def rebuild(target: str, data_dir: Path, from_stream: bool, url: str | None, force: bool) -> None:
     """Drop the snapshots of TARGET (MODULE:CLASS) and rebuild its state from its journal.
 
     Replays every event through the current handlers (with a progress bar), then writes a
     fresh snapshot at the journal's end. Refused while a worker holds the journal.
+
+    With --from-stream, rebuilds the journal itself by reading the actor's events again
+    from its stream (an ephemeral consumer, not the actor's own), with the runtime's rules
+    for duplicates and dead letters; handlers run in replay mode (nothing is published
+    again). The stream position is recorded, so the next `run` continues right after it.
+    An existing journal is never deleted: once the new one is complete it is moved aside
+    to <journal>.bak-<UTC time>. A stream that no longer starts at sequence 1 is refused
+    unless --force.
     """
     [actor_cls] = load_actors((target,)) if ":" in target else _one_actor(target)
+    if not from_stream and (url or force):
+        raise click.UsageError("--nats and --force go with --from-stream")
+    if from_stream:
+        _rebuild_from_stream(actor_cls, data_dir, url, force)
+        return
     try:
         report = anyio.run(_rebuild, actor_cls, data_dir)
     except ActorsourceError as exc:
@@ -602,6 +626,49 @@ def rebuild(target: str, data_dir: Path) -> None:
         f"rebuilt {definition_of(actor_cls).name}: replayed {report.replayed:,} events in "
         f"{report.seconds:.2f} s, snapshot written at position {report.journal_pos:,}"
     )
+
+
+def _rebuild_from_stream(actor_cls: type, data_dir: Path, url: str | None, force: bool) -> None:
+    from ._rebuild import rebuild_from_stream
+    from ._status import journal_path
+
+    definition = definition_of(actor_cls)
+    path = journal_path(data_dir, definition.name)
+    with click.progressbar(length=1, label="reading the stream", file=sys.stderr) as bar:
+
+        def progress(read: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(read - bar.pos)
+
+        async def work(nc: Any) -> Any:
+            return await rebuild_from_stream(
+                definition, nc, path, force=force, on_progress=progress
+            )
+
+        failure: ActorsourceError | None = None
+        try:
+            report = anyio.run(_with_nats, url, work)
+        except ActorsourceError as exc:
+            failure = exc  # reported once the bar has finished its line
+    if failure is not None:
+        _fail(failure)
+    click.echo(
+        f"rebuilt the journal of {definition.name} from stream {report.stream}: "
+        f"{_plural(report.events, 'event')}, {_plural(report.dead_letters, 'dead letter')}, "
+        f"{_plural(report.duplicates, 'duplicate')}, {report.ignored:,} ignored, up to stream "
+        f"sequence {report.last_seq:,}, in {report.seconds:.2f} s"
+    )
+    if report.snapshot_pos is not None:
+        click.echo(f"snapshot written at position {report.snapshot_pos:,}")
+    else:
+        click.echo(f"no snapshot written: {report.snapshot_error}")
+    if report.moved_aside is not None:
+        click.echo(f"the previous journal was moved aside to {report.moved_aside}")
+    click.echo(f"journal: {path}")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _one_actor(target: str) -> list[type]:
