@@ -35,3 +35,20 @@ async def test_the_tour_defines_an_actor_and_its_test_passes(actor_kit: ActorKit
         await module.test_a_crash_after_commit_loses_nothing(actor_kit)
     finally:
         del sys.modules[module.__name__]
+
+
+def test_the_operating_section_lists_every_command() -> None:
+    import click
+
+    from actorsource.cli import main
+
+    operating = README.read_text().split("## Operating", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in operating.splitlines() if line.startswith("| `actorsource ")]
+    for name, command in main.commands.items():
+        subcommands = command.commands if isinstance(command, click.Group) else {}
+        if not subcommands:
+            assert any(f"`actorsource {name}" in line for line in lines), name
+        for sub in subcommands:
+            assert any(
+                line.startswith(f"| `actorsource {name} ") and sub in line for line in lines
+            ), f"{name} {sub}"
