@@ -237,3 +237,34 @@ def test_events_per_second_are_measured_over_the_last_minute_and_restart_with_th
     restarted = SimpleNamespace(stats=ActorStats(since=121.0))  # counters start again at 0
     restarted.stats.applied = 5
     assert meter.rate("a", restarted, 126.0) == 1.0  # type: ignore[arg-type]
+
+
+async def test_status_shows_a_halted_actor_with_its_reason_beside_a_running_one(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    from actorsource import ActorStatus, journal_path
+    from actorsource._journal_sql import take_lock
+
+    lock = take_lock(journal_path(tmp_path, "counter"))  # "another process" holds it
+    try:
+        worker = Worker(
+            [Counter, bank.Accounts],
+            nats=NatsOptions(servers=(nats_server.url,)),
+            data_dir=tmp_path,
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            with anyio.fail_after(15):
+                while "counter" not in worker.halted or (
+                    worker.runners["accounts"].status is not ActorStatus.RUNNING
+                ):
+                    await anyio.sleep(0.01)
+            out = await _cli("status", "--nats", nats_server.url)
+            worker.stop()
+    finally:
+        os.close(lock)
+    assert out.returncode == 0, out.stderr.decode()
+    table, _, notes = out.stdout.decode().partition(f"\n{worker.name} counter: ")
+    rows = _rows(table)
+    assert (rows["counter"]["STATE"], rows["accounts"]["STATE"]) == ("halted", "running")
+    assert "already open for writing" in notes
