@@ -123,6 +123,8 @@ class ActorRunner:
         self._pos = 0
         self._high: dict[str, int] = {}
         self._snapshot_planned = 0
+        # Set by snapshot() from outside the loop; the loop takes it between two batches.
+        self._snapshot_asked: anyio.Event | None = None
 
     # -- control -----------------------------------------------------------------------------
 
@@ -177,6 +179,8 @@ class ActorRunner:
                 self.log.error("actor failed", error=repr(exc))
             raise
         finally:
+            if self._snapshot_asked is not None:
+                self._snapshot_asked.set()
             self.mailbox = None
             self._journal = None
             self._committer = None
@@ -277,6 +281,9 @@ class ActorRunner:
         while not self._stopping:
             if committer.conflict:
                 await self._redo(committer)
+                continue
+            if self._snapshot_asked is not None:
+                await self._snapshot_between_batches(committer)
                 continue
             with anyio.CancelScope() as scope:
                 self._wait_scope = scope
@@ -595,13 +602,34 @@ class ActorRunner:
                 await self._take_snapshot_now()
 
     async def snapshot(self) -> int:
-        """Take a snapshot now (between batches); returns its position."""
-        if self._committer is not None:
-            await self._committer.drain()
-            if self._committer.conflict:
-                return self.stats.last_snapshot_pos
-        await self._take_snapshot_now()
+        """Take a snapshot now; returns its position.
+
+        While the actor consumes, its loop takes the snapshot between two batches, once the
+        batch in hand is committed: the state is then exactly the fold of the journal at the
+        snapshot's position, even under load. Raises :class:`ActorCrashed` if the actor is
+        not running (or stops before it could take it).
+        """
+        if self.status is not ActorStatus.RUNNING:
+            raise ActorCrashed(
+                f"actor {self.name!r} is {self.status.value}, not running: no snapshot",
+                actor=self.name,
+            )
+        asked = self._snapshot_asked or anyio.Event()
+        self._snapshot_asked = asked
+        self._wake()
+        await asked.wait()
+        if self._journal is None:
+            raise ActorCrashed(f"actor {self.name!r} stopped before its snapshot", actor=self.name)
         return self.stats.last_snapshot_pos
+
+    async def _snapshot_between_batches(self, committer: Committer) -> None:
+        await committer.drain()
+        if committer.conflict:
+            return  # the loop redoes the set-aside batch first, then comes back here
+        await self._take_snapshot_now()
+        asked, self._snapshot_asked = self._snapshot_asked, None
+        if asked is not None:
+            asked.set()
 
 
 def _sole(group: BaseExceptionGroup) -> BaseException:

@@ -24,6 +24,7 @@ from ._errors import (
 )
 from ._log import get_logger
 from ._runner import ActorRunner
+from ._service import WorkerService
 
 __all__ = ["FATAL_ERRORS", "Worker", "run_worker"]
 
@@ -40,6 +41,10 @@ class Worker:
     corrupt, or belongs to another incarnation of its stream is halted instead (restarting
     cannot help); :meth:`run` raises only when every actor has halted. :meth:`stop` makes every actor finish its batch in hand,
     write a final snapshot and close.
+
+    While it runs, the worker answers NATS micro service discovery as an instance of the
+    ``actorsource`` service, with ``status`` and ``snapshot`` endpoints (see
+    ``actorsource status`` and ``actorsource snapshots take``).
     """
 
     def __init__(
@@ -68,6 +73,8 @@ class Worker:
         self.restarts: dict[str, int] = dict.fromkeys(names, 0)
         self.halted: dict[str, BaseException] = {}
         self.nc: NATS | None = None
+        #: The worker's micro service (discovery, ``actorsource status``), while running.
+        self.service: WorkerService | None = None
         self._stopping = False
         self._sleep_scopes: set[anyio.CancelScope] = set()
         self.ready = anyio.Event()
@@ -101,8 +108,22 @@ class Worker:
         self.nc = nc
         try:
             async with anyio.create_task_group() as tg:
+                service = WorkerService(self, nc)
+                self.service = service
+                await tg.start(service.run)
+                remaining = len(self.definitions)
+
+                async def supervise(definition: ActorDefinition) -> None:
+                    nonlocal remaining
+                    try:
+                        await self._supervise(definition, nc)
+                    finally:
+                        remaining -= 1
+                        if remaining == 0:
+                            service.close()  # answer status requests until the last actor stops
+
                 for definition in self.definitions:
-                    tg.start_soon(self._supervise, definition, nc)
+                    tg.start_soon(supervise, definition)
                 task_status.started()
         finally:
             with anyio.CancelScope(shield=True):

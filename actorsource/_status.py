@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -70,7 +71,7 @@ class CrashSwitch:
 
 @dataclass
 class ActorStats:
-    """Counters of a running actor (since this runner started)."""
+    """Counters of a running actor (since this runner started, at ``since``: monotonic)."""
 
     applied: int = 0
     duplicates: int = 0
@@ -83,3 +84,4 @@ class ActorStats:
     commit_failures: int = 0
     last_snapshot_pos: int = 0
     last_snapshot_at: float = 0.0
+    since: float = field(default_factory=time.monotonic)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -447,6 +448,55 @@ async def _delete_snapshots(path: Path, actor: str) -> int:
         return await journal.delete_snapshots()
 
 
+_nats_url_option = click.option(
+    "--nats",
+    "url",
+    envvar="NATS_URL",
+    help="NATS URL [env NATS_URL; default nats://127.0.0.1:4222]",
+)
+
+
+@snapshots.command("take")
+@click.argument("actor_name")
+@_nats_url_option
+def snapshots_take(actor_name: str, url: str | None) -> None:
+    """Ask the running worker that hosts ACTOR_NAME to write a snapshot now.
+
+    The actor takes it between two batches; prints the journal position it was taken at.
+    """
+    from ._subjects import validate_name
+
+    try:
+        validate_name(actor_name)
+        replies = anyio.run(_with_nats, url, _take_snapshot, actor_name)
+    except ActorsourceError as exc:
+        _fail(exc)
+    for reply in replies:
+        click.echo(f"snapshot of {reply.actor} written at position {reply.pos:,} by {reply.worker}")
+
+
+async def _take_snapshot(nc: Any, actor_name: str) -> Any:
+    from ._discovery import request_snapshot
+
+    return await request_snapshot(nc, actor_name)
+
+
+async def _with_nats(url: str | None, work: Any, *args: Any) -> Any:
+    """Connect (one clear error if no server answers), run ``work(nc, *args)``, close."""
+    from ._connection import connect
+    from ._log import get_logger
+
+    # A tool's own connection: its disconnect at close is no news, only errors are.
+    configure_logging("auto", "ERROR")
+    options = NatsOptions(servers=(url,) if url else (), name="actorsource-cli")
+    nc = await connect(options, log=get_logger(component="cli"))
+    try:
+        return await work(nc, *args)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await nc.close()
+
+
 @main.group()
 def dlq() -> None:
     """Inspect an actor's dead letters and re-publish them after a fix."""
@@ -512,45 +562,62 @@ def dlq_replay(actor_name: str, ids: tuple[int, ...], data_dir: Path, url: str |
         if missing:
             click.echo(f"actorsource: {actor_name} has no dead letter with id {missing}", err=True)
             sys.exit(1)
-        options = NatsOptions(servers=(url,) if url else ())
-        anyio.run(_replay, options, actor_name, [(i, letters[i]) for i in ids])
+        anyio.run(_with_nats, url, _replay, actor_name, [(i, letters[i]) for i in ids])
     except ActorsourceError as exc:
         _fail(exc)
     click.echo(f"re-published {len(ids)} dead letters of {actor_name}")
 
 
-async def _replay(options: NatsOptions, actor_name: str, letters: list[tuple[int, Any]]) -> None:
+async def _replay(nc: Any, actor_name: str, letters: list[tuple[int, Any]]) -> None:
     import nats.errors
 
-    from ._connection import connect
     from ._errors import MailboxError
     from ._events import MSG_ID_HEADER
-    from ._log import get_logger
 
-    nc = await connect(options, log=get_logger(component="cli"))
-    try:
-        js = nc.jetstream()
-        for letter_id, dl in letters:
-            headers = dict(dl.headers or {})
-            headers[MSG_ID_HEADER] = f"dlq-replay.{actor_name}.{letter_id}"
-            try:
-                await js.publish(dl.subject, dl.payload, headers=headers)
-            except (nats.errors.Error, OSError) as exc:
-                raise MailboxError(f"cannot re-publish dead letter {letter_id}: {exc!r}") from exc
-    finally:
-        await nc.close()
+    js = nc.jetstream()
+    for letter_id, dl in letters:
+        headers = dict(dl.headers or {})
+        headers[MSG_ID_HEADER] = f"dlq-replay.{actor_name}.{letter_id}"
+        try:
+            await js.publish(dl.subject, dl.payload, headers=headers)
+        except (nats.errors.Error, OSError) as exc:
+            raise MailboxError(f"cannot re-publish dead letter {letter_id}: {exc!r}") from exc
 
 
 @main.command()
 @click.argument("target")
 @_data_dir_option
-def rebuild(target: str, data_dir: Path) -> None:
+@click.option(
+    "--from-stream",
+    is_flag=True,
+    help="Rebuild the journal itself from the actor's JetStream stream (a lost journal).",
+)
+@_nats_url_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --from-stream: rebuild even if the stream no longer holds its first events.",
+)
+def rebuild(target: str, data_dir: Path, from_stream: bool, url: str | None, force: bool) -> None:
     """Drop the snapshots of TARGET (MODULE:CLASS) and rebuild its state from its journal.
 
     Replays every event through the current handlers (with a progress bar), then writes a
     fresh snapshot at the journal's end. Refused while a worker holds the journal.
+
+    With --from-stream, rebuilds the journal itself by reading the actor's events again
+    from its stream (an ephemeral consumer, not the actor's own), with the runtime's rules
+    for duplicates and dead letters; handlers run in replay mode (nothing is published
+    again). The stream position is recorded, so the next `run` continues right after it.
+    An existing journal is never deleted: once the new one is complete it is moved aside
+    to <journal>.bak-<UTC time>. A stream that no longer starts at sequence 1 is refused
+    unless --force.
     """
     [actor_cls] = load_actors((target,)) if ":" in target else _one_actor(target)
+    if not from_stream and (url or force):
+        raise click.UsageError("--nats and --force go with --from-stream")
+    if from_stream:
+        _rebuild_from_stream(actor_cls, data_dir, url, force)
+        return
     try:
         report = anyio.run(_rebuild, actor_cls, data_dir)
     except ActorsourceError as exc:
@@ -559,6 +626,49 @@ def rebuild(target: str, data_dir: Path) -> None:
         f"rebuilt {definition_of(actor_cls).name}: replayed {report.replayed:,} events in "
         f"{report.seconds:.2f} s, snapshot written at position {report.journal_pos:,}"
     )
+
+
+def _rebuild_from_stream(actor_cls: type, data_dir: Path, url: str | None, force: bool) -> None:
+    from ._rebuild import rebuild_from_stream
+    from ._status import journal_path
+
+    definition = definition_of(actor_cls)
+    path = journal_path(data_dir, definition.name)
+    with click.progressbar(length=1, label="reading the stream", file=sys.stderr) as bar:
+
+        def progress(read: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(read - bar.pos)
+
+        async def work(nc: Any) -> Any:
+            return await rebuild_from_stream(
+                definition, nc, path, force=force, on_progress=progress
+            )
+
+        failure: ActorsourceError | None = None
+        try:
+            report = anyio.run(_with_nats, url, work)
+        except ActorsourceError as exc:
+            failure = exc  # reported once the bar has finished its line
+    if failure is not None:
+        _fail(failure)
+    click.echo(
+        f"rebuilt the journal of {definition.name} from stream {report.stream}: "
+        f"{_plural(report.events, 'event')}, {_plural(report.dead_letters, 'dead letter')}, "
+        f"{_plural(report.duplicates, 'duplicate')}, {report.ignored:,} ignored, up to stream "
+        f"sequence {report.last_seq:,}, in {report.seconds:.2f} s"
+    )
+    if report.snapshot_pos is not None:
+        click.echo(f"snapshot written at position {report.snapshot_pos:,}")
+    else:
+        click.echo(f"no snapshot written: {report.snapshot_error}")
+    if report.moved_aside is not None:
+        click.echo(f"the previous journal was moved aside to {report.moved_aside}")
+    click.echo(f"journal: {path}")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _one_actor(target: str) -> list[type]:
@@ -599,3 +709,88 @@ async def _rebuild(actor_cls: type, data_dir: Path) -> Any:
             keep=definition.snapshots.keep,
         )
     return report
+
+
+@main.command()
+@_nats_url_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of worker reports.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(0.05, 10),
+    default=0.5,
+    show_default=True,
+    help="How long to gather discovery replies, in seconds.",
+)
+def status(url: str | None, as_json: bool, wait: float) -> None:
+    """Show every actor of every running worker: state, positions, lag, rate, snapshots.
+
+    Workers are found by NATS micro service discovery (``$SRV.INFO.actorsource``).
+    """
+    import msgspec
+
+    try:
+        reports = anyio.run(_with_nats, url, _collect_status, wait)
+    except ActorsourceError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(msgspec.json.encode(reports).decode())
+        return
+    if not reports:
+        click.echo("no workers running")
+        return
+    header = (
+        "WORKER", "ACTOR", "STATE", "JOURNAL POS", "STREAM SEQ", "LAG", "EVENTS/S",
+        "SNAPSHOT", "DEAD LETTERS", "RESTARTS",
+    )  # fmt: skip
+    rows = [
+        (
+            report.worker,
+            a.actor,
+            a.state,
+            f"{a.journal_pos:,}",
+            _count(a.stream_seq),
+            _count(a.lag),
+            f"{a.events_per_s:,.1f}",
+            _snapshot_cell(a.snapshot_pos, a.snapshot_age),
+            _count(a.dead_letters),
+            f"{a.restarts:,}",
+        )
+        for report in reports
+        for a in report.actors
+    ]
+    _echo_table(header, rows, right={3, 4, 5, 6, 8, 9})
+    for report in reports:
+        for a in report.actors:
+            if a.error:
+                click.echo(f"{report.worker} {a.actor}: {a.error}")
+
+
+async def _collect_status(nc: Any, wait: float) -> Any:
+    from ._discovery import collect_status
+
+    return await collect_status(nc, wait=wait)
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _snapshot_cell(pos: int | None, age: float | None) -> str:
+    if pos is None:
+        return "-"
+    if age is None:
+        return f"{pos:,}"
+    for unit, seconds in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if age >= seconds:
+            return f"{pos:,} ({age / seconds:.0f}{unit} ago)"
+    return f"{pos:,} ({age:.0f}s ago)"
+
+
+def _echo_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: set[int]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        click.echo("  ".join(cells).rstrip())

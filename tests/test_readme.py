@@ -40,5 +40,24 @@ async def test_the_tour_defines_an_actor_and_its_test_passes(actor_kit: ActorKit
 def test_the_excerpts_of_the_examples_are_their_current_code() -> None:
     root = README.parent
     sources = [p.read_text() for p in [*root.glob("examples/**/*.py"), *root.glob("tests/*.py")]]
+    # Compared without whitespace: the excerpts are dedented and formatted on their own.
+    flat = ["".join(source.split()) for source in sources]
     for excerpt in _blocks("python")[2:]:
-        assert any(excerpt in source for source in sources), excerpt
+        assert any("".join(excerpt.split()) in source for source in flat), excerpt
+
+
+def test_the_operating_section_lists_every_command() -> None:
+    import click
+
+    from actorsource.cli import main
+
+    operating = README.read_text().split("## Operating", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in operating.splitlines() if line.startswith("| `actorsource ")]
+    for name, command in main.commands.items():
+        subcommands = command.commands if isinstance(command, click.Group) else {}
+        if not subcommands:
+            assert any(f"`actorsource {name}" in line for line in lines), name
+        for sub in subcommands:
+            assert any(
+                line.startswith(f"| `actorsource {name} ") and sub in line for line in lines
+            ), f"{name} {sub}"

@@ -13,6 +13,9 @@ from collections import Counter
 import anyio
 import pytest
 
+from actorsource import definition_of, fold
+from actorsource._inspect import read_entries, summarize
+from actorsource._rebuild import rebuild_from_stream
 from actorsource.testing import ActorKit, ActorProbe
 from examples.shop import Orders, Payments, Shipping
 from examples.shop.frontend import place, random_requests
@@ -152,3 +155,42 @@ async def test_a_service_whose_journal_is_lost_rebuilds_from_the_shared_stream(
         assert (await actor_kit.js.stream_info("SHOP")).state.messages == stored
         assert len(await orders.entries()) == seen_by_orders
         assert await payments.fold() == before
+
+
+async def test_payments_rebuilt_offline_from_the_stream_records_its_decisions_and_sends_nothing(
+    actor_kit: ActorKit,
+) -> None:
+    requests = random_requests(50, seed=3)
+    async with (
+        actor_kit.start(Orders) as orders,
+        actor_kit.start(Payments) as payments,
+        actor_kit.start(Shipping) as shipping,
+    ):
+        await place(actor_kit.js, requests[:30])
+        await _all_final(orders, 30)
+        for service in (orders, payments, shipping):
+            await service.settled()
+        await payments.stop()
+        before, journal = payments.state, payments.journal_path
+        lost = [(e.type, e.stream_seq, e.payload) for e in read_entries(journal)]
+        for path in journal.parent.glob(journal.name + "*"):
+            if not path.name.endswith(".lock"):
+                path.unlink()
+
+        report = await rebuild_from_stream(definition_of(Payments), actor_kit.nc, journal)
+
+        rebuilt = [(e.type, e.stream_seq, e.payload) for e in read_entries(journal)]
+        assert rebuilt == lost  # the recorded authorizations are back, after their causes
+        assert report.events == len(lost)
+        assert summarize(journal).unsent_outbox == 0  # nothing to send again
+        assert await fold(definition_of(Payments), read_entries(journal)) == before
+        stored = (await actor_kit.js.stream_info("SHOP")).state.messages
+        await payments.start()
+        assert payments.state == before
+        await payments.settled()
+        assert (await actor_kit.js.stream_info("SHOP")).state.messages == stored
+        await place(actor_kit.js, requests[30:])  # and it goes on where it was
+        await _all_final(orders, len(requests))
+        for service in (orders, payments, shipping):
+            await service.settled()
+        assert len(payments.state.payments) == len(requests)

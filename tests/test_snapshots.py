@@ -8,6 +8,7 @@ from actors import Added
 
 from actorsource import (
     ActorDefinitionError,
+    Context,
     SnapshotError,
     SnapshotPolicy,
     actor,
@@ -164,3 +165,53 @@ async def test_an_undecodable_snapshot_with_a_valid_checksum_is_skipped(
         assert why.startswith("cannot decode")
         assert timed.recovery.snapshot_pos == 1  # the valid one written at the graceful stop
         assert timed.state.total == 5
+
+
+HOLD = {"gate": anyio.Event()}
+
+
+@actor("held", subjects=["held.>"], snapshot_every=None)
+class Held:
+    """Changes its state, then awaits a gate on events keyed "hold" (a slow async handler)."""
+
+    totals: dict[str, int]
+
+    def __init__(self) -> None:
+        self.totals = {}
+
+    @handles(Added)
+    async def added(self, event: Added, ctx: Context) -> None:
+        self.totals[event.key] = self.totals.get(event.key, 0) + event.amount
+        if event.key == "hold" and not ctx.replaying:
+            await HOLD["gate"].wait()
+
+
+async def test_a_snapshot_asked_in_the_middle_of_a_batch_waits_for_its_commit(
+    actor_kit: ActorKit,
+) -> None:
+    HOLD["gate"] = anyio.Event()
+    definition = definition_of(Held)
+    async with actor_kit.start(Held) as held:
+        await actor_kit.publish("held.a", Added("a", 1))
+        await held.settled()
+        await actor_kit.publish("held.hold", Added("hold", 5))
+        with anyio.fail_after(10):
+            while "hold" not in held.state.totals:  # applied, not yet committed
+                await anyio.sleep(0.01)
+        taken: list[int] = []
+        async with anyio.create_task_group() as tg:
+
+            async def take() -> None:
+                taken.append(await held.snapshot())
+
+            tg.start_soon(take)
+            await anyio.wait_all_tasks_blocked()
+            assert taken == []  # not while the state is ahead of the journal
+            HOLD["gate"].set()
+        assert taken == [2]
+        [info] = await held.snapshots()
+        snapshot = await held.runner.journal.read_snapshot(info.id)
+        assert snapshot is not None
+        state = definition.new_state()
+        definition.state_codec.restore(state, snapshot.state)
+        assert state.totals == (await held.fold()).totals == {"a": 1, "hold": 5}
