@@ -16,7 +16,7 @@ of that journal, checkpointed by snapshots and recovered by replay::
             self.balances[event.account] = self.balances.get(event.account, 0) + event.amount
 """
 
-from ._actor import ActorDefinition, Context, actor, definition_of, fold, handles
+from ._actor import ActorDefinition, Context, actor, definition_of, every, fold, handles
 from ._connection import NatsOptions
 from ._errors import (
     ActorCrashed,
@@ -95,6 +95,7 @@ __all__ = [
     "encode_event",
     "event",
     "event_headers",
+    "every",
     "fold",
     "handles",
     "journal_path",

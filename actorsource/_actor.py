@@ -30,7 +30,9 @@ __all__ = [
     "Handler",
     "actor",
     "apply_event",
+    "Timer",
     "definition_of",
+    "every",
     "fold",
     "handles",
 ]
@@ -39,6 +41,7 @@ C = TypeVar("C", bound=type)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _HANDLES_ATTR = "__actorsource_handles__"
+_EVERY_ATTR = "__actorsource_every__"
 _DEFINITION_ATTR = "__actorsource_actor__"
 
 
@@ -116,6 +119,15 @@ class Handler:
     is_async: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """One ``@every`` method: what it is called and how often."""
+
+    method: str
+    interval: float
+    is_async: bool
+
+
 @dataclass(frozen=True)
 class ActorDefinition:
     """Everything the runtime needs to host an actor class; built by :func:`actor`."""
@@ -134,6 +146,7 @@ class ActorDefinition:
     max_batch: int
     max_ack_pending: int
     errors: ErrorPolicy
+    timers: tuple[Timer, ...] = ()
 
     def new_state(self) -> Any:
         """A fresh, empty instance of the actor class (the fold's initial value)."""
@@ -194,6 +207,29 @@ def handles(event_cls: type) -> Callable[[F], F]:
         if not callable(func):
             raise ActorDefinitionError(f"@handles({event_cls.__name__}) must decorate a method")
         setattr(func, _HANDLES_ATTR, event_cls)
+        return func
+
+    return mark
+
+
+def every(seconds: float) -> Callable[[F], F]:
+    """Call a method every ``seconds`` while the actor runs live: ``def m(self, now: float)``.
+
+    It returns the event, or list of events, or None, that the actor records for itself at
+    that moment: they are
+    journaled and applied through the actor's handlers like ``ctx.record`` s, so that what
+    time made happen (an order expiring, a reminder) is part of the journal and replays
+    without the timer. The method runs between batches, never on replay; it should only
+    read the state and decide. It may be ``async``. A method that raises is logged and
+    tried again at its next tick.
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise ActorDefinitionError(f"@every expects a number of seconds > 0, got {seconds!r}")
+
+    def mark(func: F) -> F:
+        if not callable(func):
+            raise ActorDefinitionError("@every must decorate a method: def m(self, now)")
+        setattr(func, _EVERY_ATTR, float(seconds))
         return func
 
     return mark
@@ -278,6 +314,7 @@ def actor(
             max_batch=max_batch,
             max_ack_pending=max(1_000, 4 * max_batch),
             errors=policy_errors,
+            timers=_collect_timers(cls),
         )
         setattr(cls, _DEFINITION_ATTR, definition)
         return cls
@@ -360,6 +397,37 @@ def _collect_handlers(cls: type) -> dict[str, Handler]:
                 )
             by_type[type_name] = handler
     return by_type
+
+
+def _collect_timers(cls: type) -> tuple[Timer, ...]:
+    timers: dict[str, Timer] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, func in vars(klass).items():
+            interval = getattr(func, _EVERY_ATTR, None)
+            if interval is None:
+                continue
+            if isinstance(func, staticmethod | classmethod):
+                raise ActorDefinitionError(
+                    f"{cls.__qualname__}.{attr}: an @every method must be a plain method "
+                    "(self, now)"
+                )
+            if hasattr(func, _HANDLES_ATTR):
+                raise ActorDefinitionError(
+                    f"{cls.__qualname__}.{attr} is both a handler and a timer: split it"
+                )
+            positional = [
+                p
+                for p in inspect.signature(func).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            if len(positional) != 2:
+                raise ActorDefinitionError(
+                    f"{cls.__qualname__}.{attr} has the wrong signature "
+                    f"{inspect.signature(func)}: an @every method is "
+                    f"`def {attr}(self, now: float) -> list[Event] | None`"
+                )
+            timers[attr] = Timer(attr, interval, inspect.iscoroutinefunction(func))
+    return tuple(timers.values())
 
 
 def _make_handler(cls: type, attr: str, func: Callable[..., Any], event_cls: type) -> Handler:

@@ -41,7 +41,7 @@ from ._events import (
 from ._journal_sql import OutboxMessage
 from ._subjects import validate_subject
 
-__all__ = ["MAX_RECORDED", "RECORDED_SUBJECT", "Effects", "apply_live"]
+__all__ = ["MAX_RECORDED", "RECORDED_SUBJECT", "Effects", "apply_live", "apply_recorded"]
 
 #: The ``subject`` of journal entries an actor recorded itself (never a NATS subject).
 RECORDED_SUBJECT = "@recorded"
@@ -142,7 +142,21 @@ async def apply_live(
         return None
     effects = Effects(definition, max_payload=max_payload, now=time.time())
     await _apply(definition, state, event, entry, effects, log)
-    pos = entry.pos
+    await apply_recorded(definition, state, effects, after=entry.pos, log=log)
+    return effects if effects.entries or effects.outbox else None
+
+
+async def apply_recorded(
+    definition: ActorDefinition,
+    state: Any,
+    effects: Effects,
+    *,
+    after: int,
+    log: structlog.stdlib.BoundLogger,
+) -> None:
+    """Journal and apply the events recorded in ``effects``, at positions after ``after``,
+    in the order recorded (those their own handlers record come after them)."""
+    pos = after
     while effects.pending:
         type_name, payload, version = effects.pending.pop(0)
         pos += 1
@@ -158,7 +172,6 @@ async def apply_live(
             effects,
             log,
         )
-    return effects if effects.entries or effects.outbox else None
 
 
 async def _apply(

@@ -35,11 +35,11 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
 
-from ._actor import ActorDefinition
+from ._actor import ActorDefinition, Timer
 from ._binding import bind_mailbox, ensure_dlq_stream, mailbox_for
 from ._committer import CommitJob, Committer
 from ._deadletters import dead_letter, dlq_message
-from ._effects import Effects, apply_live
+from ._effects import Effects, apply_live, apply_recorded
 from ._errors import (
     ActorCrashed,
     HandlerTimeout,
@@ -125,6 +125,8 @@ class ActorRunner:
         self._snapshot_planned = 0
         # Set by snapshot() from outside the loop; the loop takes it between two batches.
         self._snapshot_asked: anyio.Event | None = None
+        # @every methods whose time has come; the loop calls them between batches.
+        self._timers_due: list[Timer] = []
 
     # -- control -----------------------------------------------------------------------------
 
@@ -213,6 +215,8 @@ class ActorRunner:
                 tg.start_soon(committer.run)
                 tg.start_soon(outbox.run)
                 tg.start_soon(self._keepalive, mailbox)
+                for timer in self.definition.timers:
+                    tg.start_soon(self._tick, timer)
                 if self._integrity_check == "background":
                     tg.start_soon(self._verify_journal)
                 outbox.notify()
@@ -284,6 +288,9 @@ class ActorRunner:
                 continue
             if self._snapshot_asked is not None:
                 await self._snapshot_between_batches(committer)
+                continue
+            if self._timers_due:
+                await self._fire_timers(committer)
                 continue
             with anyio.CancelScope() as scope:
                 self._wait_scope = scope
@@ -553,6 +560,44 @@ class ActorRunner:
         self._high[stream] = top
         await committer.submit(job)
         await committer.drain()
+
+    # -- timers ------------------------------------------------------------------------------
+
+    async def _tick(self, timer: Timer) -> None:
+        while True:
+            await anyio.sleep(timer.interval)
+            if timer not in self._timers_due:
+                self._timers_due.append(timer)
+                self._wake()
+
+    async def _fire_timers(self, committer: Committer) -> None:
+        """Call the due ``@every`` methods; journal and apply the events they return."""
+        due, self._timers_due = self._timers_due, []
+        for timer in due:
+            effects = Effects(self.definition, max_payload=self._nc.max_payload, now=time.time())
+            try:
+                result = getattr(self.state, timer.method)(effects.now)
+                if timer.is_async:
+                    result = await result
+                for event in result if isinstance(result, list | tuple) else [result]:
+                    if event is not None:
+                        effects.record(event)
+                await apply_recorded(
+                    self.definition, self.state, effects, after=self._pos, log=self.log
+                )
+            except Exception as exc:
+                self.log.error("timer failed", timer=timer.method, error=repr(exc))
+                await committer.drain()
+                if not committer.conflict:
+                    await self._rebuild()  # its events may have been half-applied
+                continue
+            if effects.entries:
+                pos = effects.entries[-1].pos
+                self._pos = pos
+                job = self._job(
+                    [], effects.entries, [], [], "", 0, 0, pos, None, published=effects.outbox
+                )
+                await committer.submit(job)
 
     # -- snapshots ---------------------------------------------------------------------------
 
