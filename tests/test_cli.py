@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 
 import anyio
+import click
+import pytest
 
 from actorsource import SQLiteJournal, journal_path
+from actorsource.cli import main
 from actorsource.testing import NatsServer
 from examples import bank
 
@@ -229,3 +232,26 @@ async def test_run_embedded_starts_its_own_nats_server_under_the_data_directory(
     assert b"embedded nats-server started" in early
     async with SQLiteJournal(journal_path(data, "accounts"), actor="accounts") as journal:
         assert await journal.count() == 50
+
+
+@pytest.mark.parametrize(
+    "command", ["run", "status", "snapshots take", "dlq replay", "rebuild"], ids=str
+)
+def test_every_command_that_connects_to_nats_takes_the_same_connection_options(
+    command: str,
+) -> None:
+    found: click.Command = main
+    for name in command.split():
+        assert isinstance(found, click.Group)
+        found = found.commands[name]
+    options = {p.opts[0]: p.envvar for p in found.params if isinstance(p, click.Option)}
+    assert {
+        "--nats": "NATS_URL",
+        "--user": "NATS_USER",
+        "--password": "NATS_PASSWORD",
+        "--token": "NATS_TOKEN",
+        "--creds": None,
+        "--tls-ca": None,
+        "--tls-cert": None,
+        "--tls-key": None,
+    }.items() <= options.items()

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import anyio
 import nats
+import pytest
 from actors import Added, Counter
 from click.testing import CliRunner
 
@@ -21,34 +22,48 @@ from actorsource import ActorStats, NatsOptions, Worker, encode_event
 from actorsource._inspect import summarize
 from actorsource._service import RateMeter
 from actorsource.cli import main
-from actorsource.testing import NatsServer
+from actorsource.testing import NatsServer, NatsServerConfig
 from examples import bank
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
 
-def _env() -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     path = os.pathsep.join([str(ROOT), str(TESTS)])
-    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **extra}
 
 
-async def _cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+async def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[bytes]:
     """The real entry point in a subprocess, awaited: the worker in this process keeps running."""
     return await anyio.run_process(
-        [sys.executable, "-m", "actorsource", *args], check=False, env=_env()
+        [sys.executable, "-m", "actorsource", *args], check=False, env=_env(**env)
     )
 
 
 @asynccontextmanager
-async def _worker(url: str, data_dir: Path, *actors: type) -> AsyncIterator[Worker]:
-    worker = Worker(list(actors), nats=NatsOptions(servers=(url,)), data_dir=data_dir)
+async def _worker(
+    url: str, data_dir: Path, *actors: type, token: str | None = None
+) -> AsyncIterator[Worker]:
+    nats_options = NatsOptions(servers=(url,), token=token)
+    worker = Worker(list(actors), nats=nats_options, data_dir=data_dir)
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run)
         with anyio.fail_after(15):
             await worker.ready.wait()
         yield worker
         worker.stop()
+
+
+async def _add_to_counter(url: str, count: int, token: str | None = None) -> None:
+    """Publish ``count`` Added events for the counter's key "a"."""
+    nc = await nats.connect(url, token=token)
+    try:
+        for i in range(1, count + 1):
+            kind, payload = encode_event(Added("a", i))
+            await nc.jetstream().publish("count.a", payload, headers={"Event-Type": kind})
+    finally:
+        await nc.close()
 
 
 async def _applied(worker: Worker, actor: str, count: int) -> None:
@@ -194,13 +209,7 @@ async def test_snapshots_take_asks_the_hosting_worker_and_prints_the_position(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
     async with _worker(nats_server.url, tmp_path, Counter) as worker:
-        nc = await nats.connect(nats_server.url)
-        try:
-            for i in range(1, 8):
-                kind, payload = encode_event(Added("a", i))
-                await nc.jetstream().publish("count.a", payload, headers={"Event-Type": kind})
-        finally:
-            await nc.close()
+        await _add_to_counter(nats_server.url, 7)
         await _applied(worker, "counter", 7)
         out = await _cli("snapshots", "take", "counter", "--nats", nats_server.url)
         assert out.returncode == 0, out.stderr.decode()
@@ -268,3 +277,64 @@ async def test_status_shows_a_halted_actor_with_its_reason_beside_a_running_one(
     rows = _rows(table)
     assert (rows["counter"]["STATE"], rows["accounts"]["STATE"]) == ("halted", "running")
     assert "already open for writing" in notes
+
+
+# -- a token-protected server ------------------------------------------------------------------
+
+TOKEN = 's3cr"t-$token'
+
+
+@pytest.fixture
+async def token_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    async with NatsServer(NatsServerConfig(store_dir=tmp_path / "store", token=TOKEN)) as server:
+        yield server
+
+
+def _assert_refused_in_one_line(out: subprocess.CompletedProcess[bytes], url: str) -> None:
+    stderr = out.stderr.decode()
+    assert out.returncode == 1, stderr
+    assert out.stdout == b""
+    [line] = stderr.splitlines()
+    assert line.startswith(f"actorsource: cannot connect to NATS at {url}: "), line
+    assert "refused the credentials" in line
+
+
+async def test_status_with_the_token_shows_the_workers_of_a_token_protected_server(
+    token_server: NatsServer, tmp_path: Path
+) -> None:
+    async with _worker(token_server.url, tmp_path, Counter, token=TOKEN) as worker:
+        out = await _cli("status", "--nats", token_server.url, "--token", TOKEN)
+    assert out.returncode == 0, out.stderr.decode()
+    counter = _rows(out.stdout.decode())["counter"]
+    assert (counter["WORKER"], counter["STATE"]) == (worker.name, "running")
+
+
+async def test_status_takes_the_token_from_nats_token(token_server: NatsServer) -> None:
+    out = await _cli("status", "--nats", token_server.url, NATS_TOKEN=TOKEN)
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode().strip() == "no workers running"
+
+
+@pytest.mark.parametrize("token", [(), ("--token", "wrong-token")], ids=["none", "wrong"])
+async def test_status_without_the_token_of_a_protected_server_fails_in_one_line(
+    token_server: NatsServer, token: tuple[str, ...]
+) -> None:
+    out = await _cli("status", "--nats", token_server.url, *token)
+    _assert_refused_in_one_line(out, token_server.url)
+    assert b"wrong-token" not in out.stderr
+
+
+async def test_snapshots_take_with_the_token_reaches_the_worker_and_without_it_fails(
+    token_server: NatsServer, tmp_path: Path
+) -> None:
+    url = token_server.url
+    async with _worker(url, tmp_path, Counter, token=TOKEN) as worker:
+        await _add_to_counter(url, 3, token=TOKEN)
+        await _applied(worker, "counter", 3)
+        refused = await _cli("snapshots", "take", "counter", "--nats", url)
+        taken = await _cli("snapshots", "take", "counter", "--nats", url, "--token", TOKEN)
+    _assert_refused_in_one_line(refused, url)
+    assert taken.returncode == 0, taken.stderr.decode()
+    assert taken.stdout.decode().strip() == (
+        f"snapshot of counter written at position 3 by {worker.name}"
+    )

@@ -203,3 +203,23 @@ def test_nats_and_force_without_from_stream_are_a_usage_error(tmp_path: Path) ->
     )
     assert result.exit_code == 2
     assert "--from-stream" in result.stderr
+
+
+def test_connection_options_without_from_stream_are_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["rebuild", "actors:Counter", "--token", "t", "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "--token goes with --from-stream" in result.stderr
+
+
+def test_a_journal_rebuild_is_not_refused_for_connection_settings_in_the_environment(
+    tmp_path: Path,
+) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["rebuild", "actors:Counter", "--data-dir", str(tmp_path)],
+        env={"NATS_URL": "nats://127.0.0.1:1", "NATS_TOKEN": "t"},
+    )
+    assert result.exit_code == 1  # it went for the journal: there is none
+    assert result.stderr.startswith("actorsource: no journal at ")
