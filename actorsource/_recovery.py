@@ -59,6 +59,13 @@ class _ReplayPlan:
             )
             for name, h in definition.handlers.items()
         }
+        # The common case, looked up first: a plain synchronous handler without a context,
+        # and a row stored at the current version (NULL in the journal means version 1).
+        self._plain = {
+            name: (decode, handler, None if current == 1 else current)
+            for name, (decode, current, handler, takes_context, is_async) in self._steps.items()
+            if not takes_context and not is_async
+        }
         self.columns = replay_columns(
             [name for name, h in definition.handlers.items() if h.takes_context]
         )
@@ -66,11 +73,16 @@ class _ReplayPlan:
     async def apply_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Apply journal rows (as :meth:`SQLiteJournal.rows` yields them) to the state."""
         steps = self._steps
+        plain = self._plain.get
         name = self._name
         log = self._log
         row: tuple[Any, ...] = ()
         try:
             for row in rows:
+                fast = plain(row[2])
+                if fast is not None and row[9] == fast[2]:
+                    fast[1](fast[0](row[3]))
+                    continue
                 decode, current, handler, takes_context, is_async = steps[row[2]]
                 version = row[9] or 1
                 if version == current:
