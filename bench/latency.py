@@ -13,6 +13,10 @@ bursts; each one's own send time is what counts), each with ``Event-Type`` and a
 
 * ``p50_ms``, ``p99_ms``, ``max_ms``: publish (just before ``publish_async``) to applied (the
   handler ran; the journal commit and the ack follow).
+* ``floor_p50_ms``, ``floor_p99_ms``, ``floor_max_ms``: publish to received by a bare
+  JetStream consumer (ordered, push, nothing acknowledged, no journal) in the publisher's
+  process, on the same stream in the same run: what the broker and the machine's
+  scheduling cost before any actor work.
 * ``ack_p50_ms``, ``ack_p99_ms``, ``ack_max_ms``: publish to ack-visible: the actor's
   ``+ACK`` (one per batch, acknowledging everything up to it) seen by a plain core NATS
   subscriber on ``$JS.ACK.>`` in the publisher's process, i.e. after the journal commit.
@@ -143,10 +147,18 @@ async def publish_paced(url: str, rate: float, seconds: float) -> dict[str, Any]
                 if last_seq and seq >= last_seq:
                     all_acked.set()
 
+    received: dict[str, float] = {}
+
+    async def on_floor(msg: Msg) -> None:
+        received[(msg.headers or {})[MSG_ID_HEADER]] = clock()
+
     nc = await connect(url)
     observer = await connect(url)
     try:
         await observer.subscribe("$JS.ACK.>", cb=on_ack)
+        # The floor: a bare JetStream consumer (ordered, nothing acknowledged, no journal),
+        # fed by the same stream in the same run.
+        await observer.jetstream().subscribe("lat.>", ordered_consumer=True, cb=on_floor)
         await observer.flush()
         js = nc.jetstream()
         sent: list[float] = []
@@ -172,6 +184,9 @@ async def publish_paced(url: str, rate: float, seconds: float) -> dict[str, Any]
             all_acked.set()
         with anyio.move_on_after(30):
             await all_acked.wait()
+        with anyio.move_on_after(10):
+            while len(received) < len(prepared):  # noqa: ASYNC110
+                await anyio.sleep(0.01)
     finally:
         await nc.close()
         await observer.close()
@@ -180,6 +195,7 @@ async def publish_paced(url: str, rate: float, seconds: float) -> dict[str, Any]
         "sent": sent,
         "seqs": seqs,
         "acks": acks,
+        "floor": [received.get(f"lat-{i}", math.inf) - at for i, at in enumerate(sent)],
         "achieved_rate": (count - 1) / (sent[-1] - sent[0]) if count > 1 else 0.0,
         "publish_seconds": done - start,
         "publish_lag_max_ms": lag * 1000,
@@ -262,6 +278,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
     sent: list[float] = raw["sent"]
     applied = sorted(APPLIED[f"lat-{i}"] - sent[i] for i in range(total))
     acked = sorted(ack_latencies(sent, raw["seqs"], [tuple(a) for a in raw["acks"]]))
+    floor = sorted(raw["floor"])
     equal = (state.balances, state.declined) == expected
     result = {
         "rate": args.rate,
@@ -276,6 +293,9 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         "ack_p50_ms": round(percentile(acked, 50) * 1000, 3),
         "ack_p99_ms": round(percentile(acked, 99) * 1000, 3),
         "ack_max_ms": round((acked[-1] if acked else 0.0) * 1000, 3),
+        "floor_p50_ms": round(percentile(floor, 50) * 1000, 3),
+        "floor_p99_ms": round(percentile(floor, 99) * 1000, 3),
+        "floor_max_ms": round(floor[-1] * 1000, 3),
         "publish_lag_max_ms": round(raw["publish_lag_max_ms"], 3),
         "batches": runner.stats.batches,
         "states_equal": equal,
@@ -287,6 +307,10 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
     say(
         f"ack visible  p50 {result['ack_p50_ms']} ms, p99 {result['ack_p99_ms']} ms, "
         f"max {result['ack_max_ms']} ms"
+    )
+    say(
+        f"floor        p50 {result['floor_p50_ms']} ms, p99 {result['floor_p99_ms']} ms, "
+        f"max {result['floor_max_ms']} ms (a bare ordered consumer, same stream, same run)"
     )
     return result
 

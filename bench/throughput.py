@@ -20,6 +20,10 @@ commit, apply, ack), R times in turn, and the medians are reported:
   ``$JS.API.CONSUMER.MSG.NEXT`` pull requests to a core NATS inbox with a callback (about
   two requests of 256 outstanding) instead of ``fetch()``.
 
+* ``receive_only`` (no state: not a pipeline, a ceiling): the fast-pull consumer with
+  nothing behind it (no decode, no journal, no fold, ``AckPolicy.NONE``): how many messages
+  per second nats-py can merely receive from this server on this machine.
+
 ``ratio`` is actorsource / baseline, ``ratio_vs_fastpull`` actorsource / baseline_fastpull.
 Every final state is checked against ``examples.bank.expected_balances`` (balances and the
 count of declined operations): ``states_equal``; the exit status is 1 if any differs.
@@ -228,6 +232,46 @@ async def baseline_fastpull(
     return seconds, (pipeline.balances, pipeline.declined)
 
 
+async def receive_only(url: str, n: int, durable: str) -> float:
+    """Seconds to receive ``n`` messages with hand-sent pulls and nothing else."""
+    nc = await connect(url)
+    try:
+        js = nc.jetstream()
+        await js.add_consumer(
+            STREAM,
+            config=ConsumerConfig(
+                durable_name=durable,
+                ack_policy=AckPolicy.NONE,
+                deliver_policy=DeliverPolicy.ALL,
+                filter_subject="bank.>",
+            ),
+        )
+        next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}"
+        request = json.dumps({"batch": n, "expires": 60_000_000_000}).encode()
+        done = anyio.Event()
+        received = 0
+
+        async def on_msg(msg: Msg) -> None:
+            nonlocal received
+            if msg.data:
+                received += 1
+                if received == n:
+                    done.set()
+
+        started = time.perf_counter()
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=on_msg)
+        await nc.publish(next_subject, request, reply=inbox)
+        with anyio.fail_after(STALL * 4):
+            await done.wait()
+        seconds = time.perf_counter() - started
+        await sub.unsubscribe()
+        await js.delete_consumer(STREAM, durable)
+    finally:
+        await nc.close()
+    return seconds
+
+
 # -- the benchmark -----------------------------------------------------------------------------
 
 
@@ -272,7 +316,12 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
             f"pre-filled   {n:,} events in {prefill_seconds:.2f} s "
             f"({info.state.bytes / max(n, 1):.0f} bytes a message as stored)"
         )
-        rates: dict[str, list[float]] = {"actorsource": [], "baseline": [], "baseline_fastpull": []}
+        rates: dict[str, list[float]] = {
+            "actorsource": [],
+            "baseline": [],
+            "baseline_fastpull": [],
+            "receive_only": [],
+        }
         equal = True
         ready_ms: list[float] = []
         profile = cProfile.Profile() if args.profile else None
@@ -312,6 +361,9 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
                 rate, ok = await measure(what, server.url, n, expected, run, say)
                 rates[what].append(rate)
                 equal = equal and ok
+            seconds = await receive_only(server.url, n, f"receive-only-{i}")
+            rates["receive_only"].append(n / seconds)
+            say(f"  {'receive_only':<18} {n / seconds:>10,.0f} events/s  ({seconds:.2f} s)")
         if profile is not None:
             out = io.StringIO()
             pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(30)
@@ -325,6 +377,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         "actorsource_events_per_s": round(actor_rate),
         "baseline_events_per_s": round(fetch_rate),
         "baseline_fastpull_events_per_s": round(fast_rate),
+        "receive_only_events_per_s": round(median(rates["receive_only"])),
         "ratio": round(actor_rate / fetch_rate, 3),
         "ratio_vs_fastpull": round(actor_rate / fast_rate, 3),
         "states_equal": equal,
