@@ -1,15 +1,19 @@
 """The outbox publisher: sends what the journal committed for publishing, at least once.
 
-Messages to publish (dead letters today, events published by handlers) are written to the
+Messages to publish (the domain events handlers publish, dead letters) are written to the
 journal's ``outbox`` table in the same transaction as the events that caused them. This task
-publishes them in order with their deterministic ``Nats-Msg-Id`` and marks them sent once
-JetStream acknowledged them. A crash between publish and mark re-sends on recovery, and
+publishes them in order with their deterministic ``Nats-Msg-Id`` (pipelined where that
+cannot change the order JetStream stores them in) and marks them sent once JetStream
+acknowledged them. A crash between publish and mark re-sends on recovery, and
 JetStream's deduplication (plus the receiver's msg-id check) absorbs the repeat. While NATS
 is unreachable, or a message is refused (too large, no stream for its subject), it stays
 pending, is retried with capped backoff, and is reported in the logs: never dropped.
 """
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 import anyio
 import nats.errors
@@ -21,11 +25,15 @@ from ._errors import JournalError
 from ._events import MSG_ID_HEADER
 from ._journal import OutboxMessage, SQLiteJournal
 from ._status import CrashSwitch
+from ._streams import StreamMap
 
 __all__ = ["OutboxPublisher"]
 
 #: How many rows are read from the outbox at a time.
 _WINDOW = 512
+
+#: How many messages are sent ahead of their acks, to streams that cannot refuse one.
+_PIPELINE = 256
 
 _PUBLISH_ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError)
 
@@ -51,6 +59,7 @@ class OutboxPublisher:
         self._max_backoff = max_backoff
         self._ack_timeout = ack_timeout
         self._crash = crash or CrashSwitch()
+        self._streams = StreamMap(js)
         self._wake = anyio.Event()
         self.published = 0
         self.failures = 0
@@ -121,15 +130,34 @@ class OutboxPublisher:
         return done
 
     async def _publish(self, rows: list[OutboxMessage]) -> tuple[list[int], Exception | None]:
-        """Send ``rows`` one after the other, each once the previous one is acknowledged.
+        """Send ``rows`` in order; returns the ids of the confirmed prefix and, if a row was
+        not confirmed, why (it and every row after it are sent again next time).
 
-        Returns the ids of the confirmed prefix and, if a row was refused, why. Pipelining
-        (sending ahead of the acks) is not used on purpose: JetStream would store a later
-        message after refusing an earlier one (too large for its stream, say), and the
-        receiver would see them out of order.
+        Runs of rows to streams that cannot refuse a single message (see
+        :mod:`actorsource._streams`) are pipelined: sent ahead of their acks, which come
+        back in order. Any other row is sent alone, after the previous one's ack, so that
+        JetStream never stores a later message after refusing an earlier one.
         """
         sent: list[int] = []
-        for row in rows:
+        i = 0
+        while i < len(rows):
+            run: list[OutboxMessage] = []
+            while (
+                i + len(run) < len(rows)
+                and len(run) < _PIPELINE
+                and await self._streams.pipelinable(rows[i + len(run)].subject)
+            ):
+                run.append(rows[i + len(run)])
+            if len(run) > 1:
+                confirmed = await self._pipeline(run)
+                sent.extend(confirmed)
+                i += len(confirmed)
+                if len(confirmed) == len(run):
+                    continue
+                self._streams.forget()  # a refusal in a run: the streams may have changed
+            # One row alone: a run's first unconfirmed one (nats-py's asynchronous acks
+            # lose the reason of some refusals), or a row to a stream that may refuse it.
+            row = rows[i]
             try:
                 await self._js.publish(
                     row.subject, row.payload, headers=_headers(row), timeout=self._ack_timeout
@@ -137,7 +165,30 @@ class OutboxPublisher:
             except _PUBLISH_ERRORS as exc:
                 return sent, exc
             sent.append(row.id)
+            i += 1
         return sent, None
+
+    async def _pipeline(self, run: list[OutboxMessage]) -> list[int]:
+        """Send ``run`` ahead of the acks; the ids of its confirmed prefix."""
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for row in run:
+                futures.append(
+                    await self._js.publish_async(row.subject, row.payload, headers=_headers(row))
+                )
+        except _PUBLISH_ERRORS:
+            pass  # the rows without a future count as unconfirmed
+        if futures:
+            await asyncio.wait(futures, timeout=self._ack_timeout)
+        confirmed: list[int] = []
+        for row, future in zip(run, futures, strict=False):
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                break
+            confirmed.append(row.id)
+        for future in futures:
+            if not future.done():
+                future.cancel()
+        return confirmed
 
 
 def _headers(row: OutboxMessage) -> dict[str, str]:

@@ -6,7 +6,7 @@ import re
 
 from ._errors import InvalidNameError
 
-__all__ = ["validate_name", "validate_subject", "validate_token"]
+__all__ = ["subject_matches", "validate_name", "validate_subject", "validate_token"]
 
 # Actor and stream names end up in consumer names, file names and subjects: keep them to a
 # portable alphabet so that none of those three places needs escaping.
@@ -63,3 +63,15 @@ def validate_subject(subject: object, *, wildcards: bool = True) -> str:
                 f"invalid subject {subject!r}: wildcards must be whole tokens ('a.*', not 'a*')"
             )
     return subject
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether ``subject`` (no wildcards) is matched by ``pattern`` (``*`` and ``>`` allowed)."""
+    tokens = subject.split(".")
+    wanted = pattern.split(".")
+    for i, token in enumerate(wanted):
+        if token == ">":
+            return len(tokens) > i
+        if i >= len(tokens) or (token != "*" and token != tokens[i]):
+            return False
+    return len(wanted) == len(tokens)
