@@ -60,7 +60,8 @@ class ActorReport(msgspec.Struct, frozen=True, kw_only=True):
     ``stopping``, ``stopped``, ``failed``) or ``halted`` (the worker gave up on it, see
     ``error``). ``lag`` is what the consumer has not delivered yet plus what is delivered
     and buffered, not yet handled (``None`` when the consumer cannot be asked).
-    ``snapshot_age`` is in seconds, measured on the worker's clock.
+    ``snapshot_age`` is in seconds, measured on the worker's clock. ``outbox`` is how many
+    committed messages (published events, dead letters) JetStream has not confirmed yet.
     """
 
     actor: str
@@ -74,6 +75,7 @@ class ActorReport(msgspec.Struct, frozen=True, kw_only=True):
     snapshot_pos: int | None = None
     snapshot_age: float | None = None
     dead_letters: int | None = None
+    outbox: int | None = None
     restarts: int = 0
     error: str | None = None
 
@@ -246,6 +248,7 @@ class WorkerService:
                 fields["snapshot_age"] = max(0.0, time.time() - snapshots[0].created_at)
             [(dead,)] = await journal.execute("SELECT count(*) FROM dead_letters")
             fields["dead_letters"] = int(dead)
+            fields["outbox"] = journal.unsent
         mailbox = runner.mailbox
         if mailbox is not None and mailbox.stream is not None:
             with anyio.move_on_after(1.0):

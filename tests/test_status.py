@@ -22,7 +22,7 @@ from actorsource import ActorStats, NatsOptions, Worker, encode_event
 from actorsource._inspect import summarize
 from actorsource._service import RateMeter
 from actorsource.cli import main
-from actorsource.testing import NatsServer, NatsServerConfig
+from actorsource.testing import ActorKit, NatsServer, NatsServerConfig
 from examples import bank
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,6 +162,7 @@ async def test_status_shows_the_actors_of_two_worker_processes_with_their_positi
         assert (counter["STATE"], counter["JOURNAL POS"], counter["LAG"]) == ("running", "25", "0")
         assert counter["STREAM SEQ"] == "26"  # the undecodable message is consumed, dead-lettered
         assert counter["DEAD LETTERS"] == "1"
+        assert counter["OUTBOX"] == "0"  # the dead letter was published on its DLQ subject
         snapshot_pos, age = counter["SNAPSHOT"].split(" ", 1)
         assert 10 <= int(snapshot_pos) <= 25  # snapshot_every=10, taken at a batch's end
         assert age.endswith("s ago)")
@@ -338,3 +339,24 @@ async def test_snapshots_take_with_the_token_reaches_the_worker_and_without_it_f
     assert taken.stdout.decode().strip() == (
         f"snapshot of counter written at position 3 by {worker.name}"
     )
+
+
+async def test_status_counts_what_an_actor_committed_to_publish_and_could_not_yet(
+    actor_kit: ActorKit, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    from test_outbox import Sale, Till
+
+    worker = Worker([Till], nats=NatsOptions(servers=(nats_server.url,)), data_dir=tmp_path / "w")
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        with anyio.fail_after(15):
+            await worker.ready.wait()
+        for i in range(3):  # no stream stores ledger.>: the till's events stay in its outbox
+            await actor_kit.publish(f"sales.s{i}", Sale(f"s{i}", 1))
+        with anyio.fail_after(15):
+            while worker.runners["till"].stats.applied < 3:
+                await anyio.sleep(0.01)
+        assert worker.service is not None
+        [till] = (await worker.service.report()).actors
+        assert (till.journal_pos, till.outbox) == (3, 3)
+        worker.stop()

@@ -278,7 +278,7 @@ def status(nats: NatsOptions, as_json: bool, wait: float) -> None:
         return
     header = (
         "WORKER", "ACTOR", "STATE", "JOURNAL POS", "STREAM SEQ", "LAG", "EVENTS/S",
-        "SNAPSHOT", "DEAD LETTERS", "RESTARTS",
+        "SNAPSHOT", "DEAD LETTERS", "OUTBOX", "RESTARTS",
     )  # fmt: skip
     rows = [
         (
@@ -291,12 +291,13 @@ def status(nats: NatsOptions, as_json: bool, wait: float) -> None:
             f"{a.events_per_s:,.1f}",
             _snapshot_cell(a.snapshot_pos, a.snapshot_age),
             _count(a.dead_letters),
+            _count(a.outbox),
             f"{a.restarts:,}",
         )
         for report in reports
         for a in report.actors
     ]
-    _echo_table(header, rows, right={3, 4, 5, 6, 8, 9})
+    _echo_table(header, rows, right={3, 4, 5, 6, 8, 9, 10})
     for report in reports:
         for a in report.actors:
             if a.error:
