@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import anyio
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StreamConfig
@@ -23,6 +24,8 @@ from nats.js.api import DiscardPolicy, StreamConfig
 from ._subjects import subject_matches
 
 __all__ = ["StreamMap"]
+
+_RETRY_AFTER_FAILURE = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +75,20 @@ class StreamMap:
         self._loaded_at = time.monotonic()
         streams: list[_Stream] = []
         try:
-            offset = 0
-            while True:
-                page = await self._js.streams_info(offset)
-                if not page:
-                    break
-                streams.extend(_describe(info.config) for info in page)
-                offset += len(page)
-        except (nats.errors.Error, OSError):
-            return  # keep what was known; unknown subjects are sent one at a time
+            with anyio.fail_after(2.0):
+                offset = 0
+                while True:
+                    page = await self._js.streams_info(offset)
+                    if not page:
+                        break
+                    streams.extend(_describe(info.config) for info in page)
+                    offset += len(page)
+        except (nats.errors.Error, OSError, TimeoutError):
+            # Keep what was known (unknown subjects are sent one at a time) and do not ask
+            # again for a while: without the permission to list streams, every attempt
+            # would cost a timeout.
+            self._loaded_at = time.monotonic() + _RETRY_AFTER_FAILURE
+            return
         self._streams = streams
         self._cache.clear()
 
