@@ -37,13 +37,13 @@ from nats.aio.client import Client as NATS
 
 from ._actor import ActorDefinition, Timer
 from ._binding import bind_mailbox, ensure_dlq_stream, mailbox_for
+from ._checkpoints import Checkpoints
 from ._committer import CommitJob, Committer
 from ._deadletters import dead_letter, dlq_message
 from ._effects import Effects, apply_live, apply_recorded
 from ._errors import (
     ActorCrashed,
     HandlerTimeout,
-    SnapshotError,
 )
 from ._events import MSG_ID_HEADER, JournalEntry
 from ._journal import DeadLetter, JournalBatch, OutboxMessage, SQLiteJournal
@@ -110,7 +110,7 @@ class ActorRunner:
         self._journal: SQLiteJournal | None = None
         self._stopping = False
         self._wait_scope: anyio.CancelScope | None = None
-        self._snapshot_clock = time.monotonic()
+        self._checkpoints = Checkpoints(definition, self.stats, self.log)
         # One transaction at a time on the journal: a batch commit, a snapshot and the outbox
         # publisher must not interleave their statements on the shared connection.
         self._write_lock = anyio.Lock()
@@ -122,7 +122,6 @@ class ActorRunner:
         # handled, which run ahead of the journal by the batch being committed.
         self._pos = 0
         self._high: dict[str, int] = {}
-        self._snapshot_planned = 0
         # Set by snapshot() from outside the loop; the loop takes it between two batches.
         self._snapshot_asked: anyio.Event | None = None
         # @every methods whose time has come; the loop calls them between batches.
@@ -257,9 +256,7 @@ class ActorRunner:
 
     async def _restore_state(self, journal: SQLiteJournal) -> RecoveryReport:
         self.state, report = await restore_state(self.definition, journal, log=self.log)
-        self.stats.last_snapshot_pos = report.snapshot_pos or 0
-        self._snapshot_planned = self.stats.last_snapshot_pos
-        self._snapshot_clock = time.monotonic()
+        self._checkpoints.restored(report.snapshot_pos)
         return report
 
     async def _rebuild(self) -> None:
@@ -410,7 +407,8 @@ class ActorRunner:
         to_ack, dead, end = sorted_.to_ack, sorted_.dead, sorted_.end
         duplicates, ignored = sorted_.duplicates, sorted_.ignored
 
-        snapshot = self._maybe_snapshot(pos) if entries and failure is None else None
+        due = entries and failure is None
+        snapshot = self._checkpoints.due(pos, self.state) if due else None
         job = self._job(
             deliveries[start:end],
             entries,
@@ -467,8 +465,6 @@ class ActorRunner:
             snapshot_codec=CODEC_NAME,
             keep_snapshots=definition.snapshots.keep,
         )
-        if snapshot is not None:
-            self._snapshot_planned = pos
         return CommitJob(
             batch=batch,
             deliveries=deliveries,
@@ -480,7 +476,7 @@ class ActorRunner:
     def _committed(self, job: CommitJob) -> None:
         self.recovery.journal_pos = self.journal.last_pos
         if job.snapshot_pos is not None:
-            self._snapshot_taken(job.snapshot_pos)
+            self._checkpoints.taken(job.snapshot_pos)
         if job.batch.outbox and self.outbox is not None:
             self.outbox.notify()
 
@@ -601,45 +597,10 @@ class ActorRunner:
 
     # -- snapshots ---------------------------------------------------------------------------
 
-    def _maybe_snapshot(self, pos: int) -> bytes | None:
-        policy = self.definition.snapshots
-        since = pos - max(self.stats.last_snapshot_pos, self._snapshot_planned)
-        if not policy.due(since, self._snapshot_clock):
-            return None
-        self._snapshot_clock = time.monotonic()
-        return self._encode_state()
-
-    def _encode_state(self) -> bytes | None:
-        try:
-            return self.definition.state_codec.encode(self.state)
-        except SnapshotError as exc:
-            # A snapshot is only a cache: keep consuming, but say loudly why there is none.
-            self.log.error("snapshot failed", error=str(exc))
-            self._snapshot_clock = time.monotonic()
-            self.stats.last_snapshot_pos = self.journal.last_pos
-            return None
-
-    def _snapshot_taken(self, pos: int) -> None:
-        self.stats.snapshots += 1
-        self.stats.last_snapshot_pos = pos
-        self.stats.last_snapshot_at = time.time()
-        self._snapshot_clock = time.monotonic()
-        self.log.info("snapshot taken", pos=pos)
-
     async def _take_snapshot_now(self) -> None:
-        pos = self.recovery.journal_pos
-        state = self._encode_state()
-        if state is None:
-            return
-        async with self._write_lock:
-            await self.journal.save_snapshot(
-                pos=pos,
-                model_version=self.definition.version,
-                codec=CODEC_NAME,
-                state=state,
-                keep=self.definition.snapshots.keep,
-            )
-        self._snapshot_taken(pos)
+        await self._checkpoints.take_now(
+            self.journal, self._write_lock, self.state, self.recovery.journal_pos
+        )
 
     async def _final_snapshot(self) -> None:
         if self.recovery.journal_pos > self.stats.last_snapshot_pos:

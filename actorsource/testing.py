@@ -143,7 +143,13 @@ class ActorProbe(Generic[S]):
     async def settled(self, timeout: float = 15.0) -> None:
         """Wait until the consumer has nothing pending or unacknowledged and the outbox is
         empty: everything published to the actor's subjects so far is applied, deduplicated
-        or dead-lettered, and everything it had to publish was confirmed by JetStream."""
+        or dead-lettered, and everything it had to publish was confirmed by JetStream.
+
+        The consumer's counters alone are not enough: right after a publish, and more so on
+        a loaded machine, the server may report nothing pending for a message its consumer
+        has not noticed yet. So the journal must also have reached the stream's last message
+        on the actor's subjects.
+        """
         with anyio.fail_after(timeout):
             while True:
                 self._raise_if_failed()
@@ -152,6 +158,7 @@ class ActorProbe(Generic[S]):
                 if runner.status is ActorStatus.RUNNING and mailbox is not None:
                     try:
                         info = await mailbox.consumer_info()
+                        last = await self._last_seq(mailbox.resolved_stream)
                     except nats.js.errors.NotFoundError:
                         info = None  # being re-created by the actor
                     outbox = runner.outbox
@@ -159,10 +166,22 @@ class ActorProbe(Generic[S]):
                         info is not None
                         and info.num_pending == 0
                         and info.num_ack_pending == 0
+                        and runner.journal.stream_positions.get(info.stream_name, 0) >= last
                         and (outbox is None or outbox.pending == 0)
                     ):
                         return
                 await anyio.sleep(0.01)
+
+    async def _last_seq(self, stream: str) -> int:
+        """The stream sequence of the last message on the actor's subjects (0: none)."""
+        last = 0
+        for subject in self.definition.subjects:
+            try:
+                msg = await self.kit.js.get_last_msg(stream, subject)
+            except nats.js.errors.NotFoundError:
+                continue
+            last = max(last, int(msg.seq or 0))
+        return last
 
     def _raise_if_failed(self) -> None:
         if self.error is not None:
