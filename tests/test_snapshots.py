@@ -121,7 +121,7 @@ def test_defining_only_one_of_the_snapshot_hooks_is_refused() -> None:
             def added(self, event: Added) -> None: ...
 
 
-@actor("timed", subjects=["timed.>"], snapshot_every=None, snapshot_interval=0.2)
+@actor("timed", subjects=["timed.>"], snapshot_every=None, snapshot_interval=0.5)
 class Timed:
     total: int
 
@@ -138,7 +138,7 @@ async def test_snapshots_are_taken_by_time_when_events_keep_arriving(actor_kit: 
         await actor_kit.publish("timed.a", Added("a", 1))
         await timed.settled()
         assert await timed.snapshots() == []
-        await anyio.sleep(0.25)  # the policy is about elapsed time: let it elapse
+        await anyio.sleep(0.6)  # the policy is about elapsed time: let it elapse
         await actor_kit.publish("timed.a", Added("a", 2))
         await timed.settled()
         assert [s.pos for s in await timed.snapshots()] == [2]
