@@ -1,10 +1,12 @@
 """The committer: writes prepared batches to the journal, then acknowledges them, in order.
 
 It runs as its own task so that the journal commit of batch N (SQLite works in its own
-thread) overlaps with decoding and applying batch N+1 on the event loop. At most one batch
-is being committed and one more is waiting to be handed over (a rendezvous channel), so
-the state in memory is never more than two batches ahead of the journal, and nothing is
-acknowledged before its commit returned.
+thread) overlaps with decoding and applying the batches after it on the event loop. One job
+is being committed; the batches handed over meanwhile are merged into one waiting job (a
+group commit), so a slow commit (a WAL checkpoint, a busy disk) makes the next transaction
+bigger instead of stopping the loop. Only when the waiting job holds ``merge_limit``
+deliveries does :meth:`Committer.submit` wait. Nothing is acknowledged before its commit
+returned.
 
 A batch that holds a message id the journal already has (:class:`DuplicateMessageIdError`)
 is not stored. The committer then stops committing: that batch and every batch after it
@@ -20,7 +22,6 @@ from dataclasses import dataclass, field
 
 import anyio
 import structlog
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._errors import JournalCorruptError, JournalError
 from ._journal import DeadLetter, DuplicateMessageIdError, JournalBatch, SQLiteJournal
@@ -41,6 +42,25 @@ class CommitJob:
     snapshot_pos: int | None = None
     handed_at: float = field(default_factory=time.monotonic)
 
+    def absorb(self, later: CommitJob) -> None:
+        """Append a later job to this one, which then commits and acknowledges both."""
+        batch, more = self.batch, later.batch
+        batch.entries.extend(more.entries)
+        for stream, seq in more.positions.items():
+            batch.positions[stream] = max(seq, batch.positions.get(stream, 0))
+        batch.dead_letters.extend(more.dead_letters)
+        batch.outbox.extend(more.outbox)
+        if more.snapshot_state is not None:  # the later snapshot supersedes an earlier one
+            batch.snapshot_state = more.snapshot_state
+            batch.snapshot_pos = more.snapshot_pos
+            batch.snapshot_version = more.snapshot_version
+            batch.snapshot_codec = more.snapshot_codec
+            batch.keep_snapshots = more.keep_snapshots
+            self.snapshot_pos = later.snapshot_pos
+        self.deliveries.extend(later.deliveries)
+        self.to_ack.extend(later.to_ack)
+        self.dead.extend(later.dead)
+
 
 class Committer:
     """Commits :class:`CommitJob` s in order with retries, then acknowledges them."""
@@ -58,6 +78,7 @@ class Committer:
         on_conflict: Callable[[], None],
         attempts: int = 8,
         gate: anyio.Event | None = None,
+        merge_limit: int = 1_024,
     ) -> None:
         self._journal = journal
         self._gate = gate
@@ -69,9 +90,12 @@ class Committer:
         self._on_committed = on_committed
         self._on_conflict = on_conflict
         self._attempts = attempts
-        send, receive = anyio.create_memory_object_stream[CommitJob](0)
-        self._send: MemoryObjectSendStream[CommitJob] = send
-        self._receive: MemoryObjectReceiveStream[CommitJob] = receive
+        self._merge_limit = merge_limit
+        # The job handed over and not yet taken by the commit task (later ones merge into it).
+        self._waiting: CommitJob | None = None
+        self._handed = anyio.Event()
+        self._taken = anyio.Event()
+        self._closed = False
         self._inflight: list[CommitJob] = []
         self._idle = anyio.Event()
         self._idle.set()
@@ -94,15 +118,25 @@ class Committer:
         return self._inflight[0].handed_at if self._inflight else None
 
     async def submit(self, job: CommitJob) -> None:
-        """Hand a job over; waits while the previous one is still being committed."""
-        self._inflight.append(job)
-        self._idle = anyio.Event()
-        try:
-            await self._send.send(job)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            # The committer task died (its error is what the task group reports) and the
-            # group is cancelling this task too: wait for that instead of adding a 2nd error.
-            await anyio.sleep_forever()
+        """Hand a job over: merged into the one waiting for the commit task, if any; waits
+        only while that one already holds ``merge_limit`` deliveries."""
+        while True:
+            if self._closed:
+                # The committer is closing (its task died or the actor stops): the task group
+                # cancels this task too; wait for that instead of adding a second error.
+                await anyio.sleep_forever()
+            waiting = self._waiting
+            if waiting is None:
+                self._waiting = job
+                self._inflight.append(job)
+                self._idle = anyio.Event()
+                self._handed.set()
+                return
+            if len(waiting.deliveries) + len(job.deliveries) <= self._merge_limit:
+                waiting.absorb(job)
+                return
+            self._taken = anyio.Event()
+            await self._taken.wait()
 
     async def drain(self) -> None:
         """Wait until every job handed over is committed and acknowledged (or set aside)."""
@@ -120,23 +154,33 @@ class Committer:
         return redo
 
     def close(self) -> None:
-        """Close the hand-over channel (idempotent); :meth:`run` then returns."""
-        self._send.close()
-        self._receive.close()
+        """Stop taking jobs (idempotent); :meth:`run` then returns."""
+        self._closed = True
+        self._handed.set()
+        self._taken.set()
 
     async def run(self) -> None:
         """The committer task: commit and acknowledge each job in turn."""
-        with self._receive:
-            async for job in self._receive:
-                try:
-                    if self.redo is not None:
-                        self.redo.extend(job.deliveries)
-                    else:
-                        await self._commit_and_ack(job)
-                finally:
-                    self._inflight.remove(job)
-                    if not self._inflight:
-                        self._idle.set()
+        while True:
+            await self._handed.wait()
+            job = self._waiting
+            if job is None:
+                if self._closed:
+                    return
+                self._handed = anyio.Event()
+                continue
+            self._waiting = None
+            self._handed = anyio.Event()
+            self._taken.set()
+            try:
+                if self.redo is not None:
+                    self.redo.extend(job.deliveries)
+                else:
+                    await self._commit_and_ack(job)
+            finally:
+                self._inflight.remove(job)
+                if not self._inflight:
+                    self._idle.set()
 
     async def _commit_and_ack(self, job: CommitJob) -> None:
         if self._gate is not None:
