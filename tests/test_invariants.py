@@ -7,7 +7,14 @@ published, and with a fresh fold of its own journal.
 from __future__ import annotations
 
 import anyio
-from actors import Added, BlockingCounter, Counter, SlowCounter, expected_totals
+from actors import (
+    Added,
+    BlockingCounter,
+    Counter,
+    SlowCounter,
+    assert_exactly_once,
+    expected_totals,
+)
 
 from actorsource.testing import ActorKit
 
@@ -140,3 +147,23 @@ async def test_events_on_interleaved_subjects_are_applied_in_stream_order(
         entries = await counter.entries()
         assert [x.stream_seq for x in entries] == seqs
         assert [x.pos for x in entries] == list(range(1, len(events) + 1))
+
+
+async def test_batches_arriving_during_a_slow_commit_are_applied_then_committed_together(
+    actor_kit: ActorKit,
+) -> None:
+    events = _events(41)
+    async with actor_kit.start(Counter, ack_wait=5.0) as counter:
+        await _publish_all(actor_kit, events[:1])
+        await counter.settled()
+        batches = counter.stats.batches
+        async with counter.runner._write_lock:  # a commit that cannot finish: a stalled disk
+            await _publish_all(actor_kit, events[1:])
+            with anyio.fail_after(10):  # the loop keeps applying meanwhile ...
+                while sum(counter.state.totals.values()) < sum(e.amount for e in events):
+                    await anyio.sleep(0.01)
+            info = await actor_kit.js.consumer_info("COUNTER", "counter")
+            assert info.num_ack_pending == 40  # ... and acknowledges none of it
+        await counter.settled()
+        await assert_exactly_once(counter, events)
+        assert counter.stats.batches - batches <= 2  # the one stalled, then all the rest
