@@ -181,7 +181,11 @@ async def baseline_fetch(nc: NATS, n: int, db_path: Path, durable: str) -> tuple
 
 
 async def baseline_fastpull(
-    nc: NATS, n: int, db_path: Path, durable: str
+    nc: NATS,
+    n: int,
+    db_path: Path,
+    durable: str,
+    make_pipeline: Callable[[Path], Pipeline] = Pipeline,
 ) -> tuple[float, Expected]:
     """Hand-sent pull requests to a callback inbox; returns (seconds, final state)."""
     started = time.perf_counter()
@@ -206,7 +210,7 @@ async def baseline_fastpull(
 
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox, cb=on_msg)
-    pipeline = Pipeline(db_path)
+    pipeline = make_pipeline(db_path)
     progress = Progress("the fast-pull baseline", n, lambda: pipeline.applied)
     try:
         while pipeline.applied < n:

@@ -82,7 +82,23 @@ def test_latency_reports_percentiles_of_every_event() -> None:
     assert result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
 
 
-@pytest.mark.parametrize("script", ["throughput", "recovery", "latency"])
+def test_outbox_reports_the_actor_and_both_publishing_baselines() -> None:
+    result = _report(["bench/outbox.py", "--events", "1000"])
+    _assert_positive(
+        result,
+        [
+            "actorsource_published_per_s",
+            "actorsource_applied_per_s",
+            "baseline_sequential_per_s",
+            "baseline_pipelined_per_s",
+            "ratio",
+            "ratio_vs_pipelined",
+        ],
+    )
+    assert result["events"] == 1000
+
+
+@pytest.mark.parametrize("script", ["throughput", "recovery", "latency", "outbox"])
 def test_every_bench_script_explains_itself(script: str) -> None:
     code, out, err = run_script([f"bench/{script}.py", "--help"], timeout=30)
     assert code == 0, err
