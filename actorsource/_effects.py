@@ -19,6 +19,7 @@ recorded is already in the journal and replays in its own place.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -50,6 +51,7 @@ RECORDED_SUBJECT = "@recorded"
 MAX_RECORDED = 1_000
 
 _RESERVED = {h.lower() for h in (EVENT_TYPE_HEADER, EVENT_VERSION_HEADER, MSG_ID_HEADER)}
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class Effects:
@@ -90,6 +92,11 @@ class Effects:
         for key, value in (headers or {}).items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise EffectError(f"header {key!r}: names and values must be strings")
+            if not _HEADER_NAME.fullmatch(key) or "\r" in value or "\n" in value:
+                raise EffectError(
+                    f"header {key!r}: a name is letters, digits and -_. only, and a value "
+                    "holds no line break (it would forge other headers)"
+                )
             if key.lower() in _RESERVED:
                 raise EffectError(f"header {key!r} is set by actorsource; leave it out")
             all_headers[key] = value

@@ -238,6 +238,9 @@ class Mistakes:
             ctx.publish("ledger.*", SaleRecorded(e.sale_id, 1))
         elif e.sale_id == "header":
             ctx.publish("ledger.x", SaleRecorded(e.sale_id, 1), headers={"Nats-Msg-Id": "mine"})
+        elif e.sale_id == "forged":
+            forged = {"Trace": "x\r\nNats-Msg-Id: mine"}
+            ctx.publish("ledger.x", SaleRecorded(e.sale_id, 1), headers=forged)
         elif e.sale_id == "not-an-event":
             ctx.publish("ledger.x", {"sale_id": "x"})
         elif e.sale_id == "unhandled":
@@ -251,6 +254,7 @@ class Mistakes:
     [
         ("wildcard", "wildcards are not allowed"),
         ("header", "'Nats-Msg-Id' is set by actorsource"),
+        ("forged", "holds no line break"),
         ("not-an-event", "not an event type"),
         ("unhandled", "records only events it has a @handles method for"),
         ("huge", "over the server's max_payload"),
