@@ -100,15 +100,16 @@ class Effects:
             if key.lower() in _RESERVED:
                 raise EffectError(f"header {key!r} is set by actorsource; leave it out")
             all_headers[key] = value
+        n = self._counts.get(entry.pos, 0) + 1
+        msg_id = f"{self._definition.name}:{entry.pos}:{n}"
         size = len(payload) + sum(len(k) + len(v) + 4 for k, v in all_headers.items())
+        size += len(MSG_ID_HEADER) + len(msg_id) + 4
         if size > self._max_payload:
             raise EffectError(
                 f"{type(event).__name__} for {subject!r} is {size} bytes with its headers, "
                 f"over the server's max_payload of {self._max_payload}"
             )
-        n = self._counts.get(entry.pos, 0) + 1
         self._counts[entry.pos] = n
-        msg_id = f"{self._definition.name}:{entry.pos}:{n}"
         self.outbox.append(OutboxMessage(subject, msg_id, payload, all_headers, pos=entry.pos))
         return msg_id
 
