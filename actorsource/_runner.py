@@ -578,14 +578,18 @@ class ActorRunner:
                 for event in result if isinstance(result, list | tuple) else [result]:
                     if event is not None:
                         effects.record(event)
+            except Exception as exc:  # the timer itself: it only read the state
+                self.log.error("timer failed", timer=timer.method, error=repr(exc))
+                continue
+            try:
                 await apply_recorded(
                     self.definition, self.state, effects, after=self._pos, log=self.log
                 )
-            except Exception as exc:
+            except Exception as exc:  # a handler of its events: maybe half-applied
                 self.log.error("timer failed", timer=timer.method, error=repr(exc))
                 await committer.drain()
                 if not committer.conflict:
-                    await self._rebuild()  # its events may have been half-applied
+                    await self._rebuild()
                 continue
             if effects.entries:
                 pos = effects.entries[-1].pos
