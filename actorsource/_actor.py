@@ -56,27 +56,40 @@ class Context:
     handler :meth:`record` s, made only when not ``replaying``.
     """
 
-    __slots__ = ("_effects", "actor", "entry", "log", "replaying")
+    __slots__ = ("_effects", "_entry", "_load", "_pos", "actor", "log", "replaying")
 
     def __init__(
         self,
         actor: str,
-        entry: JournalEntry,
+        entry: JournalEntry | None,
         *,
         replaying: bool,
         log: structlog.stdlib.BoundLogger,
         effects: Effects | None = None,
+        pos: int = 0,
+        load: Callable[[int], JournalEntry] | None = None,
     ) -> None:
         self.actor = actor
-        self.entry = entry
+        self._entry = entry
+        self._pos = entry.pos if entry is not None else pos
+        self._load = load
         self.replaying = replaying
         self.log = log
         self._effects = effects
 
     @property
+    def entry(self) -> JournalEntry:
+        """The journal entry being applied (read from the journal on first use in a replay)."""
+        if self._entry is None:
+            if self._load is None:
+                raise ActorDefinitionError("this Context has no journal entry")
+            self._entry = self._load(self._pos)
+        return self._entry
+
+    @property
     def pos(self) -> int:
         """The journal position of the event being applied."""
-        return self.entry.pos
+        return self._pos
 
     @property
     def subject(self) -> str:

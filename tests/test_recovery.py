@@ -152,3 +152,48 @@ async def test_replay_gives_async_handlers_the_same_context_as_live(actor_kit: A
         await witness.crash()  # no snapshot: the whole journal is replayed
         assert witness.recovery.replayed == 2
         assert witness.state.seen == live == [["a", "witness.a", "t-1"], ["b", "witness.b", "-"]]
+
+
+@actor("observer", subjects=["observer.>"], snapshot_every=None)
+class Observer:
+    """Notes what its Context says about every entry, live and on replay."""
+
+    seen: list[tuple[object, ...]]
+    skipped: int
+
+    def __init__(self) -> None:
+        self.seen = []
+        self.skipped = 0
+
+    @handles(Added)
+    def added(self, event: Added, ctx: Context) -> None:
+        if event.amount % 3 == 0:
+            self.skipped += 1  # an entry whose Context is never asked for its entry
+            return
+        e = ctx.entry
+        self.seen.append(
+            (ctx.pos, e.pos, e.subject, e.stream, e.stream_seq, e.msg_id, e.received_at)
+        )
+        self.seen.append(tuple(sorted(e.headers.items())))
+
+
+async def test_a_replayed_context_gives_each_handler_its_whole_entry_as_journaled(
+    actor_kit: ActorKit,
+) -> None:
+    from actorsource import SQLiteJournal
+
+    async with actor_kit.start(Observer) as witness:
+        for i in range(1, 5_201):  # more than one replay chunk (5,000 rows)
+            await actor_kit.publish(
+                f"observer.k{i % 4}", Added(f"k{i % 4}", i), headers={"Trace": f"t-{i}"}
+            )
+        await witness.settled(timeout=60)
+        live = witness.state.seen
+        await witness.stop()
+        async with SQLiteJournal(witness.journal_path, actor="observer") as journal:
+            await journal.delete_snapshots()
+        await witness.start()
+        assert witness.recovery.replayed == 5_200
+        assert witness.state.skipped == 1_733
+        assert witness.state.seen == live
+        assert witness.state.seen[1] == (("Event-Type", "Added"), ("Trace", "t-1"))
