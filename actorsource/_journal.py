@@ -20,7 +20,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,11 +35,11 @@ from ._errors import (
     JournalLockedError,
 )
 from ._events import JournalEntry
+from ._journal_reader import JournalReader
 from ._journal_sql import (
     DEAD_LETTER_COLUMNS,
     ENTRY_COLUMNS,
     MIGRATIONS,
-    REPLAY_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
     DeadLetter,
@@ -62,7 +62,6 @@ __all__ = [
     "DuplicateMessageIdError",
     "JournalBatch",
     "OutboxMessage",
-    "JournalReader",
     "SQLiteJournal",
 ]
 
@@ -493,52 +492,3 @@ class SQLiteJournal:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one SQL statement on the journal (tests and tools); returns every row."""
         return await self._fetchall(sql, params, "query")
-
-
-class JournalReader:
-    """Reads a journal for replay on the calling thread, through its own read-only connection.
-
-    No thread hop and no objects beyond what replay uses: :meth:`chunks` yields rows of
-    :data:`REPLAY_COLUMNS` (position, type, payload, version), and :meth:`entries` reads
-    whole entries of a position range for the handlers that ask their Context for them.
-    Each chunk blocks the event loop for a few milliseconds; the caller gives the loop a
-    turn between chunks.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        except sqlite3.Error as exc:
-            raise translate(exc, path, "read") from exc
-
-    def __enter__(self) -> JournalReader:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        self._db.close()
-
-    def chunks(self, after: int = 0, *, chunk: int = 5_000) -> Iterator[list[tuple[Any, ...]]]:
-        """Rows of :data:`REPLAY_COLUMNS` with ``pos > after``, in order, ``chunk`` at a time."""
-        try:
-            cursor = self._db.execute(
-                f"SELECT {REPLAY_COLUMNS} FROM events WHERE pos > ? ORDER BY pos", (after,)
-            )
-            while rows := cursor.fetchmany(chunk):
-                yield rows
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path, "read") from exc
-
-    def entries(self, first: int, last: int) -> dict[int, JournalEntry]:
-        """The whole entries at positions ``first..last``, by position."""
-        try:
-            rows = self._db.execute(
-                f"SELECT {ENTRY_COLUMNS} FROM events WHERE pos BETWEEN ? AND ?", (first, last)
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path, "read") from exc
-        return {row[0]: row_entry(row) for row in rows}

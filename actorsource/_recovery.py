@@ -22,7 +22,8 @@ import structlog
 from ._actor import ActorDefinition, Context
 from ._errors import ActorCrashed, SnapshotError
 from ._events import JournalEntry
-from ._journal import JournalReader, SQLiteJournal
+from ._journal import SQLiteJournal
+from ._journal_reader import JournalReader
 from ._log import get_logger
 from ._snapshots import CODEC_NAME
 
