@@ -126,6 +126,9 @@ class ActorRunner:
         self._snapshot_asked: anyio.Event | None = None
         # @every methods whose time has come; the loop calls them between batches.
         self._timers_due: list[Timer] = []
+        self._timer_now: float | None = None  # the time fire_timers() asked them to see
+        self._timers_fired: anyio.Event | None = None
+        self._timers_recorded = 0
 
     # -- control -----------------------------------------------------------------------------
 
@@ -180,8 +183,9 @@ class ActorRunner:
                 self.log.error("actor failed", error=repr(exc))
             raise
         finally:
-            if self._snapshot_asked is not None:
-                self._snapshot_asked.set()
+            for asked in (self._snapshot_asked, self._timers_fired):
+                if asked is not None:
+                    asked.set()  # a caller waiting for the loop: it will not come back
             self.mailbox = None
             self._journal = None
             self._committer = None
@@ -566,38 +570,72 @@ class ActorRunner:
                 self._timers_due.append(timer)
                 self._wake()
 
+    async def fire_timers(self, now: float | None = None) -> int:
+        """Call every ``@every`` method now, as if its time had come, giving it ``now`` (by
+        default the clock); returns how many events they recorded, once those are committed.
+
+        For tests: a timer can be driven without waiting for it, at the time the test says.
+        """
+        if self.status is not ActorStatus.RUNNING or self._committer is None:
+            raise ActorCrashed(
+                f"actor {self.name!r} is {self.status.value}, not running: no timers",
+                actor=self.name,
+            )
+        self._timer_now = now
+        self._timers_due = list(self.definition.timers)
+        fired = self._timers_fired = anyio.Event()
+        self._wake()
+        await fired.wait()
+        if self._committer is None:
+            raise ActorCrashed(f"actor {self.name!r} stopped before its timers", actor=self.name)
+        await self._committer.drain()
+        return self._timers_recorded
+
     async def _fire_timers(self, committer: Committer) -> None:
         """Call the due ``@every`` methods; journal and apply the events they return."""
         due, self._timers_due = self._timers_due, []
-        for timer in due:
-            effects = Effects(self.definition, max_payload=self._nc.max_payload, now=time.time())
-            try:
-                result = getattr(self.state, timer.method)(effects.now)
-                if timer.is_async:
-                    result = await result
-                for event in result if isinstance(result, list | tuple) else [result]:
-                    if event is not None:
-                        effects.record(event)
-            except Exception as exc:  # the timer itself: it only read the state
-                self.log.error("timer failed", timer=timer.method, error=repr(exc))
-                continue
-            try:
-                await apply_recorded(
-                    self.definition, self.state, effects, after=self._pos, log=self.log
-                )
-            except Exception as exc:  # a handler of its events: maybe half-applied
-                self.log.error("timer failed", timer=timer.method, error=repr(exc))
-                await committer.drain()
-                if not committer.conflict:
-                    await self._rebuild()
-                continue
-            if effects.entries:
-                pos = effects.entries[-1].pos
-                self._pos = pos
-                job = self._job(
-                    [], effects.entries, [], [], "", 0, 0, pos, None, published=effects.outbox
-                )
-                await committer.submit(job)
+        now, self._timer_now = self._timer_now, None
+        fired, self._timers_fired = self._timers_fired, None
+        recorded = 0
+        try:
+            for timer in due:
+                recorded += await self._fire(timer, committer, time.time() if now is None else now)
+        finally:
+            self._timers_recorded = recorded
+            if fired is not None:
+                fired.set()
+
+    async def _fire(self, timer: Timer, committer: Committer, now: float) -> int:
+        """Call one timer; journal and apply the events it returns; how many it recorded."""
+        effects = Effects(self.definition, max_payload=self._nc.max_payload, now=now)
+        try:
+            result = getattr(self.state, timer.method)(effects.now)
+            if timer.is_async:
+                result = await result
+            for event in result if isinstance(result, list | tuple) else [result]:
+                if event is not None:
+                    effects.record(event)
+        except Exception as exc:  # the timer itself: it only read the state
+            self.log.error("timer failed", timer=timer.method, error=repr(exc))
+            return 0
+        try:
+            await apply_recorded(
+                self.definition, self.state, effects, after=self._pos, log=self.log
+            )
+        except Exception as exc:  # a handler of its events: maybe half-applied
+            self.log.error("timer failed", timer=timer.method, error=repr(exc))
+            await committer.drain()
+            if not committer.conflict:
+                await self._rebuild()
+            return 0
+        if effects.entries:
+            pos = effects.entries[-1].pos
+            self._pos = pos
+            job = self._job(
+                [], effects.entries, [], [], "", 0, 0, pos, None, published=effects.outbox
+            )
+            await committer.submit(job)
+        return len(effects.entries)
 
     # -- snapshots ---------------------------------------------------------------------------
 

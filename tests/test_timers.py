@@ -153,3 +153,41 @@ def test_a_timer_is_declared_with_a_positive_interval_and_the_right_signature() 
 
             @every(1)
             def tick(self) -> None: ...
+
+
+@actor("reminders", subjects=["reminders.>"])
+@dataclass
+class Reminders:
+    """Holds again, with a timer that would not fire by itself during a test."""
+
+    deadlines: dict[str, float] = field(default_factory=dict)
+    expired: dict[str, float] = field(default_factory=dict)
+
+    @handles(Opened)
+    def opened(self, e: Opened, ctx: Context) -> None:
+        self.deadlines[e.order_id] = ctx.entry.received_at + e.ttl
+
+    @handles(Expired)
+    def expire(self, e: Expired) -> None:
+        self.deadlines.pop(e.order_id, None)
+        self.expired[e.order_id] = e.at
+
+    @every(3_600)
+    def check(self, now: float) -> list[Expired]:
+        return [Expired(oid, now) for oid, due in sorted(self.deadlines.items()) if due <= now]
+
+
+async def test_a_test_drives_a_timer_at_the_times_it_chooses(actor_kit: ActorKit) -> None:
+    async with actor_kit.start(Reminders) as reminders:
+        await actor_kit.publish("reminders.a", Opened("a", 60.0))
+        await actor_kit.publish("reminders.b", Opened("b", 600.0))
+        await reminders.settled()
+        opened_at = (await reminders.entries())[0].received_at
+        assert await reminders.tick(now=opened_at + 59) == 0  # not due yet
+        assert await reminders.tick(now=opened_at + 61) == 1
+        assert reminders.state.expired == {"a": opened_at + 61}
+        assert await reminders.tick(now=opened_at + 61) == 0  # already expired
+        assert [e.type for e in await reminders.entries()] == ["Opened", "Opened", "Expired"]
+        await reminders.crash()  # committed: it survives a crash
+        assert reminders.state.expired == {"a": opened_at + 61}
+        assert list(reminders.state.deadlines) == ["b"]
