@@ -27,6 +27,7 @@ decorator mistake. Errors from nats-py and sqlite3 are translated at the boundar
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = [
     "ActorCrashed",
@@ -45,7 +46,22 @@ __all__ = [
     "SnapshotError",
     "StreamMismatchError",
     "UnknownEventTypeError",
+    "find_error",
 ]
+
+E = TypeVar("E", bound=BaseException)
+
+
+def find_error(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` error that is ``exc`` or inside it (nested exception groups too)."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_error(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 class ActorsourceError(Exception):

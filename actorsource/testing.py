@@ -166,7 +166,6 @@ class ActorProbe(Generic[S]):
                 if runner.status is ActorStatus.RUNNING and mailbox is not None:
                     try:
                         info = await mailbox.consumer_info()
-                        last = await self._last_seq(mailbox.resolved_stream)
                     except nats.js.errors.NotFoundError:
                         info = None  # being re-created by the actor
                     outbox = runner.outbox
@@ -174,8 +173,9 @@ class ActorProbe(Generic[S]):
                         info is not None
                         and info.num_pending == 0
                         and info.num_ack_pending == 0
-                        and runner.journal.stream_positions.get(info.stream_name, 0) >= last
                         and (outbox is None or outbox.pending == 0)
+                        and runner.journal.stream_positions.get(info.stream_name, 0)
+                        >= await self._last_seq(info.stream_name)
                     ):
                         return
                 await anyio.sleep(0.01)

@@ -32,6 +32,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
 
 from actorsource import ActorRunner, definition_of
+from actorsource._errors import find_error
 from actorsource._server import NatsServer, NatsServerConfig
 from examples import bank
 
@@ -67,14 +68,7 @@ class BenchError(Exception):
 
 def bench_error(exc: BaseException) -> BenchError | None:
     """The BenchError behind ``exc``, also inside (nested) task-group exception groups."""
-    if isinstance(exc, BenchError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = bench_error(inner)
-            if found is not None:
-                return found
-    return None
+    return find_error(exc, BenchError)
 
 
 def say_to_stderr(line: str) -> None:

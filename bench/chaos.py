@@ -64,6 +64,7 @@ from actorsource import (
     restore_state,
 )
 from actorsource._actor import apply_event
+from actorsource._errors import find_error
 from actorsource._log import get_logger
 from actorsource._server import NatsServer, NatsServerConfig
 from actorsource._snapshots import CODEC_NAME
@@ -609,14 +610,7 @@ async def main_async(args: argparse.Namespace, root: Path, say: Say) -> dict[str
 
 def chaos_error(exc: BaseException) -> ChaosError | None:
     """The ChaosError behind ``exc``, also inside (nested) task-group exception groups."""
-    if isinstance(exc, ChaosError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = chaos_error(inner)
-            if found is not None:
-                return found
-    return None
+    return find_error(exc, ChaosError)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

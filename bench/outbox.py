@@ -53,8 +53,16 @@ from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 from throughput import Pipeline, baseline_fastpull
 
-from actorsource import ActorRunner, Context, actor, definition_of, encode_event, event, handles
-from actorsource._events import event_headers
+from actorsource import (
+    ActorRunner,
+    Context,
+    actor,
+    definition_of,
+    encode_event,
+    event,
+    event_headers,
+    handles,
+)
 
 RELAY = "RELAY"
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -31,6 +33,18 @@ async def _all_final(orders: ActorProbe[Orders], n: int, timeout: float = 60) ->
             if len(book) == n and all(o.status in (SHIPPED, CANCELLED) for o in book.values()):
                 return
             await anyio.sleep(0.05)
+
+
+async def _settled(*services: ActorProbe[Any]) -> None:
+    for service in services:
+        await service.settled()
+
+
+def _lose_journal(path: Path) -> None:
+    """Delete a journal file and its WAL, as a lost disk would (the lock file stays)."""
+    for lost in path.parent.glob(path.name + "*"):
+        if not lost.name.endswith(".lock"):
+            lost.unlink()
 
 
 async def _stream_events(kit: ActorKit) -> list[tuple[str, dict[str, object]]]:
@@ -68,8 +82,7 @@ async def test_every_order_ends_in_one_final_state_when_a_service_dies_mid_flow(
         await place(actor_kit.js, requests[30:])
         await probe.crashed()
         await _all_final(orders, len(requests))
-        for service in (orders, payments, shipping):
-            await service.settled()
+        await _settled(orders, payments, shipping)
         assert probe.crashes == 1
 
         book = orders.state.orders
@@ -135,20 +148,14 @@ async def test_a_service_whose_journal_is_lost_rebuilds_from_the_shared_stream(
     ):
         await place(actor_kit.js, requests)
         await _all_final(orders, len(requests))
-        for service in (orders, payments, shipping):
-            await service.settled()
+        await _settled(orders, payments, shipping)
         before = payments.state
         stored = (await actor_kit.js.stream_info("SHOP")).state.messages
         seen_by_orders = len(await orders.entries())
         await payments.stop()
-        lost = payments.journal_path
-        for path in lost.parent.glob(lost.name + "*"):
-            if not path.name.endswith(".lock"):
-                path.unlink()
+        _lose_journal(payments.journal_path)
         await payments.start()  # an empty journal: re-read every event from SHOP
-        await payments.settled()
-        await orders.settled()
-        await shipping.settled()
+        await _settled(payments, orders, shipping)
         # The same events in the same order make the same decisions at the same positions,
         # so what it publishes again carries the same message ids: nobody applies it twice.
         assert payments.state == before
@@ -168,14 +175,11 @@ async def test_payments_rebuilt_offline_from_the_stream_records_its_decisions_an
     ):
         await place(actor_kit.js, requests[:30])
         await _all_final(orders, 30)
-        for service in (orders, payments, shipping):
-            await service.settled()
+        await _settled(orders, payments, shipping)
         await payments.stop()
         before, journal = payments.state, payments.journal_path
         lost = [(e.type, e.stream_seq, e.payload) for e in read_entries(journal)]
-        for path in journal.parent.glob(journal.name + "*"):
-            if not path.name.endswith(".lock"):
-                path.unlink()
+        _lose_journal(journal)
 
         report = await rebuild_from_stream(definition_of(Payments), actor_kit.nc, journal)
 
@@ -191,6 +195,5 @@ async def test_payments_rebuilt_offline_from_the_stream_records_its_decisions_an
         assert (await actor_kit.js.stream_info("SHOP")).state.messages == stored
         await place(actor_kit.js, requests[30:])  # and it goes on where it was
         await _all_final(orders, len(requests))
-        for service in (orders, payments, shipping):
-            await service.settled()
+        await _settled(orders, payments, shipping)
         assert len(payments.state.payments) == len(requests)

@@ -24,14 +24,12 @@ class Expired:
     at: float
 
 
-@actor("holds", subjects=["holds.>"])
 @dataclass
-class Holds:
-    """Holds that expire ``ttl`` seconds after they were opened, unless closed before."""
+class Deadlines:
+    """Holds that expire ``ttl`` seconds after they were opened."""
 
     deadlines: dict[str, float] = field(default_factory=dict)
     expired: dict[str, float] = field(default_factory=dict)
-    ticks: int = 0
 
     @handles(Opened)
     def opened(self, e: Opened, ctx: Context) -> None:
@@ -43,10 +41,21 @@ class Holds:
         self.deadlines.pop(e.order_id, None)
         self.expired[e.order_id] = e.at
 
+    def due(self, now: float) -> list[Expired]:
+        return [Expired(oid, now) for oid, due in sorted(self.deadlines.items()) if due <= now]
+
+
+@actor("holds", subjects=["holds.>"])
+@dataclass
+class Holds(Deadlines):
+    """Deadlines checked every 50 ms."""
+
+    ticks: int = 0
+
     @every(0.05)
     def check(self, now: float) -> list[Expired]:
         self.ticks += 1  # a timer should only read the state; this shows it is not replayed
-        return [Expired(oid, now) for oid, due in sorted(self.deadlines.items()) if due <= now]
+        return self.due(now)
 
 
 async def test_events_a_timer_returns_are_journaled_applied_and_replayed_without_it(
@@ -157,24 +166,12 @@ def test_a_timer_is_declared_with_a_positive_interval_and_the_right_signature() 
 
 @actor("reminders", subjects=["reminders.>"])
 @dataclass
-class Reminders:
-    """Holds again, with a timer that would not fire by itself during a test."""
-
-    deadlines: dict[str, float] = field(default_factory=dict)
-    expired: dict[str, float] = field(default_factory=dict)
-
-    @handles(Opened)
-    def opened(self, e: Opened, ctx: Context) -> None:
-        self.deadlines[e.order_id] = ctx.entry.received_at + e.ttl
-
-    @handles(Expired)
-    def expire(self, e: Expired) -> None:
-        self.deadlines.pop(e.order_id, None)
-        self.expired[e.order_id] = e.at
+class Reminders(Deadlines):
+    """Deadlines with a timer that would not fire by itself during a test."""
 
     @every(3_600)
     def check(self, now: float) -> list[Expired]:
-        return [Expired(oid, now) for oid, due in sorted(self.deadlines.items()) if due <= now]
+        return self.due(now)
 
 
 async def test_a_test_drives_a_timer_at_the_times_it_chooses(actor_kit: ActorKit) -> None:

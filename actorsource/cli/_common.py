@@ -22,7 +22,7 @@ from click.core import ParameterSource
 
 from .._actor import definition_of
 from .._connection import NatsOptions
-from .._errors import ActorDefinitionError, ActorsourceError
+from .._errors import ActorDefinitionError, ActorsourceError, find_error
 from .._logging_setup import configure_logging
 
 __all__ = [
@@ -169,23 +169,11 @@ def exit_on_expected_failure(prefix: str) -> Iterator[None]:
     try:
         yield
     except (ActorsourceError, BaseExceptionGroup) as exc:
-        expected = _expected_failure(exc)
+        expected = find_error(exc, ActorsourceError)
         if expected is None:
             raise
         click.echo(f"{prefix}: {expected}", err=True)
         sys.exit(1)
-
-
-def _expected_failure(exc: BaseException) -> ActorsourceError | None:
-    """The ActorsourceError behind ``exc`` (also inside task-group exception groups)."""
-    if isinstance(exc, ActorsourceError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _expected_failure(inner)
-            if found is not None:
-                return found
-    return None
 
 
 async def with_nats(nats: NatsOptions, work: Callable[..., Awaitable[T]], *args: Any) -> T:
