@@ -10,8 +10,9 @@ returned.
 
 A batch that holds a message id the journal already has (:class:`DuplicateMessageIdError`)
 is not stored. The committer then stops committing: that batch and every batch after it
-are set aside, unacknowledged, in :attr:`Committer.redo`, and the runner is woken to
-rebuild its state from the journal and handle those deliveries again, looking ids up.
+are set aside, unacknowledged and in stream order, in :attr:`Committer.redo`, and the
+runner is woken to rebuild its state from the journal and handle those deliveries again,
+looking ids up.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from ._errors import JournalCorruptError, JournalError
+from ._errors import JournalCorruptError, JournalError, JournalOrderError
 from ._journal import DeadLetter, DuplicateMessageIdError, JournalBatch, SQLiteJournal
 from ._mailbox import Delivery, JetStreamMailbox
 from ._status import ActorStats, CrashSwitch
@@ -125,6 +126,10 @@ class Committer:
                 # The committer is closing (its task died or the actor stops): the task group
                 # cancels this task too; wait for that instead of adding a second error.
                 await anyio.sleep_forever()
+            if self.redo is not None:
+                # Set aside behind everything handed over before it: redo stays in order.
+                self.redo.extend(job.deliveries)
+                return
             waiting = self._waiting
             if waiting is None:
                 self._waiting = job
@@ -173,10 +178,7 @@ class Committer:
             self._handed = anyio.Event()
             self._taken.set()
             try:
-                if self.redo is not None:
-                    self.redo.extend(job.deliveries)
-                else:
-                    await self._commit_and_ack(job)
+                await self._commit_and_ack(job)
             finally:
                 self._inflight.remove(job)
                 if not self._inflight:
@@ -192,7 +194,7 @@ class Committer:
             await self._commit(job.batch)
         except DuplicateMessageIdError:
             self._log.info("duplicate message id at commit; re-checking the batch")
-            self.redo = list(job.deliveries)
+            self._set_aside(job)
             self._on_conflict()
             return
         self._on_committed(job)
@@ -215,6 +217,21 @@ class Committer:
                 type=dl.type,
             )
 
+    def _set_aside(self, job: CommitJob) -> None:
+        """Start the redo list with ``job`` and the job waiting behind it, in one step.
+
+        Everything handed over later (:meth:`submit`, :meth:`defer`) is appended behind them,
+        so the list is in the order the runner handled its deliveries: stream order. Moving
+        the waiting job here, not when the commit task next wakes, is what keeps it ahead of
+        deliveries the runner defers meantime.
+        """
+        self.redo = list(job.deliveries)
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            self.redo.extend(waiting.deliveries)
+            self._inflight.remove(waiting)
+            self._taken.set()
+
     async def _commit(self, batch: JournalBatch) -> None:
         """Commit with retries: a full disk or a busy file must not lose or ack anything."""
         delay = 0.1
@@ -223,7 +240,7 @@ class Committer:
                 async with self._lock:
                     await self._journal.append(batch)
                 return
-            except (DuplicateMessageIdError, JournalCorruptError):
+            except (DuplicateMessageIdError, JournalCorruptError, JournalOrderError):
                 raise
             except JournalError as exc:
                 self._stats.commit_failures += 1

@@ -14,7 +14,8 @@ decorator mistake. Errors from nats-py and sqlite3 are translated at the boundar
     ├── JournalError                         the SQLite journal failed or is unusable
     │   ├── JournalLockedError               another process holds the journal
     │   ├── JournalClosedError               the journal was used after aclose()
-    │   └── JournalCorruptError              the file fails its checks
+    │   ├── JournalCorruptError              the file fails its checks
+    │   └── JournalOrderError                a batch would break stream order
     ├── SnapshotError                        a snapshot cannot be written or restored
     ├── HandlerTimeout (TimeoutError)        an async handler ran past its deadline
     ├── EffectError (ValueError)             a handler published or recorded something invalid
@@ -41,6 +42,7 @@ __all__ = [
     "JournalCorruptError",
     "JournalError",
     "JournalLockedError",
+    "JournalOrderError",
     "MailboxError",
     "NatsServerError",
     "SnapshotError",
@@ -106,6 +108,15 @@ class JournalClosedError(JournalError):
 
 class JournalCorruptError(JournalError):
     """The journal file fails its integrity or schema checks; nothing was acknowledged."""
+
+
+class JournalOrderError(JournalError):
+    """A batch would journal a stream message at or below a stream sequence already handled.
+
+    Nothing of the batch is stored. Journaling out of stream order would be a loss waiting
+    to happen: the consumer resumes after the journal's highest stream sequence, so earlier
+    messages committed later would be skipped by a restart in between.
+    """
 
 
 class SnapshotError(ActorsourceError):

@@ -46,6 +46,7 @@ from ._journal_sql import (
     DuplicateMessageIdError,
     JournalBatch,
     OutboxMessage,
+    check_continues,
     headers_decoder,
     row_dead_letter,
     row_entry,
@@ -248,17 +249,12 @@ class SQLiteJournal:
     async def append(self, batch: JournalBatch) -> None:
         """Write a batch in one transaction; on any error nothing of it is stored.
 
-        Entries must continue the journal: their ``pos`` run from ``last_pos + 1`` upwards.
+        Entries must continue the journal: their ``pos`` run from ``last_pos + 1`` upwards,
+        and their stream messages come after the stream positions already recorded
+        (:class:`JournalOrderError` otherwise).
         """
         db = self._conn()
-        expected = self.last_pos + 1
-        for i, entry in enumerate(batch.entries):
-            if entry.pos != expected + i:
-                raise JournalError(
-                    f"batch for {self.path} does not continue the journal: entry {i} has pos "
-                    f"{entry.pos}, expected {expected + i}",
-                    path=self.path,
-                )
+        check_continues(batch, self.last_pos, self.stream_positions, self.path)
         try:
             # The whole transaction is one call on aiosqlite's thread: awaiting each
             # statement separately costs a full event-loop turn apiece, which under load

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from ._errors import JournalCorruptError, JournalError, JournalLockedError
+from ._errors import JournalCorruptError, JournalError, JournalLockedError, JournalOrderError
 from ._events import JournalEntry
 from ._snapshots import snapshot_checksum
 
@@ -28,6 +28,7 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "DeadLetter",
+    "check_continues",
     "MIGRATIONS",
     "DuplicateMessageIdError",
     "JournalBatch",
@@ -172,6 +173,37 @@ class JournalBatch:
     snapshot_version: int = 0
     snapshot_codec: str = ""
     keep_snapshots: int = 3
+
+
+def check_continues(
+    batch: JournalBatch, last_pos: int, positions: dict[str, int], path: Path
+) -> None:
+    """Refuse a batch that does not continue the journal: its entries' ``pos`` must run on
+    from ``last_pos``, and every stream message in it (entry or dead letter) must come after
+    what the journal already handled of its stream, entries and dead letters each in
+    increasing stream order. Raises :class:`JournalError` / :class:`JournalOrderError`.
+    """
+    for i, entry in enumerate(batch.entries):
+        if entry.pos != last_pos + 1 + i:
+            raise JournalError(
+                f"batch for {path} does not continue the journal: entry {i} has pos "
+                f"{entry.pos}, expected {last_pos + 1 + i}",
+                path=path,
+            )
+    for rows in (batch.entries, batch.dead_letters):
+        seen: dict[str, int] = {}
+        for row in rows:
+            seq, stream = row.stream_seq, row.stream
+            if seq is None or stream is None:
+                continue  # an event the actor recorded itself
+            floor = seen.get(stream) or positions.get(stream, 0)
+            if seq <= floor:
+                raise JournalOrderError(
+                    f"batch for {path} breaks stream order: {stream} sequence {seq} after "
+                    f"{floor}; nothing of it was stored",
+                    path=path,
+                )
+            seen[stream] = seq
 
 
 DEAD_LETTER_COLUMNS = (

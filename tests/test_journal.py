@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from actorsource import JournalEntry, JournalError, JournalLockedError, SQLiteJournal
+from actorsource import (
+    JournalEntry,
+    JournalError,
+    JournalLockedError,
+    JournalOrderError,
+    SQLiteJournal,
+)
 from actorsource._journal import SCHEMA_VERSION, DeadLetter, JournalBatch
 
 
@@ -68,6 +74,38 @@ async def test_a_batch_that_does_not_continue_the_journal_is_refused(tmp_path: P
         with pytest.raises(JournalError, match="does not continue"):
             await j.append(_batch([_entry(3, 3)]))
         assert j.last_pos == 1
+
+
+async def test_a_stream_message_at_or_below_the_recorded_position_is_refused(
+    tmp_path: Path,
+) -> None:
+    # Committing later messages before earlier ones would let a restart (which resumes after
+    # the journal's highest stream sequence) skip the earlier ones for good.
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        await j.append(_batch([_entry(1, 5), _entry(2, 9)]))
+        for seq in (9, 7):
+            with pytest.raises(JournalOrderError, match=f"S sequence {seq} after 9"):
+                await j.append(_batch([_entry(3, seq)]))
+        assert [e.stream_seq for e in await _all(j)] == [5, 9]
+        assert j.stream_positions == {"S": 9}
+        await j.append(_batch([_entry(3, 10)]))
+        assert j.last_pos == 3
+
+
+async def test_a_batch_whose_stream_sequences_go_backwards_stores_nothing(tmp_path: Path) -> None:
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        with pytest.raises(JournalOrderError, match="S sequence 3 after 4"):
+            await j.append(_batch([_entry(1, 2), _entry(2, 4), _entry(3, 3)]))
+        letters = [
+            DeadLetter("s", b"x", "undecodable", "e", stream="S", stream_seq=s) for s in (6, 5)
+        ]
+        with pytest.raises(JournalOrderError, match="S sequence 5 after 6"):
+            await j.append(JournalBatch(entries=[], positions={"S": 6}, dead_letters=letters))
+        assert await _all(j) == []
+        assert await j.dead_letters() == []
+        # Events the actor recorded itself have no stream sequence and sit anywhere.
+        await j.append(_batch([_entry(1, 2), _entry(2), _entry(3, 4)]))
+        assert j.last_pos == 3
 
 
 async def test_a_failing_batch_stores_nothing_of_itself(tmp_path: Path) -> None:
