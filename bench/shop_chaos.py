@@ -20,10 +20,12 @@ the ``SHOP`` stream:
   (spent differs from captured minus refunded, or exceeds the credit limit) or stock that
   does not (initial minus shipped);
 * ``diverged``: services whose live state (the final snapshot) differs from a fresh fold of
-  their journal.
+  their journal;
+* ``out_of_order``: entries of a service's journal, read with ``actorsource journal export``,
+  whose stream sequence does not increase, overall or per subject.
 
 The last line on stdout is one JSON object (with ``--json``, the only one). The exit status
-is 0 only if all four are 0.
+is 0 only if all five are 0.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from _scaffold import (
     run_bench,
     scratch_server,
 )
-from chaos import Fleet, WorkerProcess
+from chaos import Fleet, WorkerProcess, export_order
 
 from actorsource import definition_of, fold, journal_path
 from actorsource._inspect import read_entries
@@ -92,15 +94,19 @@ async def _stream_events(js: Any) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-async def _states(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int, int]:
-    """Per service: the live state (newest snapshot + tail), the fresh fold, journal checks."""
+async def _states(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int, int, int]:
+    """Per service: the live state (newest snapshot + tail), the fresh fold, journal checks
+    (stream sequences journaled twice, entries out of stream or subject order)."""
     live: dict[str, Any] = {}
     folded: dict[str, Any] = {}
     twice = 0
     diverged = 0
+    out_of_order = 0
     for cls in SERVICES:
         definition = definition_of(cls)
         path = journal_path(data_dir, definition.name)
+        order = export_order(path)
+        out_of_order += order["export_seq_backwards"] + order["subject_order_broken"]
         entries = list(read_entries(path))
         seqs = [e.stream_seq for e in entries if e.stream_seq is not None]
         twice += len(seqs) - len(set(seqs))
@@ -108,7 +114,7 @@ async def _states(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int, 
         async with SQLiteJournal(path, actor=definition.name) as journal:
             live[definition.name], _ = await restore_state(definition, journal)
         diverged += live[definition.name] != folded[definition.name]
-    return live, folded, twice, diverged
+    return live, folded, twice, diverged, out_of_order
 
 
 def _check(state: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
@@ -181,21 +187,23 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         finally:
             await nc.close()
             fleet.kill_all()
-    live, _folded, twice, diverged = await _states(data_dir)
+    live, _folded, twice, diverged, out_of_order = await _states(data_dir)
     checks = _check(live, events)
     checks["duplicated"] += twice
     outcomes = Counter(p.status for p in live["payments"].payments.values())
     say(
         f"outcomes     {dict(outcomes)}; unfinished {checks['unfinished']}, duplicated "
-        f"{checks['duplicated']}, inconsistent {checks['inconsistent']}, diverged {diverged}"
+        f"{checks['duplicated']}, inconsistent {checks['inconsistent']}, diverged {diverged}, "
+        f"out of order {out_of_order}"
     )
-    ok = not any(checks.values()) and diverged == 0
+    ok = not any(checks.values()) and diverged == 0 and out_of_order == 0
     return {
         "orders": len(requests),
         "kills": kills,
         "seed": args.seed,
         **checks,
         "diverged": diverged,
+        "out_of_order": out_of_order,
         "captured": outcomes["captured"],
         "declined": outcomes["declined"],
         "refunded": outcomes["refunded"],

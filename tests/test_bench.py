@@ -101,8 +101,21 @@ def test_outbox_reports_the_actor_and_both_publishing_baselines() -> None:
 def test_shop_chaos_kills_the_worker_and_finds_every_order_final_once() -> None:
     result = _report(["bench/shop_chaos.py", "--orders", "40", "--kills", "2"])
     assert (result["orders"], result["kills"]) == (40, 2)
-    for key in ("unfinished", "duplicated", "inconsistent", "diverged"):
+    for key in ("unfinished", "duplicated", "inconsistent", "diverged", "out_of_order"):
         assert result[key] == 0, (key, result)
+
+
+def test_chaos_stores_duplicates_after_the_window_and_checks_stream_order_offline() -> None:
+    args = ["--events", "1500", "--kills", "4", "--stored-duplicates", "30", "--json"]
+    code, out, err = run_script(["bench/chaos.py", *args])
+    result = json.loads(out.splitlines()[-1])
+    assert code == 0, f"exit status {code}: {result}\n{err}"
+    assert result["kills"] == 4
+    assert result["stored_duplicates"] > 0  # the stream really stored them a second time
+    assert result["published"] == result["applied"] == 1500
+    for key in ("lost", "duplicated", "diverged", "out_of_order", "duplicates_applied"):
+        assert result[key] == 0, (key, result)
+    assert result["export_seq_backwards"] == result["subject_order_broken"] == 0
 
 
 @pytest.mark.parametrize(

@@ -26,3 +26,27 @@ def test_twenty_kill_9s_while_publishing_lose_and_duplicate_nothing() -> None:
     assert result["lost"] == result["duplicated"] == 0
     assert result["diverged"] == result["out_of_order"] == 0
     assert result["ok"] is True
+
+
+@pytest.mark.slow
+def test_kill_9s_while_duplicates_are_stored_after_the_window_keep_stream_order() -> None:
+    code, out, err = run_script(
+        [
+            "bench/chaos.py",
+            "--events",
+            "20000",
+            "--kills",
+            "30",
+            "--stored-duplicates",
+            "200",
+            "--seed",
+            "11",
+            "--json",
+        ],
+        timeout=300,
+    )
+    result = json.loads(out.splitlines()[-1])
+    assert code == 0, f"exit status {code}: {result}\n{err}"
+    assert result["stored_duplicates"] > 0
+    assert result["lost"] == result["duplicated"] == result["duplicates_applied"] == 0
+    assert result["diverged"] == result["out_of_order"] == 0
