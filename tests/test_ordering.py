@@ -165,6 +165,7 @@ async def test_a_handler_failing_in_the_recheck_then_a_kill_in_its_backoff_keeps
         assert dup not in seqs
         assert probe.state.order == [e.amount for e in published]
         assert (await probe.fold()).order == probe.state.order
+        assert APPLIED[10] == 3  # live, failed in the re-check, then after the restart
 
 
 async def test_a_stored_duplicate_while_a_backlog_is_consumed_keeps_stream_order(
