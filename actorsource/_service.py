@@ -35,6 +35,7 @@ from nats.micro.request import Request, ServiceError
 from nats.micro.service import Service, ServiceConfig
 
 from ._errors import ActorsourceError
+from ._progress import Progress, read_progress
 from ._runner import ActorRunner
 
 if TYPE_CHECKING:
@@ -62,6 +63,12 @@ class ActorReport(msgspec.Struct, frozen=True, kw_only=True):
     and buffered, not yet handled (``None`` when the consumer cannot be asked).
     ``snapshot_age`` is in seconds, measured on the worker's clock. ``outbox`` is how many
     committed messages (published events, dead letters) JetStream has not confirmed yet.
+
+    ``caught_up`` says that, at one instant, the consumer had nothing left to deliver and
+    the journal held everything it delivered (see :mod:`actorsource._progress`), as
+    ``progress`` details; it is false while that cannot be read. The outbox is not part of
+    it. An actor split into partitions will add ``partitions``, each with its own
+    ``caught_up`` and ``progress``, and be caught up when all of them are.
     """
 
     actor: str
@@ -78,6 +85,8 @@ class ActorReport(msgspec.Struct, frozen=True, kw_only=True):
     outbox: int | None = None
     restarts: int = 0
     error: str | None = None
+    caught_up: bool = False
+    progress: Progress | None = None
 
 
 class WorkerReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -249,14 +258,11 @@ class WorkerService:
             [(dead,)] = await journal.execute("SELECT count(*) FROM dead_letters")
             fields["dead_letters"] = int(dead)
             fields["outbox"] = journal.unsent
-        mailbox = runner.mailbox
-        if mailbox is not None and mailbox.stream is not None:
-            with anyio.move_on_after(1.0):
-                try:
-                    info = await mailbox.consumer_info()
-                    fields["lag"] = int(info.num_pending) + len(mailbox.buffered())
-                except (nats.errors.Error, OSError):
-                    pass  # being re-created, or the server is away: lag unknown
+        progress = await read_progress(runner)
+        if progress is not None:
+            fields["lag"] = progress.pending + progress.buffered
+            fields["caught_up"] = progress.caught_up and halted is None
+            fields["progress"] = progress
         return ActorReport(
             actor=name,
             state="halted" if halted is not None else runner.status.value,

@@ -17,6 +17,7 @@ an error that names the attribute and the fix. A class can take over completely 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 import typing
 from dataclasses import dataclass
@@ -148,10 +149,14 @@ class StateCodec:
         """Serialize ``state`` (the actor object); raises SnapshotError if it cannot round-trip."""
         try:
             if self._custom:
-                return _encoder.encode(state.snapshot_state())  # type: ignore[attr-defined]
+                custom = state.snapshot_state()  # type: ignore[attr-defined]
+                data = _encoder.encode(custom)
+                self._refuse_non_finite(data, {"snapshot_state()": custom})
+                return data
             hints = self._type_hints()
             attrs = vars(state)
             data = _encoder.encode(attrs)
+            self._refuse_non_finite(data, attrs)
         except SnapshotError:
             raise
         except Exception as exc:
@@ -170,6 +175,23 @@ class StateCodec:
                     )
         return data
 
+    def _refuse_non_finite(self, data: bytes, values: dict[str, Any]) -> None:
+        """Raise SnapshotError naming the first inf or nan in ``values`` (written as null)."""
+        if b"null" not in data:
+            return  # the common case, at the cost of one scan of the bytes
+        for name, value in values.items():
+            found = _non_finite(value)
+            if found is None:
+                continue
+            path, number = found
+            what = name if name.endswith(")") else f"attribute {name!r}"
+            raise SnapshotError(
+                f"{what} of {self._cls.__qualname__} holds {number!r}"
+                + (f" at {name}{path}" if path else "")
+                + ": JSON has no inf or nan (they would be written as null and not restored); "
+                "keep a finite value or None there, or define snapshot_state/restore_state"
+            )
+
     def restore(self, state: object, data: bytes) -> None:
         """Restore serialized ``data`` onto the freshly constructed actor object ``state``."""
         try:
@@ -187,6 +209,21 @@ class StateCodec:
             raise SnapshotError(
                 f"cannot restore a snapshot of {self._cls.__qualname__}: {exc}"
             ) from exc
+
+
+def _non_finite(value: object) -> tuple[str, float] | None:
+    """Where in ``value`` a float is inf or nan (``"['a'][2]"``, ``""`` for the value itself)."""
+    stack: list[tuple[object, tuple[str, ...]]] = [(msgspec.to_builtins(value), ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return "".join(path), item
+        elif isinstance(item, dict):
+            stack.extend((v, (*path, f"[{k!r}]")) for k, v in reversed(item.items()))
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend((v, (*path, f"[{i}]")) for i, v in reversed(list(enumerate(item))))
+    return None
 
 
 def _shape(value: object) -> object:

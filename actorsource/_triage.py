@@ -20,11 +20,11 @@ from ._effects import Effects
 from ._errors import EventCodecError, UnknownEventTypeError
 from ._events import (
     EVENT_TYPE_HEADER,
-    EVENT_VERSION_HEADER,
     MSG_ID_HEADER,
     EventCodec,
     JournalEntry,
-    parse_version,
+    missing_header,
+    version_header,
 )
 from ._journal import DeadLetter, OutboxMessage
 from ._mailbox import Delivery
@@ -101,8 +101,8 @@ async def triage(
             continue
         try:
             if type_name is None:
-                raise EventCodecError(f"message has no {EVENT_TYPE_HEADER} header")
-            version = parse_version(headers.get(EVENT_VERSION_HEADER))
+                raise EventCodecError(missing_header(headers, EVENT_TYPE_HEADER))
+            version = version_header(headers)
             event = codec.decode(type_name, d.data, version)
         except EventCodecError as exc:
             seen_seqs.add(seq)

@@ -73,3 +73,36 @@ async def test_a_dead_letter_is_not_redelivered_after_a_restart(actor_kit: Actor
         await counter.settled()
         assert len(await counter.dead_letters()) == 1
         assert counter.state.totals == {"a": 5}
+
+
+async def test_a_lower_case_event_type_header_is_dead_lettered_naming_the_header_found(
+    actor_kit: ActorKit,
+) -> None:
+    async with actor_kit.start(Counter) as counter:
+        await actor_kit.publish_raw(
+            "count.a", b'{"key": "a", "amount": 1}', headers={"event-type": "Added"}
+        )
+        await actor_kit.publish("count.a", Added("a", 2))
+        await counter.settled()
+        assert counter.state.totals == {"a": 2}
+        [dead] = await counter.dead_letters()
+        assert dead.reason == "undecodable"
+        assert dead.error == (
+            "EventCodecError: message has no Event-Type header (found 'event-type': header names are case-sensitive)"
+        )
+
+
+async def test_a_lower_case_event_version_header_is_dead_lettered_not_read_as_version_one(
+    actor_kit: ActorKit,
+) -> None:
+    async with actor_kit.start(Counter) as counter:
+        await actor_kit.publish_raw(
+            "count.a",
+            b'{"key": "a", "amount": 1}',
+            headers={EVENT_TYPE_HEADER: "Added", "event-version": "2"},
+        )
+        await actor_kit.publish("count.a", Added("a", 2))
+        await counter.settled()
+        assert counter.state.totals == {"a": 2}
+        [dead] = await counter.dead_letters()
+        assert "found 'event-version': header names are case-sensitive" in dead.error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,25 @@ def test_the_demo_exits_zero_and_reports_an_exact_recovery(tmp_path: Path) -> No
     assert "2000 of 2000 published, 0 applied twice" in out.stdout
     assert "equal to an independent fold of what was published" in out.stdout
     assert out.stdout.rstrip().endswith("OK")
+
+
+def test_the_demo_kills_between_two_snapshots_so_recovery_replays_a_tail(tmp_path: Path) -> None:
+    out = subprocess.run(
+        _cli("demo", "--events", "2000"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    [(kill, snapshot)] = re.findall(r"journal position (\d+), newest snapshot at (\d+)", out.stdout)
+    [(restored, replayed)] = re.findall(
+        r"from snapshot at position (\d+), replayed (\d+) journal entries", out.stdout
+    )
+    assert int(kill) == 1500  # half-way, between the snapshots every 1,000 events
+    assert restored == snapshot
+    assert int(replayed) == int(kill) - int(snapshot) > 0
 
 
 def test_run_without_a_server_says_so_in_one_line_and_exits_non_zero(tmp_path: Path) -> None:

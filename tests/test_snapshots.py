@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import pytest
 from actors import Added
@@ -81,6 +83,54 @@ def test_an_unannotated_attribute_that_would_not_round_trip_is_refused_naming_it
     state.added(Added("a", 7))
     with pytest.raises(SnapshotError, match=r"attribute 'by_number' of Untyped .* annotate it"):
         codec.encode(state)
+
+
+@actor("prices", subjects=["prices.>"], snapshot_every=1)
+class Prices:
+    """A typed float that starts at infinity (the lowest price seen so far) and a maybe-float."""
+
+    lowest: float
+    last: dict[str, float | None]
+
+    def __init__(self) -> None:
+        self.lowest = math.inf
+        self.last = {}
+
+    @handles(Added)
+    def added(self, event: Added) -> None:
+        price = math.nan if event.amount < 0 else float(event.amount)
+        self.last[event.key] = price
+        if event.amount >= 0:
+            self.lowest = min(self.lowest, price)
+
+
+def test_a_typed_float_holding_inf_or_nan_is_refused_naming_where_it_is() -> None:
+    codec = definition_of(Prices).state_codec
+    state = Prices()
+    with pytest.raises(SnapshotError, match=r"attribute 'lowest' of Prices holds inf: JSON has"):
+        codec.encode(state)
+    state.added(Added("a", 5))
+    state.added(Added("b", -1))  # nan: msgspec would write null, restored as None
+    with pytest.raises(SnapshotError, match=r"attribute 'last' of Prices holds nan at last\['b'\]"):
+        codec.encode(state)
+    state.last["b"] = None
+    fresh = Prices()
+    codec.restore(fresh, codec.encode(state))
+    assert (fresh.lowest, fresh.last) == (5.0, {"a": 5.0, "b": None})
+
+
+async def test_a_state_holding_inf_is_never_snapshotted_and_recovers_exactly_by_replay(
+    actor_kit: ActorKit,
+) -> None:
+    async with actor_kit.start(Prices) as prices:
+        await actor_kit.publish("prices.a", Added("a", -1))  # lowest stays inf
+        await prices.settled()
+        assert await prices.snapshots() == []  # refused, not written as null
+        await prices.crash()
+        assert prices.recovery.snapshot_pos is None
+        assert prices.recovery.replayed == 1
+        assert prices.state.lowest == math.inf
+        assert math.isnan(prices.state.last["a"] or 0.0)
 
 
 @actor("custom", subjects=["custom.>"])

@@ -185,6 +185,23 @@ async def test_a_message_id_the_stream_holds_twice_is_journaled_once(
     )
 
 
+async def test_a_rebuild_from_the_stream_names_a_lower_case_event_type_header(
+    actor_kit: ActorKit,
+) -> None:
+    await actor_kit.prepare(Counter)
+    await actor_kit.publish_raw(
+        "count.a", b'{"key": "a", "amount": 1}', headers={"event-type": "Added"}
+    )
+    await actor_kit.publish("count.a", Added("a", 2))
+    path = actor_kit.data_dir / "counter.journal.sqlite"
+
+    report = await rebuild_from_stream(definition_of(Counter), actor_kit.nc, path)
+
+    assert (report.events, report.dead_letters) == (1, 1)
+    [(_, dead)] = read_dead_letters(path)
+    assert "found 'event-type': header names are case-sensitive" in (dead.error or "")
+
+
 def test_rebuild_from_the_stream_without_a_server_says_so_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main,

@@ -1,13 +1,25 @@
-"""Which streams the outbox may pipeline to: asked of a real nats-server."""
+"""Streams: which ones the outbox may pipeline to, and setting up an actor's before it runs."""
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
+import anyio
 import pytest
+from actors import Added, Counter
+from click.testing import CliRunner
 from nats.js.api import DiscardPolicy, StreamConfig
 
+from actorsource import ensure_streams
 from actorsource._streams import StreamMap
 from actorsource._subjects import subject_matches
+from actorsource.cli import main
 from actorsource.testing import ActorKit
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 
 
 @pytest.mark.parametrize(
@@ -45,3 +57,38 @@ async def test_only_streams_that_cannot_refuse_one_message_are_pipelined(
     assert not await streams.pipelinable("nowhere.x")  # no stream: sent alone, for its error
     await js.add_stream(StreamConfig(name="LATER", subjects=["nowhere.>"]))
     assert await streams.pipelinable("nowhere.x")  # found once the list is read again
+
+
+async def test_ensure_streams_lets_a_publisher_publish_before_any_worker_has_run(
+    actor_kit: ActorKit,
+) -> None:
+    assert await ensure_streams(actor_kit.nc, Counter) == {"counter": "COUNTER"}
+    await actor_kit.publish("count.a", Added("a", 5))  # else: "no response from stream"
+    async with actor_kit.start(Counter) as counter:
+        await counter.settled()
+        assert counter.state.totals == {"a": 5}
+
+
+async def test_streams_ensure_creates_the_streams_of_the_actors_named(
+    actor_kit: ActorKit,
+) -> None:
+    assert actor_kit.server is not None
+    out = await anyio.run_process(
+        [sys.executable, "-m", "actorsource", "streams", "ensure", "actors:Counter",
+         "--nats", actor_kit.server.url],
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode() == (
+        "counter: stream COUNTER stores count.>; dead letters go to actorsource.dlq.counter\n"
+    )
+    await actor_kit.publish("count.a", Added("a", 1))
+    assert (await actor_kit.js.stream_info("COUNTER")).state.messages == 1
+    assert await actor_kit.js.find_stream_name_by_subject("actorsource.dlq.counter")
+
+
+def test_streams_ensure_of_a_module_without_actors_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["streams", "ensure", "json"])
+    assert result.exit_code == 2
+    assert "'json' defines no @actor classes" in result.stderr

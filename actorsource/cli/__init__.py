@@ -1,7 +1,7 @@
 """The ``actorsource`` command line: run workers, watch them, read and repair journals.
 
 The commands live by what they work on: ``_worker`` (run, demo), ``_journal`` (a journal
-file), ``_ops`` (running workers and streams); ``_common`` holds what they share, among it
+file), ``_ops`` (running workers and streams), ``_streams`` (setting streams up), ``_wait`` (waiting for an actor); ``_common`` holds what they share, among it
 the NATS connection options every command that connects takes. Expected failures print
 one line to stderr and exit non-zero; tracebacks are for bugs.
 """
@@ -21,6 +21,8 @@ from ._journal import (
     snapshots_list,
 )
 from ._ops import dlq_list, dlq_replay, rebuild, snapshots_take, status
+from ._streams import streams_ensure
+from ._wait import wait
 from ._worker import demo, run
 
 __all__ = ["load_actors", "main"]
@@ -43,6 +45,11 @@ def snapshots() -> None:
 
 
 @main.group()
+def streams() -> None:
+    """Set up the JetStream streams of actors before any worker runs."""
+
+
+@main.group()
 def dlq() -> None:
     """Inspect an actor's dead letters and re-publish them after a fix."""
 
@@ -52,7 +59,8 @@ def _add(group: click.Group, *commands: click.Command) -> None:
         group.add_command(command)
 
 
-_add(main, run, demo, rebuild, status)
+_add(main, run, demo, rebuild, status, wait)
 _add(journal, journal_info, journal_tail, journal_show, journal_export, journal_import)
 _add(snapshots, snapshots_list, snapshots_delete, snapshots_take)
 _add(dlq, dlq_list, dlq_replay)
+_add(streams, streams_ensure)

@@ -198,12 +198,13 @@ async def _rebuild(actor_cls: type, data_dir: Path) -> Any:
             state, report = await restore_state(
                 definition, journal, use_snapshots=False, on_progress=progress
             )
+        encoded = definition.state_codec.encode(state)  # refused before anything is deleted
         await journal.delete_snapshots()
         await journal.save_snapshot(
             pos=report.journal_pos,
             model_version=definition.version,
             codec=CODEC_NAME,
-            state=definition.state_codec.encode(state),
+            state=encoded,
             keep=definition.snapshots.keep,
         )
     return report
