@@ -204,16 +204,18 @@ class ActorProbe(Generic[S]):
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            try:
+        scope = self._scope = anyio.CancelScope()
+        try:
+            with scope:
                 await runner.run(task_status=task_status)
-            except SimulatedCrash:
+            if scope.cancelled_caught:  # crash() without a crash point: killed where it was
                 self.crashes += 1
-            except Exception as exc:
-                self.error = exc
-            finally:
-                ended.set()
+        except SimulatedCrash:
+            self.crashes += 1
+        except Exception as exc:
+            self.error = exc
+        finally:
+            ended.set()
 
     async def _launch(self) -> None:
         assert self._tg is not None
