@@ -13,15 +13,17 @@ asyncio-only. Two things would otherwise need configuring in a user's project:
   ``anyio_backend``) is no way out: in pytest-asyncio's auto mode both plugins would claim
   the same fixtures and tests, and run them on different event loops.
 - pytest-asyncio, installed with actorsource, warns in every run of a project that leaves
-  ``asyncio_default_fixture_loop_scope`` unset. When it is unset, the plugin sets it to
-  ``fixture-scope``, which is exactly what unset means today (each async fixture's loop
-  lives as long as the fixture): nothing changes but the warning. A value a project set is
-  never touched.
+  ``asyncio_default_fixture_loop_scope`` unset, that the default may change one day. The
+  kit's fixtures are function-scoped, so either default gives them the test's own loop:
+  when the option is unset, the plugin ignores that one warning (a standard warnings
+  filter, set while pytest configures, before pytest-asyncio's hook runs). Nothing else
+  changes; a project that sets the option gets no filter at all.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Generator
 
 import pytest
@@ -29,18 +31,22 @@ import pytest
 KIT_FIXTURES = frozenset({"nats_server", "actor_kit"})
 
 _FIXTURE_LOOP_SCOPE = "asyncio_default_fixture_loop_scope"
-_AS_UNSET = "fixture-scope"  # pytest-asyncio's name for its behaviour when unset
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-asyncio's pytest_configure reads it
+@pytest.hookimpl(tryfirst=True)  # before pytest-asyncio's pytest_configure warns
 def pytest_configure(config: pytest.Config) -> None:
     try:
         scope = config.getini(_FIXTURE_LOOP_SCOPE)
     except ValueError:  # pytest-asyncio is not loaded (-p no:asyncio)
         return
     if not scope:
-        # getini() caches what it read; there is no public setter for an ini value.
-        config._inicache[_FIXTURE_LOOP_SCOPE] = _AS_UNSET
+        # pytest applies its warning filters around the configure hooks; this one joins
+        # them for the rest of the run and matches only pytest-asyncio's notice.
+        warnings.filterwarnings(
+            "ignore",
+            message=f'The configuration option "{_FIXTURE_LOOP_SCOPE}" is unset',
+            category=pytest.PytestDeprecationWarning,
+        )
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)
