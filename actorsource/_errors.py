@@ -14,6 +14,7 @@ decorator mistake. Errors from nats-py and sqlite3 are translated at the boundar
     ├── JournalError                         the SQLite journal failed or is unusable
     │   ├── JournalLockedError               another process holds the journal
     │   ├── JournalClosedError               the journal was used after aclose()
+    │   ├── JournalAccessError               its file or directory cannot be written (for good)
     │   └── JournalCorruptError              the file fails its checks
     ├── SnapshotError                        a snapshot cannot be written or restored
     ├── HandlerTimeout (TimeoutError)        an async handler ran past its deadline
@@ -36,6 +37,7 @@ __all__ = [
     "EffectError",
     "EventCodecError",
     "HandlerTimeout",
+    "JournalAccessError",
     "InvalidNameError",
     "JournalClosedError",
     "JournalCorruptError",
@@ -102,6 +104,13 @@ class JournalLockedError(JournalError):
 
 class JournalClosedError(JournalError):
     """The journal was used after it was closed."""
+
+
+class JournalAccessError(JournalError):
+    """The journal's file or directory cannot be created or written, and waiting will not
+    change that: permission denied, not a directory, a read-only file system.
+
+    Unlike a full disk or a busy file, restarting cannot help: the actor is halted."""
 
 
 class JournalCorruptError(JournalError):
