@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -107,13 +108,21 @@ class Worker:
         (:class:`JournalAccessError`), before the connection is attempted.
         """
         prepare_data_dir(self.data_dir)
-        nc = await connect(
-            NatsOptions(
-                **{**self.nats_options.__dict__, "name": self.nats_options.name or self.name}
-            ),
-            log=self.log,
-            on_reconnect=self._reset_mailboxes,
-        )
+        nc: NATS | None = None
+        # Waiting for the server (NatsOptions.wait_for_server) ends early on stop().
+        with anyio.CancelScope() as waiting:
+            self._sleep_scopes.add(waiting)
+            try:
+                if not self._stopping:
+                    nc = await connect(
+                        replace(self.nats_options, name=self.nats_options.name or self.name),
+                        log=self.log,
+                        on_reconnect=self._reset_mailboxes,
+                    )
+            finally:
+                self._sleep_scopes.discard(waiting)
+        if nc is None:
+            return  # stopped before a server answered
         self.nc = nc
         try:
             async with anyio.create_task_group() as tg:
