@@ -190,7 +190,7 @@ async def _connect_once(
         with connecting:
             await nc.connect(**kwargs)
         if connecting.cancelled_caught:
-            raise errors[-1] if errors else TimeoutError("no answer in time")
+            raise errors[-1] if errors else TimeoutError()
     except anyio.get_cancelled_exc_class():
         await _close_quietly(nc)  # the caller gave up waiting (a worker stopped meanwhile)
         raise
@@ -268,6 +268,8 @@ def _describe(exc: BaseException) -> str:
             f"the server refused the client certificate ({alert}); is it signed by the CA "
             "the server trusts, and still valid?"
         )
+    if isinstance(exc, TimeoutError | nats.errors.TimeoutError):
+        return "no answer in time (is the server paused or overloaded, or a firewall in the way?)"
     if isinstance(exc, nats.errors.NoServersError | ConnectionRefusedError):
         return "no server answered (is nats-server running? or use `actorsource run --embedded`)"
     if "authorization" in text.lower():

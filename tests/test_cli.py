@@ -522,3 +522,22 @@ async def test_status_as_json_ends_with_a_newline(nats_server: NatsServer) -> No
         _cli("status", "--json", "--nats", nats_server.url, "--wait", "0.05"), env=_env()
     )
     assert out.stdout == b"[]\n"
+
+
+async def test_run_with_a_paused_server_gives_up_after_the_connect_timeout_in_one_line(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    nats_server.pause()
+    try:
+        with anyio.fail_after(20):
+            out = await anyio.run_process(
+                _cli("run", "examples.bank:Accounts", "--nats", nats_server.url,
+                     "--data-dir", str(tmp_path), "--connect-timeout", "1"),
+                check=False, env=_env(), cwd=ROOT,
+            )  # fmt: skip
+    finally:
+        nats_server.resume()
+    assert out.returncode == 1
+    [line] = out.stderr.decode().splitlines()
+    assert line.startswith(f"actorsource: cannot connect to NATS at {nats_server.url} within 1 s")
+    assert "no answer in time" in line
