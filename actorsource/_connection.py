@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import ssl
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,11 @@ class NatsOptions:
     ``servers`` defaults to ``$NATS_URL``, else ``nats://127.0.0.1:4222``. ``tls`` may be an
     ``ssl.SSLContext``; ``tls_ca``/``tls_cert``/``tls_key`` build one from PEM files.
     ``extra`` is passed to :func:`nats.connect` as is, for anything not named here.
+
+    ``connect_timeout`` bounds one attempt (nats-py's). ``wait_for_server`` is how long
+    the *first* connection keeps trying, with backoff, while no server answers (refused,
+    reset, timed out): ``0`` gives up at the first failure, ``None`` waits for ever. A
+    server that refuses the credentials or the TLS handshake fails at once either way.
     """
 
     servers: tuple[str, ...] = ()
@@ -48,6 +54,7 @@ class NatsOptions:
     connect_timeout: float = 2.0
     max_reconnect_attempts: int = -1
     reconnect_time_wait: float = 0.5
+    wait_for_server: float | None = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def urls(self) -> list[str]:
@@ -76,15 +83,63 @@ async def connect(
 ) -> NATS:
     """Connect to NATS; failures raise MailboxError naming the URLs tried.
 
-    Connection events (disconnect, reconnect, errors) are logged instead of printed, and
-    ``on_reconnect`` runs after every reconnect (the mailboxes re-issue their pull requests).
+    While no server answers, the first connection is retried with backoff for
+    ``options.wait_for_server`` seconds (for ever if ``None``), each failure logged with
+    the URLs. Connection events (disconnect, reconnect, errors) are logged instead of
+    printed, and ``on_reconnect`` runs after every reconnect (the mailboxes re-issue their
+    pull requests).
     """
+    urls = ", ".join(options.urls())
+    wait = options.wait_for_server
+    deadline = math.inf if wait is None else anyio.current_time() + wait
+    delay = options.reconnect_time_wait
+    reason: str | None = None
+    while True:
+        try:
+            # With no wait, the one attempt runs to nats-py's own timeout.
+            return await _connect_once(
+                options, log=log, on_reconnect=on_reconnect, deadline=deadline if wait else None
+            )
+        except _Unreachable as failure:
+            # An attempt cut short by the deadline says less than the one before it.
+            reason = reason if failure.cut_short and reason else failure.reason
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                within = f" within {wait:g} s" if wait else ""
+                raise MailboxError(
+                    f"cannot connect to NATS at {urls}{within}: {reason}"
+                ) from failure.__cause__
+            pause = min(delay, remaining)
+            log.warning(
+                "cannot reach NATS; retrying", url=urls, error=reason, retry_in=round(pause, 2)
+            )
+            await anyio.sleep(pause)
+            delay = min(delay * 2, 5.0)
 
+
+class _Unreachable(Exception):
+    """No server answered one attempt: waiting may heal it."""
+
+    def __init__(self, reason: str, *, cut_short: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.cut_short = cut_short
+
+
+async def _connect_once(
+    options: NatsOptions,
+    *,
+    log: structlog.stdlib.BoundLogger,
+    on_reconnect: Callable[[], Awaitable[None]] | None,
+    deadline: float | None,
+) -> NATS:
     errors: list[Exception] = []
     # nats-py never returns from connect() (nor from close()) once a TLS handshake failed:
     # asyncio's start_tls closes the socket under a swapped protocol, so the stream's close
     # waiter never fires. A TLS failure is final anyway, so it ends the first connect here.
-    connecting = anyio.CancelScope()
+    # The deadline ends an attempt still waiting for a paused server.
+    connecting = anyio.CancelScope(deadline=math.inf if deadline is None else deadline)
+    connected = False
 
     async def error_cb(exc: Exception) -> None:
         if not nc.is_connected:
@@ -95,6 +150,11 @@ async def connect(
         log.warning("nats error", error=repr(exc))
 
     async def disconnected_cb() -> None:
+        if not connected:
+            return  # a failed first attempt: the error says it all
+        if nc.is_closed:
+            log.info("nats connection closed")  # closed on purpose: no news
+            return
         log.warning("nats disconnected")
 
     async def reconnected_cb() -> None:
@@ -133,22 +193,42 @@ async def connect(
         with connecting:
             await nc.connect(**kwargs)
         if connecting.cancelled_caught:
-            raise errors[-1]
+            raise errors[-1] if errors else TimeoutError()
+    except anyio.get_cancelled_exc_class():
+        await _close_quietly(nc)  # the caller gave up waiting (a worker stopped meanwhile)
+        raise
     except (nats.errors.Error, OSError, ssl.SSLError, TimeoutError) as exc:
-        # Bounded for the same reason: the socket is already closed after a TLS failure.
-        with anyio.move_on_after(1.0, shield=True):
-            try:
-                await nc.close()
-            except Exception:
-                pass
+        await _close_quietly(nc)
         cause = _most_telling(errors) or exc
         if tls is not None and _is_connection_lost(cause):
             cause = await _tls_refusal(options, tls) or cause
+        if _may_heal(cause):
+            cut_short = connecting.cancelled_caught and not errors
+            raise _Unreachable(_describe(cause), cut_short=cut_short) from exc
         raise MailboxError(
             f"cannot connect to NATS at {', '.join(options.urls())}: {_describe(cause)}"
         ) from exc
+    connected = True
     nc.options["max_reconnect_attempts"] = options.max_reconnect_attempts
     return nc
+
+
+async def _close_quietly(nc: NATS) -> None:
+    # Bounded: nats-py's close() never returns once a TLS handshake failed (see above).
+    with anyio.move_on_after(1.0, shield=True):
+        try:
+            await nc.close()
+        except Exception:
+            pass
+
+
+def _may_heal(exc: BaseException) -> bool:
+    """Whether a failed first connect may succeed later: no server answered (yet)."""
+    if isinstance(exc, ssl.SSLError) or "authorization" in str(exc).lower():
+        return False
+    return isinstance(
+        exc, OSError | TimeoutError | nats.errors.NoServersError | nats.errors.TimeoutError
+    )
 
 
 # OpenSSL's names for the alerts a server sends when it rejects the client's certificate.
@@ -238,6 +318,8 @@ def _describe(exc: BaseException) -> str:
             f"the server refused the client certificate ({alert}); is it signed by the CA "
             "the server trusts, and still valid?"
         )
+    if isinstance(exc, TimeoutError | nats.errors.TimeoutError):
+        return "no answer in time (is the server paused or overloaded, or a firewall in the way?)"
     if isinstance(exc, nats.errors.NoServersError | ConnectionRefusedError):
         return "no server answered (is nats-server running? or use `actorsource run --embedded`)"
     if "authorization" in text.lower():

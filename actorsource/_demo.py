@@ -255,7 +255,7 @@ async def _scenario(
             definition_of(bank.Accounts).state_codec.restore(from_snapshot, newest.state)
     size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
     echo(
-        f"journal           {count} events, {size / 1024:.0f} KiB, {len(snapshots)} snapshots (newest at {snapshots[0].pos if snapshots else '-'})"
+        f"journal           {count} events, {size / 1024:.0f} KiB, {len(snapshots)} snapshot{'' if len(snapshots) == 1 else 's'} (newest at {snapshots[0].pos if snapshots else '-'})"
     )
 
     ok = (

@@ -14,6 +14,7 @@ decorator mistake. Errors from nats-py and sqlite3 are translated at the boundar
     ├── JournalError                         the SQLite journal failed or is unusable
     │   ├── JournalLockedError               another process holds the journal
     │   ├── JournalClosedError               the journal was used after aclose()
+    │   ├── JournalAccessError               its file or directory cannot be written (for good)
     │   ├── JournalCorruptError              the file fails its checks
     │   └── JournalOrderError                a batch would break stream order
     ├── SnapshotError                        a snapshot cannot be written or restored
@@ -37,6 +38,7 @@ __all__ = [
     "EffectError",
     "EventCodecError",
     "HandlerTimeout",
+    "JournalAccessError",
     "InvalidNameError",
     "JournalClosedError",
     "JournalCorruptError",
@@ -104,6 +106,13 @@ class JournalLockedError(JournalError):
 
 class JournalClosedError(JournalError):
     """The journal was used after it was closed."""
+
+
+class JournalAccessError(JournalError):
+    """The journal's file or directory cannot be created or written, and waiting will not
+    change that: permission denied, not a directory, a read-only file system.
+
+    Unlike a full disk or a busy file, restarting cannot help: the actor is halted."""
 
 
 class JournalCorruptError(JournalError):

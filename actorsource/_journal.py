@@ -48,6 +48,7 @@ from ._journal_sql import (
     OutboxMessage,
     check_continues,
     headers_decoder,
+    open_failure,
     row_dead_letter,
     row_entry,
     take_lock,
@@ -56,6 +57,7 @@ from ._journal_sql import (
 )
 from ._log import get_logger
 from ._snapshots import Snapshot, SnapshotInfo
+from ._storage import is_access_error
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -106,16 +108,17 @@ class SQLiteJournal:
         """Take the single-writer lock, open (or create) the file and check its schema."""
         if self._closed or self._db is not None:
             raise JournalClosedError(f"journal {self.path} is single-use", path=self.path)
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = take_lock(self.path)
         try:
-            if not self.path.exists():
-                # Created owner-only up front: SQLite gives the -wal/-shm files the same mode.
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            # Owner-only (SQLite gives -wal/-shm the same mode), and opened for writing: SQLite
+            # would open a file it cannot write read-only, and fail every commit later.
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._prepare()
-        except BaseException:
+        except BaseException as exc:
             await self._release()
+            if isinstance(exc, OSError | sqlite3.Error):
+                raise open_failure(exc, self.path) from exc
             raise
 
     async def aclose(self) -> None:
@@ -201,6 +204,8 @@ class SQLiteJournal:
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                 raise JournalLockedError(f"{self.path} is locked: {exc}", path=self.path) from exc
+            if is_access_error(exc):
+                raise open_failure(exc, self.path) from exc
             raise JournalCorruptError(
                 f"{self.path} is not a usable actorsource journal: {exc}; nothing was "
                 "acknowledged from it. Restore the file from a backup, or move it away and "

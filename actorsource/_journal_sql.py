@@ -18,9 +18,16 @@ from typing import Any
 
 import msgspec
 
-from ._errors import JournalCorruptError, JournalError, JournalLockedError, JournalOrderError
+from ._errors import (
+    JournalAccessError,
+    JournalCorruptError,
+    JournalError,
+    JournalLockedError,
+    JournalOrderError,
+)
 from ._events import JournalEntry
 from ._snapshots import snapshot_checksum
+from ._storage import is_access_error, os_error
 
 __all__ = [
     "DEAD_LETTER_COLUMNS",
@@ -38,6 +45,7 @@ __all__ = [
     "entry_row",
     "headers_decoder",
     "headers_encoder",
+    "open_failure",
     "row_dead_letter",
     "row_entry",
     "take_lock",
@@ -379,6 +387,8 @@ def write_batch(conn: sqlite3.Connection, batch: JournalBatch) -> None:
 def translate(exc: sqlite3.Error, path: Path, doing: str) -> JournalError:
     """Map a sqlite3 error to the journal's error tree (corruption gets its own class)."""
     text = str(exc)
+    if is_access_error(exc):
+        return JournalAccessError(f"cannot {doing} {path}: {text}", path=path)
     if isinstance(exc, sqlite3.DatabaseError) and (
         "malformed" in text or "not a database" in text or type(exc) is sqlite3.DatabaseError
     ):
@@ -391,9 +401,21 @@ def translate(exc: sqlite3.Error, path: Path, doing: str) -> JournalError:
     return JournalError(f"cannot {doing} {path}: {text}", path=path)
 
 
+def open_failure(exc: OSError | sqlite3.Error, path: Path) -> JournalError:
+    """Why the journal at ``path`` could not be opened, as a journal error."""
+    if isinstance(exc, OSError):
+        return os_error(exc, path, "open the journal")
+    return translate(exc, path, "open the journal")
+
+
 def take_lock(path: Path) -> int:
+    """Create the journal's directory if needed and take its single-writer lock."""
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise os_error(exc, path, "open the journal") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

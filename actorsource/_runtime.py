@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +19,7 @@ from ._actor import ActorDefinition, definition_of
 from ._connection import NatsOptions, connect
 from ._errors import (
     ActorDefinitionError,
+    JournalAccessError,
     JournalCorruptError,
     JournalLockedError,
     StreamMismatchError,
@@ -25,11 +27,14 @@ from ._errors import (
 from ._log import get_logger
 from ._runner import ActorRunner
 from ._service import WorkerService
+from ._storage import prepare_data_dir
 
 __all__ = ["FATAL_ERRORS", "Worker", "run_worker"]
 
-#: Errors after which restarting an actor cannot help: it is halted instead.
-FATAL_ERRORS = (JournalLockedError, JournalCorruptError, StreamMismatchError)
+#: Errors after which restarting an actor cannot help: it is halted instead. A journal
+#: that cannot be written for good (permission denied, not a directory, a read-only file
+#: system) is one; a full disk or a busy file is not, and is retried.
+FATAL_ERRORS = (JournalLockedError, JournalCorruptError, JournalAccessError, StreamMismatchError)
 
 
 class Worker:
@@ -38,7 +43,8 @@ class Worker:
     Each actor gets its own journal (under ``data_dir``), consumer and task. An actor that
     fails is restarted with exponential backoff (``restart_backoff`` = (first, max) seconds)
     while the others keep running. An actor whose journal is held by another process, is
-    corrupt, or belongs to another incarnation of its stream is halted instead (restarting
+    corrupt, cannot be written (permission denied, not a directory, a read-only file system),
+    or belongs to another incarnation of its stream is halted instead (restarting
     cannot help); :meth:`run` raises only when every actor has halted. :meth:`stop` makes every actor finish its batch in hand,
     write a final snapshot and close.
 
@@ -96,15 +102,27 @@ class Worker:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Connect, host every actor until :meth:`stop`, then close the connection."""
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        nc = await connect(
-            NatsOptions(
-                **{**self.nats_options.__dict__, "name": self.nats_options.name or self.name}
-            ),
-            log=self.log,
-            on_reconnect=self._reset_mailboxes,
-        )
+        """Connect, host every actor until :meth:`stop`, then close the connection.
+
+        A data directory that cannot be created or written fails the start at once
+        (:class:`JournalAccessError`), before the connection is attempted.
+        """
+        prepare_data_dir(self.data_dir)
+        nc: NATS | None = None
+        # Waiting for the server (NatsOptions.wait_for_server) ends early on stop().
+        with anyio.CancelScope() as waiting:
+            self._sleep_scopes.add(waiting)
+            try:
+                if not self._stopping:
+                    nc = await connect(
+                        replace(self.nats_options, name=self.nats_options.name or self.name),
+                        log=self.log,
+                        on_reconnect=self._reset_mailboxes,
+                    )
+            finally:
+                self._sleep_scopes.discard(waiting)
+        if nc is None:
+            return  # stopped before a server answered
         self.nc = nc
         try:
             async with anyio.create_task_group() as tg:

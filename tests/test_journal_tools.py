@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from actors import Added, Counter
 from click.testing import CliRunner
 
@@ -192,6 +193,7 @@ async def test_a_dead_letter_listed_then_replayed_after_a_fix_is_applied_exactly
                     "--data-dir", data_dir, "--nats", url,
                 )  # fmt: skip
                 assert replay.returncode == 0, replay.stderr
+                assert "re-published 1 dead letter of fragile" in replay.stdout
             await fragile.settled()
             assert fragile.state.totals == {"a": 5}
             assert len(await fragile.entries()) == 1
@@ -283,3 +285,69 @@ async def test_journal_tail_follow_prints_entries_as_they_commit(actor_kit: Acto
         finally:
             follower.terminate()
             follower.communicate(timeout=10)  # also closes the pipe
+
+
+def _good_lines(n: int) -> list[str]:
+    from actorsource import JournalEntry
+    from actorsource._inspect import entry_as_dict
+
+    return [
+        json.dumps(
+            entry_as_dict(
+                JournalEntry(
+                    pos=i, subject=f"count.k{i}", type="Added",
+                    payload=json.dumps({"key": f"k{i}", "n": i}).encode(), received_at=1.0,
+                    stream="COUNT", stream_seq=i, msg_id=f"m-{i}",
+                )
+            )
+        )
+        for i in range(1, n + 1)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("good_before", [0, 3], ids=["first line", "after three good ones"])
+def test_a_failed_import_leaves_nothing_behind_and_the_retry_with_a_fixed_file_succeeds(
+    tmp_path: Path, good_before: int
+) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    new = store / "counter.journal.sqlite"
+    dump = tmp_path / "dump.jsonl"
+    good = _good_lines(good_before + 1)
+    dump.write_text("\n".join([*good[:good_before], "{not json", good[-1]]) + "\n")
+    code, _, err = _cli("journal", "import", str(new), "--actor", "counter", "--input", str(dump))
+    assert code == 1
+    assert f"line {good_before + 1} of the input is not an entry" in err
+    assert list(store.iterdir()) == []  # no journal, no -wal/-shm, no .lock
+    dump.write_text("\n".join(good) + "\n")
+    code, out, err = _cli("journal", "import", str(new), "--actor", "counter", "--input", str(dump))
+    assert code == 0, err
+    assert f"imported {len(good)} event{'s' if len(good) > 1 else ''} into" in out
+
+
+def test_import_with_an_invalid_actor_name_is_a_usage_error_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text("\n".join(_good_lines(1)) + "\n")
+    new = tmp_path / "new.sqlite"
+    code, _, err = _cli("journal", "import", str(new), "--actor", "no good", "--input", str(dump))
+    assert code == 2
+    assert "invalid actor name" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dump.jsonl"]
+
+
+def test_dlq_list_says_so_when_there_are_no_dead_letters(tmp_path: Path) -> None:
+    import asyncio
+
+    from actorsource import SQLiteJournal, journal_path
+
+    async def make() -> None:
+        async with SQLiteJournal(journal_path(tmp_path, "counter"), actor="counter"):
+            pass
+
+    asyncio.run(make())
+    code, out, err = _cli("dlq", "list", "counter", "--data-dir", str(tmp_path))
+    assert code == 0
+    assert out == ""  # stdout stays JSON lines, for scripts
+    assert err.strip() == "counter has no dead letters"

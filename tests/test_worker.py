@@ -84,3 +84,43 @@ async def test_a_deleted_consumer_is_recreated_and_nothing_is_lost(
         await assert_exactly_once(counter, first + second)
         assert counter.status == "running"
     assert any(r.getMessage() == "consumer gone, re-creating" for r in caplog.records)
+
+
+async def test_an_actor_whose_journal_cannot_be_written_halts_at_once_naming_it(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+
+    from actorsource import JournalAccessError
+
+    path = journal_path(tmp_path, "counter")
+    async with SQLiteJournal(path, actor="counter"):
+        pass
+    # Root ignores permission bits, not the immutable attribute.
+    as_root = os.geteuid() == 0
+    if as_root:
+        made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"running as root and `chattr +i` failed: {made.stderr.strip()}")
+    else:
+        path.chmod(0o400)
+    worker = Worker(
+        [Counter],
+        nats=NatsOptions(servers=(nats_server.url,)),
+        data_dir=tmp_path,
+        restart_backoff=(0.01, 0.01),
+    )
+    try:
+        # It raises once every actor has halted (from its task group: maybe in a group).
+        with anyio.fail_after(15), pytest.raises((JournalAccessError, ExceptionGroup)):
+            await worker.run()
+    finally:
+        if as_root:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            path.chmod(0o600)
+    halted = worker.halted["counter"]
+    assert isinstance(halted, JournalAccessError)
+    assert str(path) in str(halted)
+    assert worker.restarts["counter"] == 0

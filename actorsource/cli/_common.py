@@ -26,12 +26,14 @@ from .._errors import ActorDefinitionError, ActorsourceError, find_error
 from .._logging_setup import configure_logging
 
 __all__ = [
+    "BadTarget",
     "connection_options_given",
     "data_dir_option",
     "exit_on_expected_failure",
     "fail",
     "load_actors",
     "nats_connection_options",
+    "plural",
     "run_or_fail",
     "with_nats",
 ]
@@ -39,11 +41,21 @@ __all__ = [
 T = TypeVar("T")
 
 
+class BadTarget(click.ClickException):
+    """A target of the command line that names no usable actor: one line, exit 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"actorsource: {self.format_message()}", err=True)
+
+
 def load_actors(targets: tuple[str, ...]) -> list[type]:
     """Import ``MODULE:CLASS`` (one actor) or ``MODULE`` (every actor it defines).
 
     The current directory is put on ``sys.path`` first, as application runners do, so that
-    ``actorsource run myservice:Orders`` finds ``./myservice.py``.
+    ``actorsource run myservice:Orders`` finds ``./myservice.py``. A target that cannot be
+    imported, or whose actor is defined wrongly, is a :class:`BadTarget` (one line, exit 2).
     """
     cwd = os.getcwd()
     if cwd not in sys.path:
@@ -51,18 +63,15 @@ def load_actors(targets: tuple[str, ...]) -> list[type]:
     actors: list[type] = []
     for target in targets:
         module_name, _, attr = target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+        module = _import(module_name, attr)
         if attr:
             cls = getattr(module, attr, None)
             if cls is None:
-                raise click.BadParameter(f"{module_name!r} has no attribute {attr!r}")
+                raise BadTarget(f"{module_name!r} has no attribute {attr!r}")
             try:
                 definition_of(cls)
             except ActorDefinitionError as exc:
-                raise click.BadParameter(str(exc)) from exc
+                raise BadTarget(str(exc)) from exc
             actors.append(cls)
             continue
         found = [
@@ -71,9 +80,32 @@ def load_actors(targets: tuple[str, ...]) -> list[type]:
             if isinstance(obj, type) and "__actorsource_actor__" in obj.__dict__
         ]
         if not found:
-            raise click.BadParameter(f"{module_name!r} defines no @actor classes")
+            raise BadTarget(f"{module_name!r} defines no @actor classes")
         actors.extend(found)
     return actors
+
+
+def _import(module_name: str, attr: str) -> Any:
+    if not all(part.isidentifier() for part in module_name.split(".")):
+        raise BadTarget(f"{module_name!r} is not a module name{_file_hint(module_name, attr)}")
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = _file_hint(module_name, attr)
+        raise BadTarget(f"cannot import {module_name!r}: {exc}{hint}") from exc
+    except ActorsourceError as exc:
+        # A decorator refused a definition (no handlers, not an event type, a bad name...)
+        raise BadTarget(f"{module_name!r} defines an actor wrongly: {exc}") from exc
+
+
+def _file_hint(module_name: str, attr: str) -> str:
+    """For ``mymodule.py:Accounts``: say ``mymodule:Accounts`` was meant."""
+    if not module_name.endswith(".py"):
+        return ""
+    path = Path(module_name)
+    target = path.stem + (f":{attr}" if attr else "")
+    where = "" if path.parent == Path() else f", run from {str(path.parent)!r}"
+    return f"; name a module, not a file: {target!r}{where}"
 
 
 data_dir_option = click.option(
@@ -146,6 +178,11 @@ def connection_options_given() -> list[str]:
         if param.name in _CONNECTION_PARAMS
         and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
     ]
+
+
+def plural(n: int, word: str) -> str:
+    """``1 event``, ``2 events``: counts in messages agree with their nouns."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def fail(exc: ActorsourceError) -> NoReturn:

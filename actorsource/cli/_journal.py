@@ -13,7 +13,7 @@ import anyio
 import click
 
 from .._errors import ActorsourceError
-from ._common import fail, run_or_fail
+from ._common import fail, plural
 
 __all__ = [
     "journal_export",
@@ -136,11 +136,29 @@ def journal_export(path: Path, fmt: str) -> None:
 @click.option("--input", "source", type=click.File("r"), default="-", help="JSONL file [stdin].")
 def journal_import(path: Path, actor_name: str, source: Any) -> None:
     """Create a journal at PATH from JSONL (as written by `journal export`)."""
+    from .._subjects import validate_name
+
+    try:
+        validate_name(actor_name)
+    except ActorsourceError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--actor'") from exc
     if path.exists():
         click.echo(f"actorsource: {path} exists: import only creates a fresh journal", err=True)
         sys.exit(1)
-    count = run_or_fail(_import_journal, path, actor_name, source)
-    click.echo(f"imported {count:,} events into {path}")
+    try:
+        count = anyio.run(_import_journal, path, actor_name, source)
+    except BaseException as exc:
+        # The journal was new: a failed import leaves nothing, so it can simply be retried.
+        _remove_journal_files(path)
+        if isinstance(exc, ActorsourceError):
+            fail(exc)
+        raise
+    click.echo(f"imported {plural(count, 'event')} into {path}")
+
+
+def _remove_journal_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
 async def _import_journal(path: Path, actor_name: str, source: Any) -> int:
@@ -149,9 +167,7 @@ async def _import_journal(path: Path, actor_name: str, source: Any) -> int:
     from .._errors import JournalError
     from .._inspect import entry_from_dict
     from .._journal import JournalBatch, SQLiteJournal
-    from .._subjects import validate_name
 
-    validate_name(actor_name)
     count = 0
     async with SQLiteJournal(path, actor=actor_name) as journal:
         batch: list[Any] = []
@@ -209,7 +225,7 @@ def snapshots_delete(path: Path) -> None:
         deleted = anyio.run(_delete_snapshots, path, _owner(path))
     except ActorsourceError as exc:
         fail(exc)
-    click.echo(f"deleted {deleted} snapshots from {path}")
+    click.echo(f"deleted {plural(deleted, 'snapshot')} from {path}")
 
 
 def _owner(path: Path) -> str:

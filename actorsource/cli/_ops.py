@@ -68,6 +68,8 @@ def dlq_list(actor_name: str, data_dir: Path) -> None:
         letters = read_dead_letters(journal_path(data_dir, actor_name))
     except ActorsourceError as exc:
         fail(exc)
+    if not letters:
+        click.echo(f"{actor_name} has no dead letters", err=True)  # stdout stays JSON lines
     for letter_id, dl in letters:
         click.echo(
             json.dumps(
@@ -108,7 +110,7 @@ def dlq_replay(actor_name: str, ids: tuple[int, ...], data_dir: Path, nats: Nats
         click.echo(f"actorsource: {actor_name} has no dead letter with id {missing}", err=True)
         sys.exit(1)
     run_or_fail(with_nats, nats, _replay, actor_name, [(i, letters[i]) for i in ids])
-    click.echo(f"re-published {len(ids)} dead letters of {actor_name}")
+    click.echo(f"re-published {_plural(len(ids), 'dead letter')} of {actor_name}")
 
 
 async def _replay(nc: Any, actor_name: str, letters: list[tuple[int, Any]]) -> None:
@@ -149,8 +151,11 @@ def rebuild(target: str, data_dir: Path, from_stream: bool, nats: NatsOptions, f
 
     With --from-stream, rebuilds the journal itself by reading the actor's events again
     from its stream (an ephemeral consumer, not the actor's own), with the runtime's rules
-    for duplicates and dead letters; handlers run in replay mode (nothing is published
-    again). The stream position is recorded, so the next `run` continues right after it.
+    for duplicates and dead letters; handlers run as when the events were first received
+    (not in replay mode): the events they record with ctx.record are made again and
+    journaled, nothing they publish is sent again, and a handler that fails is
+    dead-lettered. The stream position is recorded, so the next `run` continues right
+    after it.
     An existing journal is never deleted: once the new one is complete it is moved aside
     to <journal>.bak-<UTC time>. A stream that no longer starts at sequence 1 is refused
     unless --force.
@@ -163,7 +168,7 @@ def rebuild(target: str, data_dir: Path, from_stream: bool, nats: NatsOptions, f
             raise click.UsageError(f"{', '.join(misplaced)} {verb} with --from-stream")
         report = run_or_fail(_rebuild, actor_cls, data_dir)
         click.echo(
-            f"rebuilt {definition_of(actor_cls).name}: replayed {report.replayed:,} events in "
+            f"rebuilt {definition_of(actor_cls).name}: replayed {_plural(report.replayed, 'event')} in "
             f"{report.seconds:.2f} s, snapshot written at position {report.journal_pos:,}"
         )
         return

@@ -12,6 +12,7 @@ import click
 
 from .._connection import NatsOptions
 from .._logging_setup import configure_logging
+from .._server_config import NatsServerConfig
 from ._common import data_dir_option, exit_on_expected_failure, load_actors, nats_connection_options
 
 __all__ = ["demo", "run"]
@@ -33,6 +34,14 @@ __all__ = ["demo", "run"]
     show_default=True,
 )
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Give up if the first connection to NATS has not succeeded within SECONDS "
+    "(retried with backoff meanwhile). Default: wait for the server for ever.",
+)
 def run(
     targets: tuple[str, ...],
     nats: NatsOptions,
@@ -40,13 +49,21 @@ def run(
     embedded: bool,
     log_format: Any,
     log_level: str,
+    connect_timeout: float | None,
 ) -> None:
-    """Run a worker hosting the actors named by TARGETS (MODULE:CLASS or MODULE)."""
+    """Run a worker hosting the actors named by TARGETS (MODULE:CLASS or MODULE).
+
+    The worker waits for its NATS server: the first connection is retried with backoff,
+    each failure logged, until it succeeds or --connect-timeout runs out.
+    """
+    from .._storage import prepare_data_dir
+
     configure_logging(log_format, log_level)
     actors = load_actors(targets)
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    nats = replace(nats, wait_for_server=connect_timeout)
     try:
         with exit_on_expected_failure("actorsource"):
+            prepare_data_dir(data_dir)  # a data directory that cannot be written fails now
             anyio.run(_run_worker, actors, nats, data_dir, embedded)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -61,11 +78,10 @@ async def _run_worker(
         await run_worker(Worker(actors, nats=nats, data_dir=data_dir))
         return
     from .._log import get_logger
-    from .._server import NatsServer, NatsServerConfig
+    from .._server import NatsServer
 
-    async with NatsServer(
-        NatsServerConfig(store_dir=data_dir / "nats", port=_port(nats))
-    ) as server:
+    async with NatsServer(_embedded_config(nats, data_dir)) as server:
+        click.echo(f"nats-server listening on {server.url}", err=True)
         get_logger(component="cli").info(
             "embedded nats-server started", url=server.url, store=str(data_dir / "nats")
         )
@@ -73,12 +89,24 @@ async def _run_worker(
         await run_worker(Worker(actors, nats=embedded_nats, data_dir=data_dir))
 
 
-def _port(nats: NatsOptions) -> int | None:
-    if not nats.servers:
-        return None
-    from urllib.parse import urlparse
+def _embedded_config(nats: NatsOptions, data_dir: Path) -> NatsServerConfig:
+    """The embedded server listens where ``--nats`` (else ``$NATS_URL``, else the default
+    URL) says, so that publishers and ``actorsource status`` find it; a taken port fails."""
+    from urllib.parse import urlsplit
 
-    return urlparse(nats.servers[0]).port
+    from .._errors import NatsServerError
+    from .._server_config import port_is_free
+
+    url = nats.urls()[0]
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+    if not port_is_free(host, port):
+        raise NatsServerError(
+            f"cannot start the embedded nats-server on {url}: port {port} is already in use "
+            "(a nats-server is running there? then leave out --embedded; else choose "
+            "another port with --nats)"
+        )
+    return NatsServerConfig(store_dir=data_dir / "nats", host=host, port=port)
 
 
 @click.command()
