@@ -16,9 +16,11 @@ of that journal, checkpointed by snapshots and recovered by replay::
             self.balances[event.account] = self.balances.get(event.account, 0) + event.amount
 """
 
-from ._actor import ActorDefinition, Context, actor, definition_of, every, fold, handles
+from ._actor import ActorDefinition, actor, definition_of, every, handles
 from ._binding import ensure_streams
 from ._connection import NatsOptions
+from ._context import Context
+from ._dispatch import fold
 from ._errors import (
     ActorCrashed,
     ActorDefinitionError,

@@ -1,4 +1,4 @@
-"""The decorators that turn a class into an actor, its definition, and the handler Context.
+"""The decorators that turn a class into an actor, and the definition the runtime hosts.
 
 An actor is a plain class: its instance *is* the state, its ``@handles`` methods are the
 fold. Everything the runtime needs is checked when the class is defined, so a mistake
@@ -9,31 +9,23 @@ fold. Everything the runtime needs is checked when the class is defined, so a mi
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import structlog
+from typing import Any, TypeVar
 
 from ._errors import ActorDefinitionError
-from ._events import EventCodec, JournalEntry, event_type_name
+from ._events import EventCodec, event_type_name
 from ._policy import ErrorPolicy
 from ._snapshots import SnapshotPolicy, StateCodec
 from ._subjects import validate_name, validate_subject
 
-if TYPE_CHECKING:
-    from ._effects import Effects
-
 __all__ = [
     "ActorDefinition",
-    "Context",
     "Handler",
-    "actor",
-    "apply_event",
     "Timer",
+    "actor",
     "definition_of",
     "every",
-    "fold",
     "handles",
 ]
 
@@ -43,83 +35,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 _HANDLES_ATTR = "__actorsource_handles__"
 _EVERY_ATTR = "__actorsource_every__"
 _DEFINITION_ATTR = "__actorsource_actor__"
-
-
-class Context:
-    """What a handler knows about the event it is applying, and what it may do beyond
-    changing its state.
-
-    ``entry`` is the journal entry (position, subject, stream sequence, headers ...);
-    ``replaying`` is true while recovery replays the journal. Handlers must be deterministic
-    functions of (state, event, entry): they run again on every replay. What is not
-    deterministic (a clock, a random choice, an outside call) belongs in an event the
-    handler :meth:`record` s, made only when not ``replaying``.
-    """
-
-    __slots__ = ("_effects", "_entry", "_load", "_pos", "actor", "log", "replaying")
-
-    def __init__(
-        self,
-        actor: str,
-        entry: JournalEntry | None,
-        *,
-        replaying: bool,
-        log: structlog.stdlib.BoundLogger,
-        effects: Effects | None = None,
-        pos: int = 0,
-        load: Callable[[int], JournalEntry] | None = None,
-    ) -> None:
-        self.actor = actor
-        self._entry = entry
-        self._pos = entry.pos if entry is not None else pos
-        self._load = load
-        self.replaying = replaying
-        self.log = log
-        self._effects = effects
-
-    @property
-    def entry(self) -> JournalEntry:
-        """The journal entry being applied (read from the journal on first use in a replay)."""
-        if self._entry is None:
-            if self._load is None:
-                raise ActorDefinitionError("this Context has no journal entry")
-            self._entry = self._load(self._pos)
-        return self._entry
-
-    @property
-    def pos(self) -> int:
-        """The journal position of the event being applied."""
-        return self._pos
-
-    @property
-    def subject(self) -> str:
-        """The subject the event was received on (``"@recorded"`` for recorded events)."""
-        return self.entry.subject
-
-    def publish(
-        self, subject: str, event: object, *, headers: Mapping[str, str] | None = None
-    ) -> str | None:
-        """Publish a domain event to ``subject`` once the event being applied is committed.
-
-        The message goes to the actor's outbox in the same transaction as the journal entry
-        and is sent afterwards with ``Nats-Msg-Id`` ``"<actor>:<pos>:<n>"``: never lost,
-        and never applied twice by an actorsource receiver. Returns that id; on replay
-        nothing is sent again and None is returned. Raises :class:`EffectError` for a
-        wildcard subject, a reserved header or a message over the server's size limit.
-        """
-        if self._effects is None:
-            return None
-        return self._effects.publish(self.entry, subject, event, headers)
-
-    def record(self, event: object) -> None:
-        """Append an event of the actor's own to its journal, right after this one.
-
-        The actor's handler for its type applies it next (its publishes and records count
-        as its own). Use it for decisions that replay must not make again. No-op on
-        replay, where the recorded event replays in its own journal position.
-        """
-        if self._effects is not None:
-            self._effects.record(event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,45 +79,6 @@ class ActorDefinition:
     def new_state(self) -> Any:
         """A fresh, empty instance of the actor class (the fold's initial value)."""
         return self.cls()
-
-
-async def apply_event(
-    definition: ActorDefinition,
-    state: Any,
-    event: object,
-    entry: JournalEntry,
-    *,
-    replaying: bool,
-    log: structlog.stdlib.BoundLogger,
-    effects: Effects | None = None,
-) -> None:
-    """Apply one decoded event to ``state`` through the handler bound to its type
-    (``effects`` collects what it publishes and records; None on replay)."""
-    handler = definition.handlers[entry.type]
-    method = getattr(state, handler.method)
-    if handler.takes_context:
-        ctx = Context(definition.name, entry, replaying=replaying, log=log, effects=effects)
-        result = method(event, ctx)
-    else:
-        result = method(event)
-    if handler.is_async:
-        await result
-
-
-async def fold(definition: ActorDefinition, entries: Iterable[JournalEntry]) -> Any:
-    """A fresh state folded over ``entries`` in the given order, ignoring every snapshot.
-
-    This is the reference the runtime is held to (invariant 3): after any crash or restart
-    the live state equals the fold of the journal.
-    """
-    from ._log import get_logger
-
-    state = definition.new_state()
-    log = get_logger(actor=definition.name)
-    for entry in entries:
-        event = definition.codec.decode(entry.type, entry.payload, entry.version)
-        await apply_event(definition, state, event, entry, replaying=True, log=log)
-    return state
 
 
 def handles(event_cls: type) -> Callable[[F], F]:

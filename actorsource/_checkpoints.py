@@ -19,7 +19,7 @@ import structlog
 
 from ._actor import ActorDefinition
 from ._errors import SnapshotError
-from ._journal import SQLiteJournal
+from ._journal import JournalBatch, NewSnapshot, SQLiteJournal
 from ._snapshots import CODEC_NAME
 from ._status import ActorStats
 
@@ -45,16 +45,16 @@ class Checkpoints:
         self._planned = self._stats.last_snapshot_pos
         self._clock = time.monotonic()
 
-    def due(self, pos: int, state: Any) -> bytes | None:
-        """The state's bytes if a snapshot at ``pos`` is due by the policy, else None."""
+    def due(self, pos: int, state: Any) -> NewSnapshot | None:
+        """A snapshot of ``state`` at ``pos`` if one is due by the policy, else None."""
         since = pos - max(self._stats.last_snapshot_pos, self._planned)
         if not self._definition.snapshots.due(since, self._clock):
             return None
         self._clock = time.monotonic()
-        encoded = self._encode(state, pos)
-        if encoded is not None:
+        snapshot = self._encode(state, pos)
+        if snapshot is not None:
             self._planned = pos
-        return encoded
+        return snapshot
 
     def taken(self, pos: int) -> None:
         """A snapshot at ``pos`` is committed."""
@@ -69,22 +69,22 @@ class Checkpoints:
         self, journal: SQLiteJournal, write_lock: anyio.Lock, state: Any, pos: int
     ) -> None:
         """Write a snapshot of ``state`` (the fold up to ``pos``) in a transaction of its own."""
-        encoded = self._encode(state, pos)
-        if encoded is None:
+        snapshot = self._encode(state, pos)
+        if snapshot is None:
             return
         async with write_lock:
-            await journal.save_snapshot(
-                pos=pos,
-                model_version=self._definition.version,
-                codec=CODEC_NAME,
-                state=encoded,
-                keep=self._definition.snapshots.keep,
+            await journal.append(
+                JournalBatch(entries=[], positions={}, dead_letters=[], snapshot=snapshot)
             )
         self.taken(pos)
 
-    def _encode(self, state: Any, pos: int) -> bytes | None:
+    def _encode(self, state: Any, pos: int) -> NewSnapshot | None:
+        definition = self._definition
         try:
-            return self._definition.state_codec.encode(state)
+            encoded = definition.state_codec.encode(state)
+            return NewSnapshot(
+                encoded, pos, definition.version, CODEC_NAME, definition.snapshots.keep
+            )
         except SnapshotError as exc:
             # A snapshot is only a cache: keep consuming, but say loudly why there is none.
             self._log.error("snapshot failed", error=str(exc), pos=pos)

@@ -40,7 +40,6 @@ class CommitJob:
     deliveries: list[Delivery]
     to_ack: list[Delivery]
     dead: list[tuple[Delivery, DeadLetter]]
-    snapshot_pos: int | None = None
     handed_at: float = field(default_factory=time.monotonic)
 
     def absorb(self, later: CommitJob) -> None:
@@ -51,13 +50,8 @@ class CommitJob:
             batch.positions[stream] = max(seq, batch.positions.get(stream, 0))
         batch.dead_letters.extend(more.dead_letters)
         batch.outbox.extend(more.outbox)
-        if more.snapshot_state is not None:  # the later snapshot supersedes an earlier one
-            batch.snapshot_state = more.snapshot_state
-            batch.snapshot_pos = more.snapshot_pos
-            batch.snapshot_version = more.snapshot_version
-            batch.snapshot_codec = more.snapshot_codec
-            batch.keep_snapshots = more.keep_snapshots
-            self.snapshot_pos = later.snapshot_pos
+        if more.snapshot is not None:  # the later snapshot supersedes an earlier one
+            batch.snapshot = more.snapshot
         self.deliveries.extend(later.deliveries)
         self.to_ack.extend(later.to_ack)
         self.dead.extend(later.dead)

@@ -28,7 +28,8 @@ import nats
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from ._actor import definition_of, fold
+from ._actor import definition_of
+from ._dispatch import fold
 from ._errors import ActorsourceError
 from ._inspect import summarize
 from ._journal import SQLiteJournal

@@ -20,15 +20,10 @@ recorded is already in the journal and replays in its own place.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
-from typing import Any
 
-import anyio
-import structlog
-
-from ._actor import ActorDefinition, apply_event
-from ._errors import EffectError, EventCodecError, HandlerTimeout
+from ._actor import ActorDefinition
+from ._errors import EffectError, EventCodecError
 from ._events import (
     EVENT_TYPE_HEADER,
     EVENT_VERSION_HEADER,
@@ -42,7 +37,7 @@ from ._events import (
 from ._journal_sql import OutboxMessage
 from ._subjects import validate_subject
 
-__all__ = ["MAX_RECORDED", "RECORDED_SUBJECT", "Effects", "apply_live", "apply_recorded"]
+__all__ = ["MAX_RECORDED", "RECORDED_SUBJECT", "Effects"]
 
 #: The ``subject`` of journal entries an actor recorded itself (never a NATS subject).
 RECORDED_SUBJECT = "@recorded"
@@ -127,79 +122,3 @@ class Effects:
             )
         type_name, payload = encode_event(event)
         self.pending.append((type_name, payload, event_version(type(event))))
-
-
-async def apply_live(
-    definition: ActorDefinition,
-    state: Any,
-    event: object,
-    entry: JournalEntry,
-    *,
-    log: structlog.stdlib.BoundLogger,
-    max_payload: int,
-) -> Effects | None:
-    """Apply a received event live, then the events its handlers recorded, in order.
-
-    Returns the effects (recorded entries and outbox rows), or None when there are none.
-    Raises whatever a handler raises (:class:`HandlerTimeout` past the policy's deadline):
-    the state may then be half-changed and the effects are void.
-    """
-    handler = definition.handlers[entry.type]
-    if not handler.takes_context:
-        await _apply(definition, state, event, entry, None, log)
-        return None
-    effects = Effects(definition, max_payload=max_payload, now=time.time())
-    await _apply(definition, state, event, entry, effects, log)
-    await apply_recorded(definition, state, effects, after=entry.pos, log=log)
-    return effects if effects.entries or effects.outbox else None
-
-
-async def apply_recorded(
-    definition: ActorDefinition,
-    state: Any,
-    effects: Effects,
-    *,
-    after: int,
-    log: structlog.stdlib.BoundLogger,
-) -> None:
-    """Journal and apply the events recorded in ``effects``, at positions after ``after``,
-    in the order recorded (those their own handlers record come after them)."""
-    pos = after
-    while effects.pending:
-        type_name, payload, version = effects.pending.pop(0)
-        pos += 1
-        recorded = JournalEntry(
-            pos, RECORDED_SUBJECT, type_name, payload, effects.now, version=version
-        )
-        effects.entries.append(recorded)
-        await _apply(
-            definition,
-            state,
-            definition.codec.decode(type_name, payload, version),
-            recorded,
-            effects,
-            log,
-        )
-
-
-async def _apply(
-    definition: ActorDefinition,
-    state: Any,
-    event: object,
-    entry: JournalEntry,
-    effects: Effects | None,
-    log: structlog.stdlib.BoundLogger,
-) -> None:
-    timeout = definition.errors.handler_timeout
-    handler = definition.handlers[entry.type]
-    if handler.is_async and timeout is not None:
-        # move_on_after rather than fail_after: a TimeoutError the handler raises itself
-        # is its own failure, not a deadline.
-        with anyio.move_on_after(timeout) as deadline:
-            await apply_event(
-                definition, state, event, entry, replaying=False, log=log, effects=effects
-            )
-        if deadline.cancelled_caught:
-            raise HandlerTimeout(f"handler {handler.method}() ran past its {timeout} s deadline")
-        return
-    await apply_event(definition, state, event, entry, replaying=False, log=log, effects=effects)

@@ -45,6 +45,7 @@ from ._journal_sql import (
     DeadLetter,
     DuplicateMessageIdError,
     JournalBatch,
+    NewSnapshot,
     OutboxMessage,
     check_continues,
     headers_decoder,
@@ -64,6 +65,7 @@ __all__ = [
     "DeadLetter",
     "DuplicateMessageIdError",
     "JournalBatch",
+    "NewSnapshot",
     "OutboxMessage",
     "SQLiteJournal",
 ]
@@ -303,17 +305,9 @@ class SQLiteJournal:
         self, *, pos: int, model_version: int, codec: str, state: bytes, keep: int
     ) -> None:
         """Store a snapshot on its own (no events) and prune to the newest ``keep``."""
+        snapshot = NewSnapshot(state, pos, model_version, codec, keep)
         await self.append(
-            JournalBatch(
-                entries=[],
-                positions={},
-                dead_letters=[],
-                snapshot_state=state,
-                snapshot_pos=pos,
-                snapshot_version=model_version,
-                snapshot_codec=codec,
-                keep_snapshots=keep,
-            )
+            JournalBatch(entries=[], positions={}, dead_letters=[], snapshot=snapshot)
         )
 
     # -- reading -----------------------------------------------------------------------------

@@ -39,6 +39,7 @@ __all__ = [
     "MIGRATIONS",
     "DuplicateMessageIdError",
     "JournalBatch",
+    "NewSnapshot",
     "OutboxMessage",
     "REPLAY_COLUMNS",
     "entry_columns",
@@ -168,6 +169,17 @@ class OutboxMessage:
     id: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class NewSnapshot:
+    """A snapshot to store with a batch: the state's bytes at ``pos``, and how many to keep."""
+
+    state: bytes
+    pos: int
+    model_version: int
+    codec: str
+    keep: int = 3
+
+
 @dataclass(slots=True)
 class JournalBatch:
     """What one transaction writes: events, the stream position reached, dead letters, a snapshot."""
@@ -176,11 +188,7 @@ class JournalBatch:
     positions: dict[str, int]
     dead_letters: list[DeadLetter]
     outbox: list[OutboxMessage] = field(default_factory=list)
-    snapshot_state: bytes | None = None
-    snapshot_pos: int = 0
-    snapshot_version: int = 0
-    snapshot_codec: str = ""
-    keep_snapshots: int = 3
+    snapshot: NewSnapshot | None = None
 
 
 def check_continues(
@@ -353,29 +361,18 @@ def write_batch(conn: sqlite3.Connection, batch: JournalBatch) -> None:
                     for m in batch.outbox
                 ],
             )
-        if batch.snapshot_state is not None:
-            checksum = snapshot_checksum(
-                batch.snapshot_version,
-                batch.snapshot_pos,
-                batch.snapshot_codec,
-                batch.snapshot_state,
-            )
+        snap = batch.snapshot
+        if snap is not None:
+            checksum = snapshot_checksum(snap.model_version, snap.pos, snap.codec, snap.state)
             conn.execute(
                 "INSERT INTO snapshots (pos, model_version, codec, checksum, state, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    batch.snapshot_pos,
-                    batch.snapshot_version,
-                    batch.snapshot_codec,
-                    checksum,
-                    batch.snapshot_state,
-                    now,
-                ),
+                (snap.pos, snap.model_version, snap.codec, checksum, snap.state, now),
             )
             conn.execute(
                 "DELETE FROM snapshots WHERE id NOT IN "
                 "(SELECT id FROM snapshots ORDER BY pos DESC, id DESC LIMIT ?)",
-                (batch.keep_snapshots,),
+                (snap.keep,),
             )
         conn.execute("COMMIT")
     except BaseException:

@@ -74,7 +74,7 @@ async def read_progress(runner: ActorRunner, *, timeout: float = 1.0) -> Progres
         return None  # the journal closed meanwhile
     committer = runner.committer
     committing = 0 if committer is None else committer.in_flight + len(committer.redo or ())
-    buffered = len(mailbox.buffered())
+    buffered = len(runner.taken())
     delivered = int(info.delivered.stream_seq or 0) if info.delivered else 0
     pending = int(info.num_pending or 0)
     ack_pending = int(info.num_ack_pending or 0)

@@ -49,9 +49,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ._actor import ActorDefinition
 from ._deadletters import dead_letter
-from ._effects import Effects, apply_live
+from ._dispatch import LiveState
 from ._errors import MailboxError, SnapshotError
-from ._events import MSG_ID_HEADER, JournalEntry
+from ._events import MSG_ID_HEADER
 from ._journal import DeadLetter, JournalBatch, SQLiteJournal
 from ._journal_sql import take_lock
 from ._log import get_logger
@@ -218,7 +218,7 @@ async def _read_stream(
         raise MailboxError(
             f"cannot read stream {stream!r}: {exc!r}", actor=definition.name
         ) from exc
-    folder = _Folder(definition, log, nc.max_payload)
+    folder = LiveState(definition, log, max_payload=nc.max_payload)
     pending = int(consumer.num_pending or 0)
     read = 0
     misses = 0
@@ -254,33 +254,12 @@ async def _read_stream(
     return folder.state
 
 
-class _Folder:
-    """The state being rebuilt, and how events are applied to it."""
-
-    def __init__(
-        self, definition: ActorDefinition, log: structlog.stdlib.BoundLogger, max_payload: int
-    ) -> None:
-        self.definition = definition
-        self.log = log
-        self.max_payload = max_payload
-        self.state: Any = definition.new_state()
-
-    async def apply(self, event: object, entry: JournalEntry) -> Effects | None:
-        return await apply_live(
-            self.definition, self.state, event, entry, log=self.log, max_payload=self.max_payload
-        )
-
-    async def refold(self, journal: SQLiteJournal) -> None:
-        """After a failed handler, which may have changed the state half-way."""
-        self.state, _ = await restore_state(self.definition, journal, use_snapshots=False)
-
-
 async def _journal_batch(
     definition: ActorDefinition,
     journal: SQLiteJournal,
     deliveries: list[Delivery],
     report: StreamRebuildReport,
-    folder: _Folder,
+    folder: LiveState,
 ) -> None:
     """Triage, apply and commit one fetched batch."""
     stream = deliveries[0].stream
@@ -299,7 +278,7 @@ async def _journal_batch(
             known_ids=known_ids,
             policy=definition.errors,
             codec=definition.codec,
-            apply=folder.apply,
+            apply=folder.apply_live,
         )
         dead: list[DeadLetter] = [dl for _, dl in t.dead]
         top, start = t.top, len(deliveries)
@@ -326,7 +305,9 @@ async def _journal_batch(
         report.ignored += t.ignored
         report.last_seq = max(report.last_seq, top)
         if t.failure is not None:
-            await folder.refold(journal)
+            # A failed handler may have changed the state half-way: fold the journal again.
+            state, _ = await restore_state(definition, journal, use_snapshots=False)
+            folder.replace(state)
 
 
 def _delivery(msg: Msg) -> Delivery:

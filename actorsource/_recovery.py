@@ -19,8 +19,9 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from ._actor import ActorDefinition, Context
-from ._errors import ActorCrashed, SnapshotError
+from ._actor import ActorDefinition
+from ._dispatch import Dispatch
+from ._errors import SnapshotError
 from ._events import JournalEntry
 from ._journal import SQLiteJournal
 from ._journal_reader import JournalReader
@@ -39,74 +40,6 @@ class RecoveryReport:
     replayed: int = 0
     journal_pos: int = 0
     seconds: float = 0.0
-
-
-class _ReplayPlan:
-    """Per event type, what replay calls, resolved once for one state object."""
-
-    def __init__(
-        self, definition: ActorDefinition, state: Any, log: structlog.stdlib.BoundLogger
-    ) -> None:
-        self._name = definition.name
-        self._log = log
-        self._codec = definition.codec
-        # Handlers mutate the state object; they never replace it, so bind them once.
-        self._steps = {
-            name: (
-                definition.codec.decoder(name),
-                definition.codec.version(name),
-                getattr(state, h.method),
-                h.takes_context,
-                h.is_async,
-            )
-            for name, h in definition.handlers.items()
-        }
-        # The common case, looked up first: a plain synchronous handler without a context,
-        # and a row stored at the current version (NULL in the journal means version 1).
-        self._plain = {
-            name: (decode, handler, None if current == 1 else current)
-            for name, (decode, current, handler, takes_context, is_async) in self._steps.items()
-            if not takes_context and not is_async
-        }
-
-    async def apply_rows(self, rows: list[tuple[Any, ...]], reader: JournalReader) -> None:
-        """Apply rows of :data:`REPLAY_COLUMNS` (from ``reader``) to the state.
-
-        A handler that reads its Context's ``entry`` gets it from ``reader``, whole, with
-        the rest of this chunk's entries on that first use.
-        """
-        steps = self._steps
-        plain = self._plain.get
-        name = self._name
-        log = self._log
-        load = _ChunkEntries(reader, rows[0][0], rows[-1][0]).get
-        row: tuple[Any, ...] = ()
-        try:
-            for row in rows:
-                fast = plain(row[1])
-                if fast is not None and row[3] == fast[2]:
-                    fast[1](fast[0](row[2]))
-                    continue
-                decode, current, handler, takes_context, is_async = steps[row[1]]
-                version = row[3] or 1
-                if version == current:
-                    event = decode(row[2])
-                else:
-                    event = self._codec.decode(row[1], row[2], version)
-                if takes_context:
-                    ctx = Context(name, None, replaying=True, log=log, pos=row[0], load=load)
-                    result = handler(event, ctx)
-                else:
-                    result = handler(event)
-                if is_async:
-                    await result
-        except Exception as exc:
-            raise ActorCrashed(
-                f"actor {name!r} cannot replay journal position {row[0]} "
-                f"({row[1]}): {exc!r}; the journal is intact, "
-                "fix the handler or register the event type and restart",
-                actor=name,
-            ) from exc
 
 
 class _ChunkEntries:
@@ -177,10 +110,12 @@ async def restore_state(
     report.journal_pos = after
     total = journal.last_pos - after
     last_log = time.monotonic()
-    plan = _ReplayPlan(definition, state, log)
+    dispatch = Dispatch(definition, state, log)
     with journal.reader() as reader:
         for rows in reader.chunks(after):
-            await plan.apply_rows(rows, reader)
+            # A handler that reads its Context's ``entry`` gets it whole, with the rest of
+            # this chunk's entries, on that first use.
+            await dispatch.replay(rows, _ChunkEntries(reader, rows[0][0], rows[-1][0]).get)
             report.replayed += len(rows)
             report.journal_pos = rows[-1][0]
             if on_progress is not None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from ._committer import CommitJob
 from ._deadletters import dead_letter
 from ._effects import Effects
 from ._errors import EventCodecError, UnknownEventTypeError
@@ -26,7 +27,7 @@ from ._events import (
     missing_header,
     version_header,
 )
-from ._journal import DeadLetter, OutboxMessage
+from ._journal import DeadLetter, JournalBatch, NewSnapshot, OutboxMessage
 from ._mailbox import Delivery
 from ._policy import ErrorPolicy
 
@@ -58,6 +59,27 @@ class Triage:
     duplicates: int = 0
     ignored: int = 0
     failure: Failure | None = None
+
+    def to_job(
+        self,
+        deliveries: list[Delivery],
+        *,
+        stream: str,
+        high: int,
+        dlq: Callable[[DeadLetter], OutboxMessage],
+        snapshot: NewSnapshot | None = None,
+    ) -> CommitJob:
+        """What to commit and acknowledge for ``deliveries`` (those this outcome covers):
+        the entries, the stream position if it moved past ``high``, the dead letters with
+        their messages to the DLQ subject (``dlq``), the outbox, and maybe a snapshot."""
+        batch = JournalBatch(
+            entries=self.entries,
+            positions={stream: self.top} if self.top > high else {},
+            dead_letters=[dl for _, dl in self.dead],
+            outbox=[*self.outbox, *(dlq(dl) for _, dl in self.dead)],
+            snapshot=snapshot,
+        )
+        return CommitJob(batch=batch, deliveries=deliveries, to_ack=self.to_ack, dead=self.dead)
 
 
 async def triage(

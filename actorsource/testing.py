@@ -38,9 +38,10 @@ import pytest_asyncio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from ._actor import ActorDefinition, definition_of, fold
+from ._actor import ActorDefinition, definition_of
 from ._binding import mailbox_for
 from ._connection import NatsOptions, connect
+from ._dispatch import fold
 from ._errors import ActorsourceError, NatsServerError
 from ._events import MSG_ID_HEADER, JournalEntry, encode_event, event_headers
 from ._journal import DeadLetter

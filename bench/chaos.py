@@ -75,7 +75,7 @@ from actorsource import (
     journal_path,
     restore_state,
 )
-from actorsource._actor import apply_event
+from actorsource._dispatch import Dispatch
 from actorsource._errors import find_error
 from actorsource._log import get_logger
 from actorsource._server import NatsServer, NatsServerConfig
@@ -550,10 +550,11 @@ async def check_journal(
         if older is not None and older.verifies() and older.codec == CODEC_NAME:
             state = bank.Accounts()
             definition.state_codec.restore(state, older.state)
+            dispatch = Dispatch(definition, state, log)
             async for chunk in journal.entries(older.pos):
                 for entry in chunk:
                     event = definition.codec.decode(entry.type, entry.payload)
-                    await apply_event(definition, state, event, entry, replaying=True, log=log)
+                    await dispatch.apply(event, entry, replaying=True)
             states["older+tail"] = state_key(state)
         report["journal_pos"] = journal.last_pos
     order = export_order(path)

@@ -84,7 +84,7 @@ from actorsource import (
     journal_path,
     restore_state,
 )
-from actorsource._journal import JournalBatch
+from actorsource._journal import JournalBatch, NewSnapshot
 from actorsource._snapshots import CODEC_NAME
 
 Expected = tuple[dict[str, int], int]
@@ -153,18 +153,12 @@ async def build_by_append(
             pos = entries[-1].pos
             snapshot = None
             if policy.due(pos - last_snapshot, time.monotonic()):
-                snapshot = definition.state_codec.encode(state)
+                encoded = definition.state_codec.encode(state)
+                snapshot = NewSnapshot(encoded, pos, definition.version, CODEC_NAME, policy.keep)
                 last_snapshot = pos
             await journal.append(
                 JournalBatch(
-                    entries=entries,
-                    positions={STREAM: pos},
-                    dead_letters=[],
-                    snapshot_state=snapshot,
-                    snapshot_pos=pos,
-                    snapshot_version=definition.version,
-                    snapshot_codec=CODEC_NAME,
-                    keep_snapshots=policy.keep,
+                    entries=entries, positions={STREAM: pos}, dead_letters=[], snapshot=snapshot
                 )
             )
 
