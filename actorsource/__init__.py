@@ -57,7 +57,8 @@ from ._recovery import RecoveryReport, restore_state
 from ._runner import ActorRunner
 from ._runtime import Worker, run_worker
 from ._snapshots import SnapshotPolicy
-from ._status import ActorStats, ActorStatus, journal_path
+from ._status import ActorStats, ActorStatus
+from ._storage import journal_path
 
 __version__ = "0.1.0"
 

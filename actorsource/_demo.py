@@ -35,7 +35,7 @@ from ._inspect import summarize
 from ._journal import SQLiteJournal
 from ._server import NatsServer, NatsServerConfig
 from ._snapshots import CODEC_NAME
-from ._status import journal_path
+from ._storage import journal_path
 
 __all__ = ["run_demo"]
 

@@ -25,7 +25,6 @@ import anyio
 import structlog
 
 from ._actor import Timer
-from ._checkpoints import Checkpoints
 from ._committer import CommitJob, Committer
 from ._deadletters import dlq_message
 from ._dispatch import LiveState
@@ -35,13 +34,16 @@ from ._journal import DeadLetter, OutboxMessage, SQLiteJournal
 from ._mailbox import Delivery, JetStreamMailbox
 from ._recovery import RecoveryReport, restore_state
 from ._retry import Retried, retry_in_place
+from ._snapshot_schedule import SnapshotSchedule
 from ._status import ActorStats, CrashSwitch
 from ._triage import Failure, Triage, triage
 
 __all__ = ["Pipeline", "restore"]
 
 
-async def restore(live: LiveState, journal: SQLiteJournal, schedule: Checkpoints) -> RecoveryReport:
+async def restore(
+    live: LiveState, journal: SQLiteJournal, schedule: SnapshotSchedule
+) -> RecoveryReport:
     """Make the live state the fold of ``journal`` (newest usable snapshot + later entries)."""
     state, report = await restore_state(live.definition, journal, log=live.log)
     live.replace(state)
@@ -57,7 +59,7 @@ class Pipeline:
         live: LiveState,
         journal: SQLiteJournal,
         mailbox: JetStreamMailbox,
-        schedule: Checkpoints,
+        schedule: SnapshotSchedule,
         *,
         write_lock: anyio.Lock,
         crash: CrashSwitch,

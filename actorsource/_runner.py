@@ -24,7 +24,6 @@ from nats.aio.client import Client as NATS
 
 from ._actor import ActorDefinition
 from ._binding import bind_mailbox, ensure_dlq_stream, mailbox_for
-from ._checkpoints import Checkpoints
 from ._committer import CommitJob, Committer
 from ._control import (
     Batch,
@@ -44,7 +43,9 @@ from ._mailbox import Delivery, JetStreamMailbox
 from ._outbox import OutboxPublisher
 from ._pipeline import Pipeline, restore
 from ._recovery import RecoveryReport
-from ._status import ActorStats, ActorStatus, CrashSwitch, SimulatedCrash, journal_path
+from ._snapshot_schedule import SnapshotSchedule
+from ._status import ActorStats, ActorStatus, CrashSwitch, SimulatedCrash
+from ._storage import journal_path
 from ._timers import TimerTicks, decide
 
 __all__ = ["ActorRunner"]
@@ -92,7 +93,7 @@ class ActorRunner:
         self.mailbox: JetStreamMailbox | None = None
         self.outbox: OutboxPublisher | None = None
         self._live = LiveState(definition, self.log, max_payload=nc.max_payload)
-        self._schedule = Checkpoints(definition, self.stats, self.log)
+        self._schedule = SnapshotSchedule(definition, self.stats, self.log)
         self._control = Control(self.name)
         self._journal: SQLiteJournal | None = None
         self._pipeline: Pipeline | None = None

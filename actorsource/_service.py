@@ -22,8 +22,9 @@ import collections
 import os
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -34,12 +35,10 @@ from nats.aio.client import Client as NATS
 from nats.micro.request import Request, ServiceError
 from nats.micro.service import Service, ServiceConfig
 
+from ._actor import ActorDefinition
 from ._errors import ActorsourceError
 from ._progress import Progress, read_progress
 from ._runner import ActorRunner
-
-if TYPE_CHECKING:
-    from ._runtime import Worker
 
 __all__ = [
     "SERVICE_NAME",
@@ -49,6 +48,22 @@ __all__ = [
     "WorkerReport",
     "WorkerService",
 ]
+
+
+class Hosting(Protocol):
+    """What the service reports on: a worker's actors and how each is doing."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def definitions(self) -> Sequence[ActorDefinition]: ...
+    @property
+    def runners(self) -> Mapping[str, ActorRunner]: ...
+    @property
+    def restarts(self) -> Mapping[str, int]: ...
+    @property
+    def halted(self) -> Mapping[str, BaseException]: ...
+
 
 #: The nats.micro service name every worker registers under.
 SERVICE_NAME = "actorsource"
@@ -160,7 +175,7 @@ class WorkerService:
 
     def __init__(
         self,
-        worker: Worker,
+        worker: Hosting,
         nc: NATS,
         *,
         sample_every: float = 1.0,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 __all__ = [
@@ -15,7 +14,6 @@ __all__ = [
     "CrashPoint",
     "CrashSwitch",
     "SimulatedCrash",
-    "journal_path",
 ]
 
 #: Where a runner can be made to crash: around its journal commit and acknowledgement, and
@@ -24,11 +22,6 @@ CRASH_POINTS = ("before_commit", "after_commit", "after_ack", "before_publish", 
 CrashPoint = Literal[
     "before_commit", "after_commit", "after_ack", "before_publish", "after_publish"
 ]
-
-
-def journal_path(data_dir: Path, actor: str) -> Path:
-    """Where an actor's journal lives under a data directory."""
-    return data_dir / f"{actor}.journal.sqlite"
 
 
 class ActorStatus(enum.StrEnum):

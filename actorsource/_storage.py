@@ -14,7 +14,13 @@ from pathlib import Path
 
 from ._errors import JournalAccessError, JournalError
 
-__all__ = ["is_access_error", "os_error", "prepare_data_dir"]
+__all__ = ["is_access_error", "journal_path", "os_error", "prepare_data_dir"]
+
+
+def journal_path(data_dir: Path, actor: str) -> Path:
+    """Where an actor's journal lives under a data directory."""
+    return data_dir / f"{actor}.journal.sqlite"
+
 
 #: OS errors that waiting does not heal.
 PERMANENT_ERRNOS = frozenset(

@@ -62,7 +62,7 @@ def dlq_list(actor_name: str, data_dir: Path) -> None:
     import json
 
     from .._inspect import read_dead_letters
-    from .._status import journal_path
+    from .._storage import journal_path
 
     try:
         letters = read_dead_letters(journal_path(data_dir, actor_name))
@@ -99,7 +99,7 @@ def dlq_replay(actor_name: str, ids: tuple[int, ...], data_dir: Path, nats: Nats
     (``dlq-replay.<actor>.<letter id>``), so replaying one twice applies it at most once.
     """
     from .._inspect import read_dead_letters
-    from .._status import journal_path
+    from .._storage import journal_path
 
     try:
         letters = dict(read_dead_letters(journal_path(data_dir, actor_name)))
@@ -184,7 +184,7 @@ async def _rebuild(actor_cls: type, data_dir: Path) -> Any:
     from .._journal import SQLiteJournal
     from .._recovery import restore_state
     from .._snapshots import CODEC_NAME
-    from .._status import journal_path
+    from .._storage import journal_path
 
     definition = definition_of(actor_cls)
     path = journal_path(data_dir, definition.name)
@@ -217,7 +217,7 @@ async def _rebuild(actor_cls: type, data_dir: Path) -> Any:
 
 def _rebuild_from_stream(actor_cls: type, data_dir: Path, nats: NatsOptions, force: bool) -> None:
     from .._rebuild import rebuild_from_stream
-    from .._status import journal_path
+    from .._storage import journal_path
 
     definition = definition_of(actor_cls)
     path = journal_path(data_dir, definition.name)

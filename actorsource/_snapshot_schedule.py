@@ -1,8 +1,8 @@
 """When a running actor checkpoints its state, and what it last wrote.
 
-The runner asks :meth:`Checkpoints.due` at the end of each batch: the state bytes go into that
+The runner asks :meth:`SnapshotSchedule.due` at the end of each batch: the state bytes go into that
 batch's transaction when the :class:`~actorsource._snapshots.SnapshotPolicy` says so (events
-since the last snapshot, or time). :meth:`Checkpoints.take_now` writes one on its own
+since the last snapshot, or time). :meth:`SnapshotSchedule.take_now` writes one on its own
 transaction (after recovery, between batches on request, at a graceful stop).
 
 A state that cannot be encoded does not stop the actor: a snapshot is only a cache. It is
@@ -23,10 +23,10 @@ from ._journal import JournalBatch, NewSnapshot, SQLiteJournal
 from ._snapshots import CODEC_NAME
 from ._status import ActorStats
 
-__all__ = ["Checkpoints"]
+__all__ = ["SnapshotSchedule"]
 
 
-class Checkpoints:
+class SnapshotSchedule:
     """The snapshot schedule of one runner; its counters live in the runner's stats."""
 
     def __init__(
