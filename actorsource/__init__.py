@@ -16,11 +16,6 @@ of that journal, checkpointed by snapshots and recovered by replay::
             self.balances[event.account] = self.balances.get(event.account, 0) + event.amount
 """
 
-from ._actor import ActorDefinition, actor, definition_of, every, handles
-from ._binding import ensure_streams
-from ._connection import NatsOptions
-from ._context import Context
-from ._dispatch import fold
 from ._errors import (
     ActorCrashed,
     ActorDefinitionError,
@@ -41,7 +36,14 @@ from ._errors import (
     StreamMismatchError,
     UnknownEventTypeError,
 )
-from ._events import (
+from ._journal.journal import DeadLetter, SQLiteJournal
+from ._journal.recovery import RecoveryReport, restore_state
+from ._journal.storage import journal_path
+from ._mailbox.connection import NatsOptions
+from ._model.actor import ActorDefinition, actor, definition_of, every, handles
+from ._model.context import Context
+from ._model.dispatch import fold
+from ._model.events import (
     EVENT_TYPE_HEADER,
     EVENT_VERSION_HEADER,
     MSG_ID_HEADER,
@@ -51,14 +53,12 @@ from ._events import (
     event_headers,
     upcaster,
 )
-from ._journal import DeadLetter, SQLiteJournal
-from ._policy import ErrorPolicy
-from ._recovery import RecoveryReport, restore_state
-from ._runner import ActorRunner
-from ._runtime import Worker, run_worker
-from ._snapshots import SnapshotPolicy
-from ._status import ActorStats, ActorStatus
-from ._storage import journal_path
+from ._model.policy import ErrorPolicy
+from ._model.snapshots import SnapshotPolicy
+from ._runtime.binding import ensure_streams
+from ._runtime.runner import ActorRunner
+from ._runtime.status import ActorStats, ActorStatus
+from ._runtime.worker import Worker, run_worker
 
 __version__ = "0.1.0"
 

@@ -33,7 +33,7 @@ from nats.js.api import StreamConfig
 
 from actorsource import ActorRunner, definition_of
 from actorsource._errors import find_error
-from actorsource._server import NatsServer, NatsServerConfig
+from actorsource._mailbox.server import NatsServer, NatsServerConfig
 from examples import bank
 
 __all__ = [

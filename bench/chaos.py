@@ -75,11 +75,11 @@ from actorsource import (
     journal_path,
     restore_state,
 )
-from actorsource._dispatch import Dispatch
 from actorsource._errors import find_error
 from actorsource._log import get_logger
-from actorsource._server import NatsServer, NatsServerConfig
-from actorsource._snapshots import CODEC_NAME
+from actorsource._mailbox.server import NatsServer, NatsServerConfig
+from actorsource._model.dispatch import Dispatch
+from actorsource._model.snapshots import CODEC_NAME
 from examples import bank
 
 ACTOR = "accounts"

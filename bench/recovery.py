@@ -84,8 +84,8 @@ from actorsource import (
     journal_path,
     restore_state,
 )
-from actorsource._journal import JournalBatch, NewSnapshot
-from actorsource._snapshots import CODEC_NAME
+from actorsource._journal.journal import JournalBatch, NewSnapshot
+from actorsource._model.snapshots import CODEC_NAME
 
 Expected = tuple[dict[str, int], int]
 

@@ -15,9 +15,9 @@ from actors import Added, Counter
 from click.testing import CliRunner
 
 from actorsource import Context, NatsOptions, Worker, actor, encode_event, handles
-from actorsource._discovery import collect_status
-from actorsource._service import ActorReport
+from actorsource._runtime.service import ActorReport
 from actorsource.cli import main
+from actorsource.cli._discovery import collect_status
 from actorsource.testing import NatsServer
 
 TESTS = Path(__file__).resolve().parent

@@ -345,7 +345,7 @@ async def test_a_second_worker_on_the_same_data_directory_fails_fast(
 
 
 def test_the_command_line_and_demo_do_not_need_the_test_dependencies() -> None:
-    code = "import sys, actorsource.cli, actorsource._demo; print('pytest' in sys.modules)"
+    code = "import sys, actorsource.cli, actorsource.cli._demo; print('pytest' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from actors import Added, Counter, assert_exactly_once
 
-import actorsource._mailbox
-from actorsource._inbox import parse_headers, route_raw
+import actorsource._mailbox.mailbox
+from actorsource._mailbox.fastpath import parse_headers, route_raw
 from actorsource.testing import ActorKit
 
 
@@ -35,7 +35,7 @@ def test_routing_is_refused_on_a_client_without_the_hook() -> None:
 async def test_the_mailbox_still_works_through_plain_callbacks(
     actor_kit: ActorKit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(actorsource._mailbox, "route_raw", lambda *a: False)
+    monkeypatch.setattr(actorsource._mailbox.mailbox, "route_raw", lambda *a: False)
     events = [Added(f"k{i % 3}", i) for i in range(1, 101)]
     async with actor_kit.start(Counter) as counter:
         for e in events:

@@ -18,7 +18,7 @@ from actorsource import (
     JournalOrderError,
     SQLiteJournal,
 )
-from actorsource._journal import SCHEMA_VERSION, DeadLetter, JournalBatch
+from actorsource._journal.journal import SCHEMA_VERSION, DeadLetter, JournalBatch
 
 
 def _entry(pos: int, seq: int | None = None, msg_id: str | None = None) -> JournalEntry:
@@ -237,7 +237,7 @@ async def test_a_journal_stamped_without_its_owner_by_a_killed_first_open_still_
 ) -> None:
     import sqlite3
 
-    from actorsource._journal_sql import SCHEMA as _SCHEMA
+    from actorsource._journal.schema import SCHEMA as _SCHEMA
 
     path = tmp_path / "a.db"
     with sqlite3.connect(str(path)) as db:  # what a kill between two steps used to leave

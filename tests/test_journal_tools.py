@@ -289,7 +289,7 @@ async def test_journal_tail_follow_prints_entries_as_they_commit(actor_kit: Acto
 
 def _good_lines(n: int) -> list[str]:
     from actorsource import JournalEntry
-    from actorsource._inspect import entry_as_dict
+    from actorsource._journal.offline import entry_as_dict
 
     return [
         json.dumps(

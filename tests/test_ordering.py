@@ -15,13 +15,13 @@ import anyio
 from actors import Added, Counter, expected_totals
 
 from actorsource import Context, ErrorPolicy, actor, definition_of, handles
-from actorsource._binding import bind_mailbox, mailbox_for
-from actorsource._committer import CommitJob, Committer
-from actorsource._events import MSG_ID_HEADER, JournalEntry
-from actorsource._journal import JournalBatch, SQLiteJournal
+from actorsource._journal.journal import JournalBatch, SQLiteJournal
 from actorsource._log import get_logger
-from actorsource._mailbox import Delivery
-from actorsource._status import ActorStats, CrashSwitch
+from actorsource._mailbox.mailbox import Delivery
+from actorsource._model.events import MSG_ID_HEADER, JournalEntry
+from actorsource._runtime.binding import bind_mailbox, mailbox_for
+from actorsource._runtime.committer import CommitJob, Committer
+from actorsource._runtime.status import ActorStats, CrashSwitch
 from actorsource.testing import ActorKit
 
 

@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from actorsource import Context, ErrorPolicy, actor, event, handles
-from actorsource._outbox import OutboxPublisher
+from actorsource._runtime.outbox import OutboxPublisher
 from actorsource.testing import ActorKit, ActorProbe
 
 

@@ -37,7 +37,7 @@ from actorsource import (
     actor,
     encode_event,
 )
-from actorsource._subjects import validate_name, validate_subject, validate_token
+from actorsource._model.subjects import validate_name, validate_subject, validate_token
 from actorsource.testing import ActorKit, NatsServer, NatsServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent

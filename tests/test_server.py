@@ -22,7 +22,7 @@ from nats.errors import Error as NatsClientError
 from nats.js.api import StorageType
 
 from actorsource._errors import NatsServerError
-from actorsource._server import NatsServer, NatsServerConfig, find_nats_server
+from actorsource._mailbox.server import NatsServer, NatsServerConfig, find_nats_server
 
 
 @asynccontextmanager

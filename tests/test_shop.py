@@ -16,8 +16,8 @@ import anyio
 import pytest
 
 from actorsource import definition_of, fold
-from actorsource._inspect import read_entries, summarize
-from actorsource._rebuild import rebuild_from_stream
+from actorsource._journal.offline import read_entries, summarize
+from actorsource._runtime.stream_rebuild import rebuild_from_stream
 from actorsource.testing import ActorKit, ActorProbe
 from examples.shop import Orders, Payments, Shipping
 from examples.shop.frontend import place, random_requests

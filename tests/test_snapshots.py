@@ -198,7 +198,7 @@ async def test_an_undecodable_snapshot_with_a_valid_checksum_is_skipped(
     actor_kit: ActorKit,
 ) -> None:
     from actorsource import SQLiteJournal
-    from actorsource._snapshots import CODEC_NAME
+    from actorsource._model.snapshots import CODEC_NAME
 
     async with actor_kit.start(Timed) as timed:
         await actor_kit.publish("timed.a", Added("a", 5))

@@ -19,8 +19,8 @@ from actors import Added, Counter
 from click.testing import CliRunner
 
 from actorsource import ActorStats, NatsOptions, Worker, encode_event
-from actorsource._inspect import summarize
-from actorsource._service import RateMeter
+from actorsource._journal.offline import summarize
+from actorsource._runtime.service import RateMeter
 from actorsource.cli import main
 from actorsource.testing import ActorKit, NatsServer, NatsServerConfig
 from examples import bank
@@ -253,7 +253,7 @@ async def test_status_shows_a_halted_actor_with_its_reason_beside_a_running_one(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
     from actorsource import ActorStatus, journal_path
-    from actorsource._journal_sql import take_lock
+    from actorsource._journal.schema import take_lock
 
     lock = take_lock(journal_path(tmp_path, "counter"))  # "another process" holds it
     try:

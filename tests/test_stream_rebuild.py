@@ -12,8 +12,8 @@ from actors import Added, Boom, Counter, assert_exactly_once, expected_totals
 from click.testing import CliRunner
 
 from actorsource import MSG_ID_HEADER, SQLiteJournal, definition_of, fold, restore_state
-from actorsource._inspect import read_dead_letters, read_entries, summarize
-from actorsource._rebuild import rebuild_from_stream
+from actorsource._journal.offline import read_dead_letters, read_entries, summarize
+from actorsource._runtime.stream_rebuild import rebuild_from_stream
 from actorsource.cli import main
 from actorsource.testing import ActorKit
 

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from nats.js.api import DiscardPolicy, StreamConfig
 
 from actorsource import ensure_streams
-from actorsource._streams import StreamMap
-from actorsource._subjects import subject_matches
+from actorsource._mailbox.streams import StreamMap
+from actorsource._model.subjects import subject_matches
 from actorsource.cli import main
 from actorsource.testing import ActorKit
 

@@ -20,10 +20,10 @@ import anyio
 import click
 from click.core import ParameterSource
 
-from .._actor import definition_of
-from .._connection import NatsOptions
 from .._errors import ActorDefinitionError, ActorsourceError, find_error
-from .._logging_setup import configure_logging
+from .._mailbox.connection import NatsOptions
+from .._model.actor import definition_of
+from ._logging_setup import configure_logging
 
 __all__ = [
     "BadTarget",
@@ -215,8 +215,8 @@ def exit_on_expected_failure(prefix: str) -> Iterator[None]:
 
 async def with_nats(nats: NatsOptions, work: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Connect (one clear error if no server answers), run ``work(nc, *args)``, close."""
-    from .._connection import connect
     from .._log import get_logger
+    from .._mailbox.connection import connect
 
     # A tool's own connection: its disconnect at close is no news, only errors are.
     configure_logging("auto", "ERROR")

@@ -40,7 +40,7 @@ def _when(ts: float | None) -> str:
 @_journal_path
 def journal_info(path: Path) -> None:
     """Summarize the journal at PATH: actor, events, positions, snapshots, dead letters."""
-    from .._inspect import summarize
+    from .._journal.offline import summarize
 
     try:
         s = summarize(path)
@@ -76,7 +76,7 @@ def journal_tail(path: Path, count: int, follow: bool) -> None:
     import json
     import time
 
-    from .._inspect import entry_as_dict, read_entries
+    from .._journal.offline import entry_as_dict, read_entries
 
     try:
         last = 0
@@ -102,7 +102,7 @@ def journal_show(path: Path, pos: int) -> None:
     """Print the entry at position POS of the journal at PATH as JSON."""
     import json
 
-    from .._inspect import entry_as_dict, read_entry
+    from .._journal.offline import entry_as_dict, read_entry
 
     try:
         entry = read_entry(path, pos)
@@ -121,7 +121,7 @@ def journal_export(path: Path, fmt: str) -> None:
     """Write every entry of the journal at PATH to stdout, one JSON object a line (lossless)."""
     import json
 
-    from .._inspect import entry_as_dict, read_entries
+    from .._journal.offline import entry_as_dict, read_entries
 
     try:
         for entry in read_entries(path):
@@ -136,7 +136,7 @@ def journal_export(path: Path, fmt: str) -> None:
 @click.option("--input", "source", type=click.File("r"), default="-", help="JSONL file [stdin].")
 def journal_import(path: Path, actor_name: str, source: Any) -> None:
     """Create a journal at PATH from JSONL (as written by `journal export`)."""
-    from .._subjects import validate_name
+    from .._model.subjects import validate_name
 
     try:
         validate_name(actor_name)
@@ -165,8 +165,8 @@ async def _import_journal(path: Path, actor_name: str, source: Any) -> int:
     import json
 
     from .._errors import JournalError
-    from .._inspect import entry_from_dict
-    from .._journal import JournalBatch, SQLiteJournal
+    from .._journal.journal import JournalBatch, SQLiteJournal
+    from .._journal.offline import entry_from_dict
 
     count = 0
     async with SQLiteJournal(path, actor=actor_name) as journal:
@@ -200,7 +200,7 @@ async def _append(journal: Any, entries: list[Any], batch_cls: Any) -> int:
 @_journal_path
 def snapshots_list(path: Path) -> None:
     """List the snapshots of the journal at PATH, newest first (read-only)."""
-    from .._inspect import summarize
+    from .._journal.offline import summarize
 
     try:
         summary = summarize(path)
@@ -230,7 +230,7 @@ def snapshots_delete(path: Path) -> None:
 
 def _owner(path: Path) -> str:
     from .._errors import JournalError
-    from .._inspect import summarize
+    from .._journal.offline import summarize
 
     actor = summarize(path).actor
     if actor is None:
@@ -239,7 +239,7 @@ def _owner(path: Path) -> str:
 
 
 async def _delete_snapshots(path: Path, actor: str) -> int:
-    from .._journal import SQLiteJournal
+    from .._journal.journal import SQLiteJournal
 
     async with SQLiteJournal(path, actor=actor) as journal:
         return await journal.delete_snapshots()

@@ -13,9 +13,9 @@ from typing import Any
 import anyio
 import click
 
-from .._actor import definition_of
-from .._connection import NatsOptions
 from .._errors import ActorsourceError
+from .._mailbox.connection import NatsOptions
+from .._model.actor import definition_of
 from ._common import (
     connection_options_given,
     data_dir_option,
@@ -37,7 +37,7 @@ def snapshots_take(actor_name: str, nats: NatsOptions) -> None:
 
     The actor takes it between two batches; prints the journal position it was taken at.
     """
-    from .._subjects import validate_name
+    from .._model.subjects import validate_name
 
     try:
         validate_name(actor_name)
@@ -49,7 +49,7 @@ def snapshots_take(actor_name: str, nats: NatsOptions) -> None:
 
 
 async def _take_snapshot(nc: Any, actor_name: str) -> Any:
-    from .._discovery import request_snapshot
+    from ._discovery import request_snapshot
 
     return await request_snapshot(nc, actor_name)
 
@@ -61,8 +61,8 @@ def dlq_list(actor_name: str, data_dir: Path) -> None:
     """List the dead letters of ACTOR_NAME (read-only), one JSON object a line."""
     import json
 
-    from .._inspect import read_dead_letters
-    from .._storage import journal_path
+    from .._journal.offline import read_dead_letters
+    from .._journal.storage import journal_path
 
     try:
         letters = read_dead_letters(journal_path(data_dir, actor_name))
@@ -98,8 +98,8 @@ def dlq_replay(actor_name: str, ids: tuple[int, ...], data_dir: Path, nats: Nats
     Each goes out with its original headers and a deterministic ``Nats-Msg-Id``
     (``dlq-replay.<actor>.<letter id>``), so replaying one twice applies it at most once.
     """
-    from .._inspect import read_dead_letters
-    from .._storage import journal_path
+    from .._journal.offline import read_dead_letters
+    from .._journal.storage import journal_path
 
     try:
         letters = dict(read_dead_letters(journal_path(data_dir, actor_name)))
@@ -117,7 +117,7 @@ async def _replay(nc: Any, actor_name: str, letters: list[tuple[int, Any]]) -> N
     import nats.errors
 
     from .._errors import MailboxError
-    from .._events import MSG_ID_HEADER
+    from .._model.events import MSG_ID_HEADER
 
     js = nc.jetstream()
     for letter_id, dl in letters:
@@ -180,11 +180,11 @@ def _one_actor(target: str) -> list[type]:
 
 
 async def _rebuild(actor_cls: type, data_dir: Path) -> Any:
-    from .._inspect import open_read_only
-    from .._journal import SQLiteJournal
-    from .._recovery import restore_state
-    from .._snapshots import CODEC_NAME
-    from .._storage import journal_path
+    from .._journal.journal import SQLiteJournal
+    from .._journal.offline import open_read_only
+    from .._journal.recovery import restore_state
+    from .._journal.storage import journal_path
+    from .._model.snapshots import CODEC_NAME
 
     definition = definition_of(actor_cls)
     path = journal_path(data_dir, definition.name)
@@ -216,8 +216,8 @@ async def _rebuild(actor_cls: type, data_dir: Path) -> Any:
 
 
 def _rebuild_from_stream(actor_cls: type, data_dir: Path, nats: NatsOptions, force: bool) -> None:
-    from .._rebuild import rebuild_from_stream
-    from .._storage import journal_path
+    from .._journal.storage import journal_path
+    from .._runtime.stream_rebuild import rebuild_from_stream
 
     definition = definition_of(actor_cls)
     path = journal_path(data_dir, definition.name)
@@ -311,7 +311,7 @@ def status(nats: NatsOptions, as_json: bool, wait: float) -> None:
 
 
 async def _collect_status(nc: Any, wait: float) -> Any:
-    from .._discovery import collect_status
+    from ._discovery import collect_status
 
     return await collect_status(nc, wait=wait)
 

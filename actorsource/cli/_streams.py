@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from .._actor import definition_of
-from .._connection import NatsOptions
+from .._mailbox.connection import NatsOptions
+from .._model.actor import definition_of
 from ._common import load_actors, nats_connection_options, run_or_fail, with_nats
 
 __all__ = ["streams_ensure"]
@@ -35,6 +35,6 @@ def streams_ensure(targets: tuple[str, ...], nats: NatsOptions) -> None:
 
 
 async def _ensure(nc: Any, actors: list[type]) -> dict[str, str]:
-    from .._binding import ensure_streams
+    from .._runtime.binding import ensure_streams
 
     return await ensure_streams(nc, *actors)

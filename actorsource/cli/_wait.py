@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from .._connection import NatsOptions
 from .._errors import InvalidNameError
+from .._mailbox.connection import NatsOptions
 from ._common import nats_connection_options, run_or_fail, with_nats
 
 __all__ = ["wait"]
@@ -36,7 +36,7 @@ def wait(actor_name: str, caught_up: bool, timeout: float, nats: NatsOptions) ->
     holds the last delivered message. Its outbox is not waited for. After --timeout
     seconds, prints how far the actor is and exits 1.
     """
-    from .._subjects import validate_name
+    from .._model.subjects import validate_name
 
     if not caught_up:
         raise click.UsageError("say what to wait for: --caught-up")
@@ -51,6 +51,6 @@ def wait(actor_name: str, caught_up: bool, timeout: float, nats: NatsOptions) ->
 
 
 async def _wait(nc: Any, actor_name: str, timeout: float) -> Any:
-    from .._discovery import wait_caught_up
+    from ._discovery import wait_caught_up
 
     return await wait_caught_up(nc, actor_name, timeout=timeout)

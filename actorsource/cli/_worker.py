@@ -10,10 +10,10 @@ from typing import Any
 import anyio
 import click
 
-from .._connection import NatsOptions
-from .._logging_setup import configure_logging
-from .._server_config import NatsServerConfig
+from .._mailbox.connection import NatsOptions
+from .._mailbox.server_config import NatsServerConfig
 from ._common import data_dir_option, exit_on_expected_failure, load_actors, nats_connection_options
+from ._logging_setup import configure_logging
 
 __all__ = ["demo", "run"]
 
@@ -56,7 +56,7 @@ def run(
     The worker waits for its NATS server: the first connection is retried with backoff,
     each failure logged, until it succeeds or --connect-timeout runs out.
     """
-    from .._storage import prepare_data_dir
+    from .._journal.storage import prepare_data_dir
 
     configure_logging(log_format, log_level)
     actors = load_actors(targets)
@@ -72,13 +72,13 @@ def run(
 async def _run_worker(
     actors: list[type], nats: NatsOptions, data_dir: Path, embedded: bool
 ) -> None:
-    from .._runtime import Worker, run_worker
+    from .._runtime.worker import Worker, run_worker
 
     if not embedded:
         await run_worker(Worker(actors, nats=nats, data_dir=data_dir))
         return
     from .._log import get_logger
-    from .._server import NatsServer
+    from .._mailbox.server import NatsServer
 
     async with NatsServer(_embedded_config(nats, data_dir)) as server:
         click.echo(f"nats-server listening on {server.url}", err=True)
@@ -95,7 +95,7 @@ def _embedded_config(nats: NatsOptions, data_dir: Path) -> NatsServerConfig:
     from urllib.parse import urlsplit
 
     from .._errors import NatsServerError
-    from .._server_config import port_is_free
+    from .._mailbox.server_config import port_is_free
 
     url = nats.urls()[0]
     parts = urlsplit(url if "://" in url else f"nats://{url}")
@@ -120,7 +120,7 @@ def _embedded_config(nats: NatsOptions, data_dir: Path) -> NatsServerConfig:
 )
 def demo(events: int, seed: int, keep: Path | None) -> None:
     """Run the bank example on an embedded nats-server, kill -9 it mid-stream, and check it."""
-    from .._demo import run_demo
+    from ._demo import run_demo
 
     with exit_on_expected_failure("actorsource demo"):
         ok = anyio.run(run_demo, events, seed, keep)

@@ -19,7 +19,7 @@ from pathlib import Path
 import anyio
 
 from actorsource import actor, event, handles
-from actorsource._server import NatsServer, NatsServerConfig
+from actorsource._mailbox.server import NatsServer, NatsServerConfig
 from actorsource.testing import ActorKit
 
 HERE = Path(__file__).parent

@@ -1,0 +1,1 @@
+"""Running actors on a NATS cluster (partitions, leases, moves): to come."""

@@ -1,0 +1,1 @@
+"""An actor's SQLite journal: schema, reading, snapshots, recovery, offline access."""

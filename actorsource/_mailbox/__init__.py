@@ -1,0 +1,1 @@
+"""NATS: the server process, the connection, streams, and the durable consumer an actor reads."""

@@ -1,0 +1,403 @@
+"""The mailbox: a durable JetStream pull consumer feeding a bounded in-process buffer.
+
+Why not ``PullSubscription.fetch()``: it makes a task and a uuid per message and, once the
+first message of a lingering pull has arrived, waits for the rest of the batch until its
+timeout, which adds the whole timeout to the latency at low rates. Instead the mailbox
+subscribes to its own inbox and sends ``$JS.API.CONSUMER.MSG.NEXT`` pull requests itself,
+keeping a bounded credit of requested messages outstanding. :meth:`JetStreamMailbox.next_batch`
+returns as soon as one message is buffered, with whatever else has already arrived (never
+waiting to fill a batch), in stream order.
+
+Status messages on the inbox: ``100`` idle heartbeat (the server is alive), ``408`` a pull
+request expired (its unfilled count is returned as credit), ``409`` the request was
+cancelled (consumer deleted, leadership change, too many waiting) and ``503`` no responders
+(the consumer does not exist): the last two raise :class:`ConsumerGone`, and the runtime
+re-creates the consumer rather than spin.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+
+from .._errors import MailboxError
+from .fastpath import parse_headers, route_raw, unroute_raw
+
+__all__ = ["ConsumerGone", "Delivery", "JetStreamMailbox", "parse_ack_subject"]
+
+_json = msgspec.json.Encoder()
+
+
+class ConsumerGone(MailboxError):
+    """The durable consumer vanished under a running mailbox (deleted, or no responders)."""
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One message as delivered by the consumer, with its stream position parsed out."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None
+    reply: str
+    stream: str
+    stream_seq: int
+    delivered: int
+    timestamp_ns: int
+
+
+def parse_ack_subject(reply: str) -> tuple[str, int, int, int]:
+    """Parse ``(stream, stream_seq, delivered, timestamp_ns)`` from a JetStream ack subject.
+
+    Handles both the v1 form ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``
+    and the v2 form with domain and account hash tokens after ``$JS.ACK``.
+    """
+    tokens = reply.split(".")
+    n = len(tokens)
+    if n == 9:
+        base = 2
+    elif n >= 11:
+        base = 4
+    else:
+        raise MailboxError(f"not a JetStream ack subject: {reply!r}")
+    if tokens[0] != "$JS" or tokens[1] != "ACK":
+        raise MailboxError(f"not a JetStream ack subject: {reply!r}")
+    return tokens[base], int(tokens[base + 3]), int(tokens[base + 2]), int(tokens[base + 5])
+
+
+class JetStreamMailbox:
+    """A durable pull consumer for one actor, read with :meth:`next_batch`.
+
+    Set up with :meth:`ensure` (creates or updates the stream binding and the consumer), then
+    used as an async context manager. ``max_batch`` bounds one batch; at most about
+    ``2 * max_batch`` messages are requested from the server and buffered at any time.
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        durable: str,
+        subjects: Sequence[str],
+        stream: str | None,
+        default_stream: str,
+        stream_subjects: Sequence[str] | None = None,
+        ack_wait: float,
+        max_batch: int,
+        max_ack_pending: int,
+        pull_expires: float = 5.0,
+    ) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream()
+        self.durable = durable
+        self.subjects = tuple(subjects)
+        self.stream: str | None = stream
+        self._default_stream = default_stream
+        self._stream_subjects = list(stream_subjects or subjects)
+        self._ack_wait = ack_wait
+        self._max_batch = max_batch
+        self._max_ack_pending = max_ack_pending
+        self._expires = pull_expires
+        self._heartbeat = min(1.0, pull_expires / 4)
+        self._buffer: collections.deque[Delivery] = collections.deque()
+        self._arrived = anyio.Event()
+        self._credit = 0
+        self._last_seen = 0.0
+        self._failure: MailboxError | None = None
+        self._sub: Subscription | None = None
+        self._raw = False
+        self._inbox = ""
+        self._next_subject = ""
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    async def ensure(self, start_seq: int = 1) -> str:
+        """Find or create the stream, then (re-)create the durable consumer at ``start_seq``.
+
+        The journal, not the consumer, knows what the actor has consumed: the consumer is
+        re-created on every start to deliver from the journal's position onwards. This keeps
+        delivery in stream order after a crash (messages left unacknowledged would otherwise
+        come back only after ``ack_wait``, behind newer ones) and makes a consumer that was
+        deleted, or that acknowledged more than the journal holds, harmless.
+        """
+        stream = await self.resolve_stream()
+        try:
+            config = ConsumerConfig(
+                durable_name=self.durable,
+                # One ack per batch: acknowledging the last delivery of a batch acknowledges
+                # every earlier one, and the runner handles deliveries strictly in order.
+                ack_policy=AckPolicy.ALL,
+                ack_wait=self._ack_wait,
+                max_ack_pending=self._max_ack_pending,
+                max_deliver=-1,
+                max_waiting=64,
+            )
+            if start_seq > 1:
+                config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+                config.opt_start_seq = start_seq
+            else:
+                config.deliver_policy = DeliverPolicy.ALL
+            if len(self.subjects) == 1:
+                config.filter_subject = self.subjects[0]
+            else:
+                config.filter_subjects = list(self.subjects)
+            try:
+                await self._js.delete_consumer(stream, self.durable)
+            except nats.js.errors.NotFoundError:
+                pass
+            await self._js.add_consumer(stream, config=config)
+        except (nats.errors.Error, OSError) as exc:
+            raise self._setup_error(
+                f"the consumer {self.durable!r} on stream {stream!r}", exc
+            ) from exc
+        self.stream = stream
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.durable}"
+        self._buffer.clear()
+        self._credit = 0
+        return stream
+
+    async def resolve_stream(self) -> str:
+        """Find the stream that stores the actor's subjects, creating it if there is none."""
+        try:
+            self.stream = await self._ensure_stream()
+        except (nats.errors.Error, OSError) as exc:
+            raise self._setup_error(f"a stream for {self.durable!r}", exc) from exc
+        return self.stream
+
+    def _setup_error(self, what: str, exc: BaseException) -> MailboxError:
+        """JetStream's refusal (with its description) or an unreachable server, as one error."""
+        if isinstance(exc, nats.js.errors.APIError):
+            return MailboxError(
+                f"cannot set up {what} for subjects {list(self.subjects)}: "
+                f"{exc.description or exc}",
+                actor=self.durable,
+            )
+        return MailboxError(f"cannot reach JetStream to set up {what}: {exc!r}", actor=self.durable)
+
+    @property
+    def resolved_stream(self) -> str:
+        """The stream name, once :meth:`resolve_stream` has found it."""
+        if self.stream is None:
+            raise MailboxError(
+                f"the stream of {self.durable!r} is not resolved yet", actor=self.durable
+            )
+        return self.stream
+
+    async def _ensure_stream(self) -> str:
+        if self.stream is not None:
+            try:
+                await self._js.stream_info(self.stream)
+            except nats.js.errors.NotFoundError:
+                await self._js.add_stream(
+                    StreamConfig(name=self.stream, subjects=self._stream_subjects)
+                )
+            return self.stream
+        found: set[str] = set()
+        missing: list[str] = []
+        for subject in self.subjects:
+            try:
+                found.add(await self._js.find_stream_name_by_subject(subject))
+            except nats.js.errors.NotFoundError:
+                missing.append(subject)
+        if len(found) > 1:
+            raise MailboxError(
+                f"the subjects of {self.durable!r} are stored in several streams {sorted(found)}: "
+                "a consumer reads one stream; pass stream=... or split the actor",
+                actor=self.durable,
+            )
+        if found:
+            name = found.pop()
+            if missing:
+                info = await self._js.stream_info(name)
+                subjects = list(info.config.subjects or []) + missing
+                info.config.subjects = subjects
+                await self._js.update_stream(info.config)
+            return name
+        await self._js.add_stream(
+            StreamConfig(name=self._default_stream, subjects=list(self.subjects))
+        )
+        return self._default_stream
+
+    async def __aenter__(self) -> JetStreamMailbox:
+        if not self._next_subject:
+            await self.ensure()
+        self._inbox = self._nc.new_inbox()
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+        self._raw = route_raw(self._nc, self._sub._id, self._on_raw)
+        self._credit = 0
+        self._last_seen = time.monotonic()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop receiving; unacknowledged messages are redelivered by JetStream after ack_wait."""
+        sub, self._sub = self._sub, None
+        self._buffer.clear()
+        if sub is not None:
+            unroute_raw(self._nc, sub._id)
+            with anyio.CancelScope(shield=True):
+                try:
+                    await sub.unsubscribe()
+                except (nats.errors.Error, OSError):
+                    pass
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _on_raw(self, subject: bytes, reply: bytes, data: bytes, raw: bytes | None) -> None:
+        self._receive(subject.decode(), reply.decode(), data, parse_headers(raw) if raw else None)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._receive(msg.subject, msg.reply, msg.data, msg.headers)
+
+    def _receive(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None
+    ) -> None:
+        self._last_seen = time.monotonic()
+        if headers and not data and "Status" in headers:
+            self._on_status(headers)
+            return
+        try:
+            stream, seq, delivered, ts = parse_ack_subject(reply)
+        except (MailboxError, ValueError):
+            return
+        self._credit -= 1
+        self._buffer.append(Delivery(subject, data, headers, reply, stream, seq, delivered, ts))
+        self._arrived.set()
+
+    def _on_status(self, headers: dict[str, str]) -> None:
+        status = headers.get("Status")
+        if status == "100":
+            return
+        if status in ("408", "409", "404"):
+            pending = headers.get("Nats-Pending-Messages")
+            self._credit = max(0, self._credit - int(pending)) if pending else 0
+            description = headers.get("Description", "")
+            if status == "409" and "Consumer Deleted" in description:
+                self._fail(
+                    ConsumerGone(f"consumer {self.durable!r} was deleted", actor=self.durable)
+                )
+            elif status == "409" and "Consumer is push based" in description:
+                self._fail(
+                    MailboxError(f"consumer {self.durable!r} is push based", actor=self.durable)
+                )
+        elif status == "503":
+            self._credit = 0
+            self._fail(
+                ConsumerGone(f"consumer {self.durable!r} does not answer (503)", actor=self.durable)
+            )
+        self._arrived.set()
+
+    def _fail(self, error: MailboxError) -> None:
+        self._failure = error
+        self._arrived.set()
+
+    async def _pull(self, n: int) -> None:
+        request = {
+            "batch": n,
+            "expires": int(self._expires * 1e9),
+            "idle_heartbeat": int(self._heartbeat * 1e9),
+        }
+        self._credit += n
+        try:
+            await self._nc.publish(self._next_subject, _json.encode(request), reply=self._inbox)
+        except (nats.errors.Error, OSError) as exc:
+            self._credit -= n
+            raise MailboxError(f"cannot request messages for {self.durable!r}: {exc!r}") from exc
+
+    async def next_batch(self, max_n: int | None = None) -> list[Delivery]:
+        """Wait for at least one message; return it with those already buffered, in order."""
+        limit = max_n or self._max_batch
+        while True:
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
+            if self._sub is None:
+                raise MailboxError(f"mailbox {self.durable!r} is closed", actor=self.durable)
+            buffered = len(self._buffer)
+            if self._credit + buffered <= self._max_batch:
+                await self._pull(self._max_batch)
+            if buffered:
+                take = min(limit, buffered)
+                pop = self._buffer.popleft
+                return [pop() for _ in range(take)]
+            self._arrived = anyio.Event()
+            with anyio.move_on_after(self._expires + 2 * self._heartbeat):
+                await self._arrived.wait()
+            if not self._buffer and time.monotonic() - self._last_seen > 3 * self._heartbeat:
+                # Neither messages nor heartbeats: the requests were lost (e.g. a reconnect
+                # dropped them server-side). Forget the credit so the next round re-requests.
+                self._credit = 0
+
+    def buffered(self) -> list[Delivery]:
+        """The deliveries received but not yet handed out by :meth:`next_batch`."""
+        return list(self._buffer)
+
+    def reset_credit(self) -> None:
+        """Forget outstanding pull requests (after a reconnect the server dropped them)."""
+        self._credit = 0
+        self._arrived.set()
+
+    # -- acknowledging -----------------------------------------------------------------------
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge these deliveries and every earlier one (the consumer acks ``all``).
+
+        Only the last one is sent: the caller must have handled every delivery before it.
+        Fire-and-forget: a lost ack means a redelivery, which the journal deduplicates.
+        """
+        if not deliveries:
+            return
+        try:
+            await self._nc.publish(deliveries[-1].reply, b"+ACK")
+        except (nats.errors.Error, OSError) as exc:
+            raise MailboxError(f"cannot acknowledge for {self.durable!r}: {exc!r}") from exc
+
+    async def term(self, delivery: Delivery, reason: str = "") -> None:
+        """Stop redelivery of a message for good (after it was dead-lettered)."""
+        payload = b"+TERM " + reason.encode()[:256] if reason else b"+TERM"
+        await self._nc.publish(delivery.reply, payload)
+
+    async def in_progress(self, delivery: Delivery) -> None:
+        """Reset the ack timer of a message that is still being worked on."""
+        await self._nc.publish(delivery.reply, b"+WPI")
+
+    async def stream_info(self) -> Any:
+        """The stream's info (config, state, creation time)."""
+        try:
+            return await self._js.stream_info(self.resolved_stream)
+        except (nats.errors.Error, OSError) as exc:
+            raise MailboxError(
+                f"cannot read stream {self.stream!r}: {exc!r}", actor=self.durable
+            ) from exc
+
+    async def acked_floor(self) -> int | None:
+        """The stream sequence the existing durable consumer has acknowledged up to, if any."""
+        try:
+            info = await self._js.consumer_info(self.resolved_stream, self.durable)
+        except nats.js.errors.NotFoundError:
+            return None
+        except (nats.errors.Error, OSError) as exc:
+            raise MailboxError(
+                f"cannot read consumer {self.durable!r}: {exc!r}", actor=self.durable
+            ) from exc
+        return int(info.ack_floor.stream_seq) if info.ack_floor else 0
+
+    async def consumer_info(self) -> Any:
+        """The consumer's info from the server (pending, ack pending, delivered ...)."""
+        assert self.stream is not None
+        return await self._js.consumer_info(self.stream, self.durable)

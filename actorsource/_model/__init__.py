@@ -1,0 +1,1 @@
+"""The authoring model: actor definitions, events, handler dispatch, effects, policies."""

@@ -1,0 +1,108 @@
+"""The Context a handler is given: the entry it applies, and what it may do besides.
+
+What a handler publishes or records goes to an :class:`EffectSink` (the live
+:class:`~actorsource._model.effects.Effects`); on replay there is none, and both are no-ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import structlog
+
+from .._errors import ActorDefinitionError
+from .events import JournalEntry
+
+__all__ = ["Context", "EffectSink"]
+
+
+class EffectSink(Protocol):
+    """Collects what the handlers of one received event publish and record, live."""
+
+    def publish(
+        self,
+        entry: JournalEntry,
+        subject: str,
+        event: object,
+        headers: Mapping[str, str] | None,
+    ) -> str: ...
+
+    def record(self, event: object) -> None: ...
+
+
+class Context:
+    """What a handler knows about the event it is applying, and what it may do beyond
+    changing its state.
+
+    ``entry`` is the journal entry (position, subject, stream sequence, headers ...);
+    ``replaying`` is true while recovery replays the journal. Handlers must be deterministic
+    functions of (state, event, entry): they run again on every replay. What is not
+    deterministic (a clock, a random choice, an outside call) belongs in an event the
+    handler :meth:`record` s, made only when not ``replaying``.
+    """
+
+    __slots__ = ("_effects", "_entry", "_load", "_pos", "actor", "log", "replaying")
+
+    def __init__(
+        self,
+        actor: str,
+        entry: JournalEntry | None,
+        *,
+        replaying: bool,
+        log: structlog.stdlib.BoundLogger,
+        effects: EffectSink | None = None,
+        pos: int = 0,
+        load: Callable[[int], JournalEntry] | None = None,
+    ) -> None:
+        self.actor = actor
+        self._entry = entry
+        self._pos = entry.pos if entry is not None else pos
+        self._load = load
+        self.replaying = replaying
+        self.log = log
+        self._effects = effects
+
+    @property
+    def entry(self) -> JournalEntry:
+        """The journal entry being applied (read from the journal on first use in a replay)."""
+        if self._entry is None:
+            if self._load is None:
+                raise ActorDefinitionError("this Context has no journal entry")
+            self._entry = self._load(self._pos)
+        return self._entry
+
+    @property
+    def pos(self) -> int:
+        """The journal position of the event being applied."""
+        return self._pos
+
+    @property
+    def subject(self) -> str:
+        """The subject the event was received on (``"@recorded"`` for recorded events)."""
+        return self.entry.subject
+
+    def publish(
+        self, subject: str, event: object, *, headers: Mapping[str, str] | None = None
+    ) -> str | None:
+        """Publish a domain event to ``subject`` once the event being applied is committed.
+
+        The message goes to the actor's outbox in the same transaction as the journal entry
+        and is sent afterwards with ``Nats-Msg-Id`` ``"<actor>:<pos>:<n>"``: never lost,
+        and never applied twice by an actorsource receiver. Returns that id; on replay
+        nothing is sent again and None is returned. Raises :class:`EffectError` for a
+        wildcard subject, a reserved header or a message over the server's size limit.
+        """
+        if self._effects is None:
+            return None
+        return self._effects.publish(self.entry, subject, event, headers)
+
+    def record(self, event: object) -> None:
+        """Append an event of the actor's own to its journal, right after this one.
+
+        The actor's handler for its type applies it next (its publishes and records count
+        as its own). Use it for decisions that replay must not make again. No-op on
+        replay, where the recorded event replays in its own journal position.
+        """
+        if self._effects is not None:
+            self._effects.record(event)

@@ -1,0 +1,203 @@
+"""Handler dispatch: how one event reaches its handler, the same live and in replay.
+
+:class:`Dispatch` resolves, once per state object, what each event type needs: its decoder,
+its current version and the handler bound to the state. Live processing, replay, the
+reference :func:`fold` and the rebuild from a stream all apply events through it; replay
+only adds a shorter path for the common case (a plain synchronous handler without a
+context, a row at the current version). :class:`LiveState` is the state an actor applies
+events to live, with the effects its handlers cause.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import anyio
+import structlog
+
+from .._errors import ActorCrashed, HandlerTimeout
+from .._log import get_logger
+from .actor import ActorDefinition
+from .context import Context
+from .effects import RECORDED_SUBJECT, Effects
+from .events import JournalEntry
+
+__all__ = ["Dispatch", "LiveState", "fold"]
+
+#: A replay row: ``(pos, type, payload, version)``, the columns replay reads.
+Row = tuple[Any, ...]
+
+
+class Dispatch:
+    """The handlers of one state object, resolved once; applies events to it."""
+
+    __slots__ = ("_codec", "_log", "_name", "_plain", "_steps", "_timeout")
+
+    def __init__(
+        self, definition: ActorDefinition, state: Any, log: structlog.stdlib.BoundLogger
+    ) -> None:
+        self._name = definition.name
+        self._log = log
+        self._codec = definition.codec
+        self._timeout = definition.errors.handler_timeout
+        # Handlers mutate the state object; they never replace it, so bind them once.
+        self._steps = {
+            name: (
+                definition.codec.decoder(name),
+                definition.codec.version(name),
+                getattr(state, h.method),
+                h.takes_context,
+                h.is_async,
+                h.method,
+            )
+            for name, h in definition.handlers.items()
+        }
+        # Replay's common case, looked up first: a plain synchronous handler without a
+        # context, and a row stored at the current version (NULL means version 1).
+        self._plain = {
+            name: (decode, handler, None if current == 1 else current)
+            for name, (decode, current, handler, ctx, is_async, _) in self._steps.items()
+            if not ctx and not is_async
+        }
+
+    async def apply(
+        self,
+        event: object,
+        entry: JournalEntry,
+        *,
+        replaying: bool,
+        effects: Effects | None = None,
+    ) -> None:
+        """Apply one decoded event; live, an ``async`` handler past the policy's
+        ``handler_timeout`` raises :class:`HandlerTimeout`."""
+        _, _, handler, takes_context, is_async, method = self._steps[entry.type]
+        if takes_context:
+            ctx = Context(self._name, entry, replaying=replaying, log=self._log, effects=effects)
+            result = handler(event, ctx)
+        else:
+            result = handler(event)
+        if not is_async:
+            return
+        if replaying or self._timeout is None:
+            await result
+            return
+        # move_on_after rather than fail_after: a TimeoutError the handler raises itself is
+        # its own failure, not a deadline.
+        with anyio.move_on_after(self._timeout) as deadline:
+            await result
+        if deadline.cancelled_caught:
+            raise HandlerTimeout(f"handler {method}() ran past its {self._timeout} s deadline")
+
+    async def replay(self, rows: list[Row], load: Callable[[int], JournalEntry]) -> None:
+        """Apply journal rows in order, replaying; ``load(pos)`` gives a handler that reads
+        its Context's ``entry`` the whole entry. Raises :class:`ActorCrashed` naming the
+        position of an entry that cannot be decoded or applied."""
+        steps = self._steps
+        plain = self._plain.get
+        row: Row = ()
+        try:
+            for row in rows:
+                fast = plain(row[1])
+                if fast is not None and row[3] == fast[2]:
+                    fast[1](fast[0](row[2]))
+                    continue
+                decode, current, handler, takes_context, is_async, _ = steps[row[1]]
+                version = row[3] or 1
+                if version == current:
+                    event = decode(row[2])
+                else:
+                    event = self._codec.decode(row[1], row[2], version)
+                if takes_context:
+                    ctx = Context(
+                        self._name, None, replaying=True, log=self._log, pos=row[0], load=load
+                    )
+                    result = handler(event, ctx)
+                else:
+                    result = handler(event)
+                if is_async:
+                    await result
+        except Exception as exc:
+            raise ActorCrashed(
+                f"actor {self._name!r} cannot replay journal position {row[0]} "
+                f"({row[1]}): {exc!r}; the journal is intact, "
+                "fix the handler or register the event type and restart",
+                actor=self._name,
+            ) from exc
+
+
+class LiveState:
+    """The state an actor applies events to live, and the effects its handlers cause.
+
+    After a failed handler the state may be half-changed: :meth:`replace` it with a fresh
+    fold of the journal (the dispatch is bound again to the new object).
+    """
+
+    def __init__(
+        self,
+        definition: ActorDefinition,
+        log: structlog.stdlib.BoundLogger,
+        *,
+        max_payload: int,
+        state: Any = None,
+    ) -> None:
+        self.definition = definition
+        self.log = log
+        self.max_payload = max_payload
+        self.state: Any = None
+        self.dispatch: Dispatch
+        self.replace(definition.new_state() if state is None else state)
+
+    def replace(self, state: Any) -> None:
+        """Make ``state`` the live state."""
+        self.state = state
+        self.dispatch = Dispatch(self.definition, state, self.log)
+
+    async def apply_live(self, event: object, entry: JournalEntry) -> Effects | None:
+        """Apply a received event live, then the events its handlers recorded, in order.
+
+        Returns the effects (recorded entries and outbox rows), or None when there are none.
+        Raises whatever a handler raises (:class:`HandlerTimeout` past the policy's deadline):
+        the state may then be half-changed and the effects are void.
+        """
+        if not self.definition.handlers[entry.type].takes_context:
+            await self.dispatch.apply(event, entry, replaying=False)
+            return None
+        effects = self.effects(time.time())
+        await self.dispatch.apply(event, entry, replaying=False, effects=effects)
+        await self.apply_recorded(effects, after=entry.pos)
+        return effects if effects.entries or effects.outbox else None
+
+    def effects(self, now: float) -> Effects:
+        """An empty collection of effects, for events applied at time ``now``."""
+        return Effects(self.definition, max_payload=self.max_payload, now=now)
+
+    async def apply_recorded(self, effects: Effects, *, after: int) -> None:
+        """Journal and apply the events recorded in ``effects``, at positions after ``after``,
+        in the order recorded (those their own handlers record come after them)."""
+        pos = after
+        codec = self.definition.codec
+        while effects.pending:
+            type_name, payload, version = effects.pending.pop(0)
+            pos += 1
+            recorded = JournalEntry(
+                pos, RECORDED_SUBJECT, type_name, payload, effects.now, version=version
+            )
+            effects.entries.append(recorded)
+            event = codec.decode(type_name, payload, version)
+            await self.dispatch.apply(event, recorded, replaying=False, effects=effects)
+
+
+async def fold(definition: ActorDefinition, entries: Iterable[JournalEntry]) -> Any:
+    """A fresh state folded over ``entries`` in the given order, ignoring every snapshot.
+
+    This is the reference the runtime is held to (invariant 3): after any crash or restart
+    the live state equals the fold of the journal.
+    """
+    state = definition.new_state()
+    dispatch = Dispatch(definition, state, get_logger(actor=definition.name))
+    for entry in entries:
+        event = definition.codec.decode(entry.type, entry.payload, entry.version)
+        await dispatch.apply(event, entry, replaying=True)
+    return state

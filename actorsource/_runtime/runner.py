@@ -1,0 +1,382 @@
+"""One hosted actor: its life cycle, the loop of its control channel, and a read-only view.
+
+:meth:`ActorRunner.run` opens the journal, recovers the state (newest usable snapshot plus
+the later entries), binds the durable consumer after the journal's position, and starts
+the tasks that serve the actor: the mailbox pump, the committer, the outbox publisher, the
+keep-alive, the timers and the integrity check. Its loop then takes requests from the
+control channel (:mod:`._control`), one at a time: batches go down the data path of
+:mod:`._pipeline`; snapshots, timers, redos and a lost consumer are done between batches.
+:meth:`stop` ends the loop after the request in hand; a final snapshot is written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+
+from .._errors import ActorCrashed
+from .._journal.journal import SQLiteJournal
+from .._journal.recovery import RecoveryReport
+from .._journal.storage import journal_path
+from .._log import get_logger
+from .._mailbox.mailbox import Delivery, JetStreamMailbox
+from .._model.actor import ActorDefinition
+from .._model.dispatch import LiveState
+from .binding import bind_mailbox, ensure_dlq_stream, mailbox_for
+from .committer import CommitJob, Committer
+from .control import (
+    Batch,
+    ConsumerLost,
+    Control,
+    FireTimers,
+    MailboxPump,
+    Redo,
+    Stop,
+    TakeSnapshot,
+)
+from .outbox import OutboxPublisher
+from .pipeline import Pipeline, restore
+from .snapshot_schedule import SnapshotSchedule
+from .status import ActorStats, ActorStatus, CrashSwitch, SimulatedCrash
+from .timers import TimerTicks, decide
+
+__all__ = ["ActorRunner"]
+
+
+class ActorRunner:
+    """Hosts one actor: owns its journal, mailbox and outbox publisher while :meth:`run` runs.
+
+    :meth:`run` recovers, signals readiness, and consumes until :meth:`stop` is called (then it
+    finishes the request in hand, writes a final snapshot and returns) or an error escapes
+    (then nothing more is acknowledged and the journal is closed as it stands).
+    """
+
+    def __init__(
+        self,
+        definition: ActorDefinition,
+        nc: NATS,
+        *,
+        data_dir: Path,
+        ack_wait: float | None = None,
+        crash_switch: CrashSwitch | None = None,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        log: structlog.stdlib.BoundLogger | None = None,
+        on_ready: Callable[[ActorRunner], None] | None = None,
+        commit_attempts: int = 8,
+        integrity_check: Literal["background", "before-start", "off"] = "background",
+    ) -> None:
+        self.definition = definition
+        self.name = definition.name
+        self._nc = nc
+        self.data_dir = Path(data_dir)
+        self.journal_path = journal_path(self.data_dir, self.name)
+        self._ack_wait = ack_wait if ack_wait is not None else definition.ack_wait
+        self._crash = crash_switch or CrashSwitch()
+        self._synchronous = synchronous
+        self.log = log or get_logger(actor=self.name)
+        self._on_ready = on_ready
+        self._commit_attempts = commit_attempts
+        self._integrity_check = integrity_check
+        self.status = ActorStatus.STARTING
+        self.recovery = RecoveryReport()
+        self.stats = ActorStats()
+        self.ready = anyio.Event()
+        self.stream: str | None = None
+        self.mailbox: JetStreamMailbox | None = None
+        self.outbox: OutboxPublisher | None = None
+        self._live = LiveState(definition, self.log, max_payload=nc.max_payload)
+        self._schedule = SnapshotSchedule(definition, self.stats, self.log)
+        self._control = Control(self.name)
+        self._journal: SQLiteJournal | None = None
+        self._pipeline: Pipeline | None = None
+        self._pump: MailboxPump | None = None
+        self._stopping = False
+        # One transaction at a time on the journal: a batch commit, a snapshot and the outbox
+        # publisher must not interleave their statements on the shared connection.
+        self._write_lock = anyio.Lock()
+
+    # -- the view ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> Any:
+        """The actor's live state (its class instance)."""
+        return self._live.state
+
+    @property
+    def journal(self) -> SQLiteJournal:
+        """The open journal (only while running)."""
+        if self._journal is None:
+            raise ActorCrashed(f"actor {self.name!r} has no open journal", actor=self.name)
+        return self._journal
+
+    @property
+    def journal_pos(self) -> int:
+        """The last journal position applied to the in-memory state."""
+        return self.recovery.journal_pos
+
+    @property
+    def committer(self) -> Committer | None:
+        """The committer while the actor consumes, else None (read-only)."""
+        return self._pipeline.committer if self._pipeline is not None else None
+
+    @property
+    def in_hand(self) -> int:
+        """How many deliveries of the batch being handled the loop still holds."""
+        return len(self._pipeline.in_hand) if self._pipeline is not None else 0
+
+    def taken(self) -> list[Delivery]:
+        """Deliveries received and not yet handled: in the mailbox, or taken by its pump."""
+        waiting = self._pump.holding if self._pump is not None else []
+        return [*waiting, *(self.mailbox.buffered() if self.mailbox is not None else [])]
+
+    # -- control -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask for a graceful stop: finish the request in hand, snapshot, close."""
+        self._stopping = True
+        self._control.ask(Stop())
+
+    async def snapshot(self) -> int:
+        """Take a snapshot now, between two batches, once what was handled is committed (the
+        state is then exactly the journal's fold there); returns its position. Raises
+        :class:`ActorCrashed` if the actor is not running or stops before it could."""
+        self._running_or_raise("no snapshot")
+        request = self._control.ask(TakeSnapshot())
+        await request.wait()
+        return request.pos
+
+    async def fire_timers(self, now: float | None = None) -> int:
+        """Call every ``@every`` method now, as if its time had come, giving it ``now`` (by
+        default the clock); returns how many events they recorded, once those are committed.
+
+        For tests: a timer can be driven without waiting for it, at the time the test says.
+        """
+        self._running_or_raise("no timers")
+        request = self._control.ask(FireTimers(timers=self.definition.timers, now=now))
+        await request.wait()
+        if (committer := self.committer) is not None:
+            await committer.drain()
+        return request.recorded
+
+    def _running_or_raise(self, what: str) -> None:
+        if self.status is not ActorStatus.RUNNING:
+            raise ActorCrashed(
+                f"actor {self.name!r} is {self.status.value}, not running: {what}",
+                actor=self.name,
+            )
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Recover, then consume until stopped. Raises on failure (after closing everything)."""
+        try:
+            async with SQLiteJournal(
+                self.journal_path, actor=self.name, synchronous=self._synchronous
+            ) as journal:
+                self._journal = journal
+                if self._integrity_check == "before-start":
+                    await journal.check_integrity()
+                self.status = ActorStatus.RECOVERING
+                await self._recover(journal)
+                mailbox = mailbox_for(self.definition, self._nc, ack_wait=self._ack_wait)
+                await ensure_dlq_stream(self._nc.jetstream(), self.definition.errors, self.name)
+                self.stream = await bind_mailbox(mailbox, journal, log=self.log)
+                try:
+                    await self._serve(journal, mailbox, task_status)
+                except BaseExceptionGroup as group:
+                    raise _sole(group)  # noqa: B904 - keep the leaf's own cause
+            self.status = ActorStatus.STOPPED
+            self.log.info("actor stopped", pos=self.journal_pos)
+        except BaseException as exc:
+            self.status = ActorStatus.FAILED
+            if isinstance(exc, SimulatedCrash):
+                self.log.warning("actor crashed (simulated)", point=exc.point)
+            elif isinstance(exc, Exception):
+                self.log.error("actor failed", error=repr(exc))
+            raise
+        finally:
+            self._control.close()  # whoever waits for a request: it will not be done
+            self.mailbox = None
+            self._journal = None
+            self._pipeline = None
+            self._pump = None
+
+    async def _recover(self, journal: SQLiteJournal) -> None:
+        self.log.info("recovering", journal=str(self.journal_path), pos=journal.last_pos)
+        report = self.recovery = await restore(self._live, journal, self._schedule)
+        self.log.info(
+            "recovered",
+            snapshot_pos=report.snapshot_pos,
+            replayed=report.replayed,
+            pos=report.journal_pos,
+            seconds=round(report.seconds, 4),
+        )
+        every = self.definition.snapshots.every
+        version_bumped = any("model version" in why for _, why in report.skipped)
+        if report.replayed and (version_bumped or (every is not None and report.replayed >= every)):
+            await self._schedule.take_now(journal, self._write_lock, self.state, report.journal_pos)
+
+    async def _serve(
+        self,
+        journal: SQLiteJournal,
+        mailbox: JetStreamMailbox,
+        task_status: anyio.abc.TaskStatus[None],
+    ) -> None:
+        js = self._nc.jetstream()
+        outbox = OutboxPublisher(js, journal, self._write_lock, log=self.log, crash=self._crash)
+        verified = anyio.Event()
+        pipeline = Pipeline(
+            self._live,
+            journal,
+            mailbox,
+            self._schedule,
+            write_lock=self._write_lock,
+            crash=self._crash,
+            stats=self.stats,
+            log=self.log,
+            stopping=lambda: self._stopping,
+            on_committed=self._committed,
+            on_conflict=self._redo_asked,
+            on_restored=self._restored,
+            commit_attempts=self._commit_attempts,
+            gate=verified if self._integrity_check == "background" else None,
+        )
+        pump = MailboxPump(mailbox, self._control)
+        try:
+            async with mailbox, anyio.create_task_group() as tg:
+                self.mailbox, self.outbox = mailbox, outbox
+                self._pipeline, self._pump = pipeline, pump
+                tg.start_soon(pipeline.committer.run)
+                tg.start_soon(outbox.run)
+                tg.start_soon(self._keepalive, mailbox, pipeline)
+                tg.start_soon(TimerTicks(self.definition, self._control).run)
+                if self._integrity_check == "background":
+                    tg.start_soon(self._verify_journal, journal, verified)
+                outbox.notify()
+                self.status = ActorStatus.RUNNING
+                self.ready.set()
+                if self._on_ready is not None:
+                    self._on_ready(self)
+                self.log.info("actor running", pos=journal.last_pos, stream=self.stream)
+                task_status.started()
+                tg.start_soon(pump.run)
+                await self._loop(pipeline, pump, mailbox, journal)
+                self.status = ActorStatus.STOPPING
+                await pipeline.committer.drain()
+                unsaved = self.journal_pos > self.stats.last_snapshot_pos
+                if unsaved and not pipeline.committer.conflict:
+                    with anyio.CancelScope(shield=True):
+                        await pipeline.snapshot()
+                with anyio.move_on_after(2.0, shield=True):
+                    await outbox.flush()
+                tg.cancel_scope.cancel()
+        finally:
+            pipeline.committer.close()
+
+    async def _loop(
+        self,
+        pipeline: Pipeline,
+        pump: MailboxPump,
+        mailbox: JetStreamMailbox,
+        journal: SQLiteJournal,
+    ) -> None:
+        """Do the requests of the control channel, one at a time, until stopped."""
+        backoff = 0.1
+        async for request in self._control.requests():
+            if self._stopping:
+                request.finish(ActorCrashed(f"actor {self.name!r} is stopping", actor=self.name))
+                if isinstance(request, Stop):
+                    break
+                continue
+            try:
+                if isinstance(request, Batch):
+                    pump.taken(request)
+                    backoff = 0.1
+                    await pipeline.handle(request.deliveries)
+                elif isinstance(request, Redo):
+                    await pipeline.redo()
+                elif isinstance(request, TakeSnapshot):
+                    request.pos = await pipeline.snapshot()
+                elif isinstance(request, FireTimers):
+                    request.recorded = await self._fire(pipeline, request)
+                elif isinstance(request, ConsumerLost):
+                    # Re-create rather than spin on 503s: wait, then bind again (which also
+                    # notices a stream that was deleted and re-created meanwhile).
+                    self.log.warning(
+                        "consumer gone, re-creating", reason=str(request.error), backoff=backoff
+                    )
+                    await pipeline.settle()
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    await bind_mailbox(mailbox, journal, log=self.log)
+                    pipeline.sync_cursor()
+            finally:
+                request.finish()
+
+    async def _fire(self, pipeline: Pipeline, request: FireTimers) -> int:
+        """Fire the timers asked for; how many events they recorded (handed to the committer)."""
+        now = time.time() if request.now is None else request.now
+        recorded = 0
+        for timer in request.timers:
+            effects = await decide(timer, self._live, now, self.log)
+            if effects is not None:
+                recorded += await pipeline.record(timer, effects)
+        return recorded
+
+    def _committed(self, job: CommitJob) -> None:
+        self.recovery.journal_pos = self.journal.last_pos
+        if job.batch.outbox and self.outbox is not None:
+            self.outbox.notify()
+
+    def _redo_asked(self) -> None:
+        self._control.ask(Redo())
+
+    def _restored(self, report: RecoveryReport) -> None:
+        self.recovery = report
+
+    async def _verify_journal(self, journal: SQLiteJournal, verified: anyio.Event) -> None:
+        """SQLite's quick_check beside the running actor: commits wait for it to pass, and a
+        failure halts the actor (fatal) with nothing acknowledged."""
+        started = time.monotonic()
+        await journal.check_integrity()
+        verified.set()
+        self.log.info("journal integrity verified", seconds=round(time.monotonic() - started, 3))
+
+    async def _keepalive(self, mailbox: JetStreamMailbox, pipeline: Pipeline) -> None:
+        """Send +WPI for messages taken and not yet acknowledged while that takes long (a
+        slow handler, retries, a full disk): in hand, waiting to be committed, or taken."""
+        interval = max(self._ack_wait / 3, 0.05)
+        committer = pipeline.committer
+        while True:
+            await anyio.sleep(interval)
+            since = [pipeline.in_hand_since] if pipeline.in_hand else []
+            if (oldest := committer.oldest()) is not None:
+                since.append(oldest)
+            if (pump := self._pump) is not None and pump.holding:
+                since.append(pump.holding_since)
+            if not since or time.monotonic() - min(since) < interval:
+                continue
+            try:
+                for d in [*committer.unacked(), *pipeline.in_hand, *self.taken()]:
+                    await mailbox.in_progress(d)
+            except (nats.errors.Error, OSError):
+                pass
+
+
+def _sole(group: BaseExceptionGroup) -> BaseException:
+    """The one real error inside a task group's exception group (else the group itself)."""
+    leaves = [e for e in group.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
+    if len(leaves) == 1:
+        leaf = leaves[0]
+        return _sole(leaf) if isinstance(leaf, BaseExceptionGroup) else leaf
+    return group

@@ -1,0 +1,93 @@
+"""When a running actor checkpoints its state, and what it last wrote.
+
+The runner asks :meth:`SnapshotSchedule.due` at the end of each batch: the state bytes go into that
+batch's transaction when the :class:`~actorsource._model.snapshots.SnapshotPolicy` says so (events
+since the last snapshot, or time). :meth:`SnapshotSchedule.take_now` writes one on its own
+transaction (after recovery, between batches on request, at a graceful stop).
+
+A state that cannot be encoded does not stop the actor: a snapshot is only a cache. It is
+logged loudly and not tried again until the policy is due once more.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import structlog
+
+from .._errors import SnapshotError
+from .._journal.journal import JournalBatch, NewSnapshot, SQLiteJournal
+from .._model.actor import ActorDefinition
+from .._model.snapshots import CODEC_NAME
+from .status import ActorStats
+
+__all__ = ["SnapshotSchedule"]
+
+
+class SnapshotSchedule:
+    """The snapshot schedule of one runner; its counters live in the runner's stats."""
+
+    def __init__(
+        self, definition: ActorDefinition, stats: ActorStats, log: structlog.stdlib.BoundLogger
+    ) -> None:
+        self._definition = definition
+        self._stats = stats
+        self._log = log
+        self._clock = time.monotonic()
+        # The position of a snapshot handed to the committer and not yet committed.
+        self._planned = 0
+
+    def restored(self, pos: int | None) -> None:
+        """Recovery restored the snapshot at ``pos`` (None: replayed from the start)."""
+        self._stats.last_snapshot_pos = pos or 0
+        self._planned = self._stats.last_snapshot_pos
+        self._clock = time.monotonic()
+
+    def due(self, pos: int, state: Any) -> NewSnapshot | None:
+        """A snapshot of ``state`` at ``pos`` if one is due by the policy, else None."""
+        since = pos - max(self._stats.last_snapshot_pos, self._planned)
+        if not self._definition.snapshots.due(since, self._clock):
+            return None
+        self._clock = time.monotonic()
+        snapshot = self._encode(state, pos)
+        if snapshot is not None:
+            self._planned = pos
+        return snapshot
+
+    def taken(self, pos: int) -> None:
+        """A snapshot at ``pos`` is committed."""
+        stats = self._stats
+        stats.snapshots += 1
+        stats.last_snapshot_pos = pos
+        stats.last_snapshot_at = time.time()
+        self._clock = time.monotonic()
+        self._log.info("snapshot taken", pos=pos)
+
+    async def take_now(
+        self, journal: SQLiteJournal, write_lock: anyio.Lock, state: Any, pos: int
+    ) -> None:
+        """Write a snapshot of ``state`` (the fold up to ``pos``) in a transaction of its own."""
+        snapshot = self._encode(state, pos)
+        if snapshot is None:
+            return
+        async with write_lock:
+            await journal.append(
+                JournalBatch(entries=[], positions={}, dead_letters=[], snapshot=snapshot)
+            )
+        self.taken(pos)
+
+    def _encode(self, state: Any, pos: int) -> NewSnapshot | None:
+        definition = self._definition
+        try:
+            encoded = definition.state_codec.encode(state)
+            return NewSnapshot(
+                encoded, pos, definition.version, CODEC_NAME, definition.snapshots.keep
+            )
+        except SnapshotError as exc:
+            # A snapshot is only a cache: keep consuming, but say loudly why there is none.
+            self._log.error("snapshot failed", error=str(exc), pos=pos)
+            self._clock = time.monotonic()
+            self._stats.last_snapshot_pos = pos
+            return None

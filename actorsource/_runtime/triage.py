@@ -1,0 +1,170 @@
+"""Triage of a batch: which deliveries are duplicates, dead letters, ignored or events.
+
+Each delivery, in order, is recognised as a duplicate (a known stream sequence or message
+id), refused (too large, no or unknown ``Event-Type``, undecodable: a dead letter, or
+acknowledged silently when the policy ignores unknown types) or decoded and applied through
+``apply``, which returns the events its handlers recorded (journaled right after it) and
+the messages they published (outbox rows). The first handler that raises stops the triage
+there: that delivery and the ones after it are neither journaled nor acknowledged by this
+batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from .._errors import EventCodecError, UnknownEventTypeError
+from .._journal.journal import DeadLetter, JournalBatch, NewSnapshot, OutboxMessage
+from .._mailbox.mailbox import Delivery
+from .._model.effects import Effects
+from .._model.events import (
+    EVENT_TYPE_HEADER,
+    MSG_ID_HEADER,
+    EventCodec,
+    JournalEntry,
+    missing_header,
+    version_header,
+)
+from .._model.policy import ErrorPolicy
+from .committer import CommitJob
+from .deadletters import dead_letter
+
+__all__ = ["Failure", "Triage", "triage"]
+
+
+@dataclass
+class Failure:
+    """A handler that failed on one delivery: what to retry."""
+
+    index: int
+    delivery: Delivery
+    event: object
+    entry: JournalEntry
+    error: BaseException
+
+
+@dataclass
+class Triage:
+    """The outcome for ``deliveries[start:end]``, and the cursor after them."""
+
+    pos: int
+    top: int
+    end: int
+    entries: list[JournalEntry] = field(default_factory=list)
+    outbox: list[OutboxMessage] = field(default_factory=list)
+    to_ack: list[Delivery] = field(default_factory=list)
+    dead: list[tuple[Delivery, DeadLetter]] = field(default_factory=list)
+    duplicates: int = 0
+    ignored: int = 0
+    failure: Failure | None = None
+
+    def to_job(
+        self,
+        deliveries: list[Delivery],
+        *,
+        stream: str,
+        high: int,
+        dlq: Callable[[DeadLetter], OutboxMessage],
+        snapshot: NewSnapshot | None = None,
+    ) -> CommitJob:
+        """What to commit and acknowledge for ``deliveries`` (those this outcome covers):
+        the entries, the stream position if it moved past ``high``, the dead letters with
+        their messages to the DLQ subject (``dlq``), the outbox, and maybe a snapshot."""
+        batch = JournalBatch(
+            entries=self.entries,
+            positions={stream: self.top} if self.top > high else {},
+            dead_letters=[dl for _, dl in self.dead],
+            outbox=[*self.outbox, *(dlq(dl) for _, dl in self.dead)],
+            snapshot=snapshot,
+        )
+        return CommitJob(batch=batch, deliveries=deliveries, to_ack=self.to_ack, dead=self.dead)
+
+
+async def triage(
+    deliveries: list[Delivery],
+    start: int,
+    *,
+    high: int,
+    pos: int,
+    known_seqs: set[int],
+    known_ids: set[str],
+    policy: ErrorPolicy,
+    codec: EventCodec,
+    apply: Callable[[object, JournalEntry], Awaitable[Effects | None]],
+) -> Triage:
+    """Sort ``deliveries[start:]`` in order, applying events through ``apply``.
+
+    ``high`` is the highest stream sequence handled before, ``pos`` the last journal
+    position assigned; ``known_seqs``/``known_ids`` are what the journal already holds.
+    """
+    out = Triage(pos=pos, top=high, end=len(deliveries))
+    seen_seqs: set[int] = set()
+    now = time.time()
+    for index in range(start, len(deliveries)):
+        d = deliveries[index]
+        seq = d.stream_seq
+        headers = d.headers or {}
+        msg_id = headers.get(MSG_ID_HEADER)
+        if seq in known_seqs or seq in seen_seqs or (msg_id is not None and msg_id in known_ids):
+            out.duplicates += 1
+            out.to_ack.append(d)
+            out.top = max(out.top, seq)
+            continue
+        type_name = headers.get(EVENT_TYPE_HEADER)
+        if len(d.data) > policy.max_payload:
+            error: BaseException = EventCodecError(
+                f"payload of {len(d.data)} bytes exceeds max_payload {policy.max_payload}"
+            )
+            out.dead.append((d, dead_letter(d, type_name, "too-large", error, now)))
+            seen_seqs.add(seq)
+            out.top = max(out.top, seq)
+            continue
+        try:
+            if type_name is None:
+                raise EventCodecError(missing_header(headers, EVENT_TYPE_HEADER))
+            version = version_header(headers)
+            event = codec.decode(type_name, d.data, version)
+        except EventCodecError as exc:
+            seen_seqs.add(seq)
+            out.top = max(out.top, seq)
+            if isinstance(exc, UnknownEventTypeError) and policy.on_unknown == "ignore":
+                out.ignored += 1
+                out.to_ack.append(d)
+                continue
+            reason = "unknown-type" if isinstance(exc, UnknownEventTypeError) else "undecodable"
+            out.dead.append((d, dead_letter(d, type_name, reason, exc, now)))
+            continue
+        entry = JournalEntry(
+            pos=out.pos + 1,
+            subject=d.subject,
+            type=type_name,
+            payload=d.data,
+            received_at=now,
+            stream=d.stream,
+            stream_seq=seq,
+            msg_id=msg_id,
+            headers=headers,
+            version=version,
+        )
+        try:
+            effects = await apply(event, entry)
+        except Exception as exc:
+            # Not journaled, not acknowledged, not part of ``top``: if the process dies
+            # from here on, the next start delivers this message again.
+            out.failure = Failure(index, d, event, entry, exc)
+            out.end = index
+            break
+        seen_seqs.add(seq)
+        out.top = max(out.top, seq)
+        out.pos += 1
+        out.entries.append(entry)
+        if effects is not None:
+            out.pos += len(effects.entries)
+            out.entries.extend(effects.entries)
+            out.outbox.extend(effects.outbox)
+        out.to_ack.append(d)
+        if msg_id is not None:
+            known_ids.add(msg_id)
+    return out
