@@ -21,9 +21,11 @@ decorator mistake. Errors from nats-py and sqlite3 are translated at the boundar
     ├── HandlerTimeout (TimeoutError)        an async handler ran past its deadline
     ├── EffectError (ValueError)             a handler published or recorded something invalid
     ├── MailboxError                         the JetStream side failed
+    │   ├── NatsConnectionError (ConnectionError)  NATS cannot be reached or refuses us
     │   └── StreamMismatchError              the stream is not the history the journal knows
     ├── NatsServerError                      an embedded/test nats-server cannot start
     └── ActorCrashed                         an actor stopped on an unexpected error
+        └── ActorNotRunning                  asked of an actor that is not running
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import TypeVar
 __all__ = [
     "ActorCrashed",
     "ActorDefinitionError",
+    "ActorNotRunning",
     "ActorsourceError",
     "EffectError",
     "EventCodecError",
@@ -46,6 +49,7 @@ __all__ = [
     "JournalLockedError",
     "JournalOrderError",
     "MailboxError",
+    "NatsConnectionError",
     "NatsServerError",
     "SnapshotError",
     "StreamMismatchError",
@@ -151,6 +155,10 @@ class MailboxError(ActorsourceError):
         self.actor = actor
 
 
+class NatsConnectionError(MailboxError, ConnectionError):
+    """NATS could not be reached (within the time given) or refused the connection."""
+
+
 class StreamMismatchError(MailboxError):
     """The stream's history is not the one the journal was built from (e.g. re-created)."""
 
@@ -165,3 +173,7 @@ class ActorCrashed(ActorsourceError):
     def __init__(self, message: str, *, actor: str) -> None:
         super().__init__(message)
         self.actor = actor
+
+
+class ActorNotRunning(ActorCrashed):
+    """Something was asked of an actor that is not running (or stopped before doing it)."""

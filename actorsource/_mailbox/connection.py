@@ -19,7 +19,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.tls import TLSStream
 from nats.aio.client import Client as NATS
 
-from .._errors import MailboxError
+from .._errors import NatsConnectionError
 
 __all__ = ["NatsOptions", "connect"]
 
@@ -81,7 +81,7 @@ async def connect(
     log: structlog.stdlib.BoundLogger,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> NATS:
-    """Connect to NATS; failures raise MailboxError naming the URLs tried.
+    """Connect to NATS; failures raise NatsConnectionError naming the URLs tried.
 
     While no server answers, the first connection is retried with backoff for
     ``options.wait_for_server`` seconds (for ever if ``None``), each failure logged with
@@ -106,7 +106,7 @@ async def connect(
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
                 within = f" within {wait:g} s" if wait else ""
-                raise MailboxError(
+                raise NatsConnectionError(
                     f"cannot connect to NATS at {urls}{within}: {reason}"
                 ) from failure.__cause__
             pause = min(delay, remaining)
@@ -205,7 +205,7 @@ async def _connect_once(
         if _may_heal(cause):
             cut_short = connecting.cancelled_caught and not errors
             raise _Unreachable(_describe(cause), cut_short=cut_short) from exc
-        raise MailboxError(
+        raise NatsConnectionError(
             f"cannot connect to NATS at {', '.join(options.urls())}: {_describe(cause)}"
         ) from exc
     connected = True

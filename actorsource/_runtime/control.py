@@ -14,7 +14,7 @@ between two batches:
 - :class:`Stop`.
 
 A request is an awaitable ticket: whoever asked waits on :meth:`Request.wait`, which raises
-:class:`ActorCrashed` if the actor stopped before doing it. The requests to come (answer a
+:class:`ActorNotRunning` if the actor stopped before doing it. The requests to come (answer a
 query between batches, passivate an entity, hand a partition over, a fenced commit) are
 further subclasses handled by the same loop.
 """
@@ -29,7 +29,7 @@ from typing import TypeVar
 
 import anyio
 
-from .._errors import ActorCrashed
+from .._errors import ActorNotRunning
 from .._mailbox.mailbox import ConsumerGone, Delivery, JetStreamMailbox
 from .._model.actor import Timer
 
@@ -140,8 +140,8 @@ class Control:
             request.finish(self._gone())
         self._receive.close()
 
-    def _gone(self) -> ActorCrashed:
-        return ActorCrashed(f"actor {self._actor!r} stopped before doing it", actor=self._actor)
+    def _gone(self) -> ActorNotRunning:
+        return ActorNotRunning(f"actor {self._actor!r} stopped before doing it", actor=self._actor)
 
 
 class MailboxPump:

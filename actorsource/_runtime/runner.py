@@ -22,7 +22,7 @@ import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 
-from .._errors import ActorCrashed
+from .._errors import ActorNotRunning
 from .._journal.journal import SQLiteJournal
 from .._journal.recovery import RecoveryReport
 from .._journal.storage import journal_path
@@ -114,7 +114,7 @@ class ActorRunner:
     def journal(self) -> SQLiteJournal:
         """The open journal (only while running)."""
         if self._journal is None:
-            raise ActorCrashed(f"actor {self.name!r} has no open journal", actor=self.name)
+            raise ActorNotRunning(f"actor {self.name!r} has no open journal", actor=self.name)
         return self._journal
 
     @property
@@ -147,7 +147,7 @@ class ActorRunner:
     async def snapshot(self) -> int:
         """Take a snapshot now, between two batches, once what was handled is committed (the
         state is then exactly the journal's fold there); returns its position. Raises
-        :class:`ActorCrashed` if the actor is not running or stops before it could."""
+        :class:`ActorNotRunning` if the actor is not running or stops before it could."""
         self._running_or_raise("no snapshot")
         request = self._control.ask(TakeSnapshot())
         await request.wait()
@@ -168,7 +168,7 @@ class ActorRunner:
 
     def _running_or_raise(self, what: str) -> None:
         if self.status is not ActorStatus.RUNNING:
-            raise ActorCrashed(
+            raise ActorNotRunning(
                 f"actor {self.name!r} is {self.status.value}, not running: {what}",
                 actor=self.name,
             )
@@ -294,7 +294,7 @@ class ActorRunner:
         backoff = 0.1
         async for request in self._control.requests():
             if self._stopping:
-                request.finish(ActorCrashed(f"actor {self.name!r} is stopping", actor=self.name))
+                request.finish(ActorNotRunning(f"actor {self.name!r} is stopping", actor=self.name))
                 if isinstance(request, Stop):
                     break
                 continue
