@@ -55,6 +55,7 @@ __all__ = [
     "StreamMismatchError",
     "UnknownEventTypeError",
     "find_error",
+    "sole_error",
 ]
 
 E = TypeVar("E", bound=BaseException)
@@ -70,6 +71,16 @@ def find_error(exc: BaseException, kind: type[E]) -> E | None:
             if found is not None:
                 return found
     return None
+
+
+def sole_error(group: BaseExceptionGroup, cancelled: type[BaseException]) -> BaseException:
+    """The one real error inside a task group's exception group, ignoring ``cancelled``
+    (the backend's cancellation), else the group itself."""
+    leaves = [e for e in group.exceptions if not isinstance(e, cancelled)]
+    if len(leaves) == 1:
+        leaf = leaves[0]
+        return sole_error(leaf, cancelled) if isinstance(leaf, BaseExceptionGroup) else leaf
+    return group
 
 
 class ActorsourceError(Exception):

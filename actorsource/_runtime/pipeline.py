@@ -38,7 +38,7 @@ from .snapshot_schedule import SnapshotSchedule
 from .status import ActorStats, CrashSwitch
 from .triage import Failure, Triage, triage
 
-__all__ = ["Pipeline", "restore"]
+__all__ = ["Pipeline", "recover", "restore"]
 
 
 async def restore(
@@ -48,6 +48,28 @@ async def restore(
     state, report = await restore_state(live.definition, journal, log=live.log)
     live.replace(state)
     schedule.restored(report.snapshot_pos)
+    return report
+
+
+async def recover(
+    live: LiveState, journal: SQLiteJournal, schedule: SnapshotSchedule, write_lock: anyio.Lock
+) -> RecoveryReport:
+    """Recovery at start: restore the state, and snapshot it when the replay was long (at
+    least a snapshot interval) or the model version changed (old snapshots are useless)."""
+    log = live.log
+    log.info("recovering", journal=str(journal.path), pos=journal.last_pos)
+    report = await restore(live, journal, schedule)
+    log.info(
+        "recovered",
+        snapshot_pos=report.snapshot_pos,
+        replayed=report.replayed,
+        pos=report.journal_pos,
+        seconds=round(report.seconds, 4),
+    )
+    every = live.definition.snapshots.every
+    version_bumped = any("model version" in why for _, why in report.skipped)
+    if report.replayed and (version_bumped or (every is not None and report.replayed >= every)):
+        await schedule.take_now(journal, write_lock, live.state, report.journal_pos)
     return report
 
 

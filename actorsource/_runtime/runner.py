@@ -1,28 +1,28 @@
-"""One hosted actor: its life cycle, the loop of its control channel, and a read-only view.
+"""One hosted actor: its life cycle and a read-only view of it.
 
 :meth:`ActorRunner.run` opens the journal, recovers the state (newest usable snapshot plus
 the later entries), binds the durable consumer after the journal's position, and starts
 the tasks that serve the actor: the mailbox pump, the committer, the outbox publisher, the
-keep-alive, the timers and the integrity check. Its loop then takes requests from the
-control channel (:mod:`._control`), one at a time: batches go down the data path of
-:mod:`._pipeline`; snapshots, timers, redos and a lost consumer are done between batches.
-:meth:`stop` ends the loop after the request in hand; a final snapshot is written.
+keep-alive, the timers and the integrity check. Then :class:`~.loop.ActorLoop` does the
+requests of its control channel (:mod:`.control`), one at a time: batches go down the data
+path (:mod:`.pipeline`); snapshots, timers, redos and a lost consumer are done between two
+batches. :meth:`stop` ends the loop after the request in hand; a final snapshot is written.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 import anyio.abc
-import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 
-from .._errors import ActorNotRunning
+from .._errors import ActorNotRunning, sole_error
 from .._journal.journal import SQLiteJournal
 from .._journal.recovery import RecoveryReport
 from .._journal.storage import journal_path
@@ -33,8 +33,6 @@ from .._model.dispatch import LiveState
 from .binding import bind_mailbox, ensure_dlq_stream, mailbox_for
 from .committer import CommitJob, Committer
 from .control import (
-    Batch,
-    ConsumerLost,
     Control,
     FireTimers,
     MailboxPump,
@@ -42,11 +40,13 @@ from .control import (
     Stop,
     TakeSnapshot,
 )
+from .keepalive import keep_alive
+from .loop import ActorLoop
 from .outbox import OutboxPublisher
-from .pipeline import Pipeline, restore
+from .pipeline import Pipeline, recover
 from .snapshot_schedule import SnapshotSchedule
 from .status import ActorStats, ActorStatus, CrashSwitch, SimulatedCrash
-from .timers import TimerTicks, decide
+from .timers import TimerTicks
 
 __all__ = ["ActorRunner"]
 
@@ -187,14 +187,14 @@ class ActorRunner:
                 if self._integrity_check == "before-start":
                     await journal.check_integrity()
                 self.status = ActorStatus.RECOVERING
-                await self._recover(journal)
+                self.recovery = await recover(self._live, journal, self._schedule, self._write_lock)
                 mailbox = mailbox_for(self.definition, self._nc, ack_wait=self._ack_wait)
                 await ensure_dlq_stream(self._nc.jetstream(), self.definition.errors, self.name)
                 self.stream = await bind_mailbox(mailbox, journal, log=self.log)
                 try:
                     await self._serve(journal, mailbox, task_status)
                 except BaseExceptionGroup as group:
-                    raise _sole(group)  # noqa: B904 - keep the leaf's own cause
+                    raise sole_error(group, anyio.get_cancelled_exc_class())  # noqa: B904
             self.status = ActorStatus.STOPPED
             self.log.info("actor stopped", pos=self.journal_pos)
         except BaseException as exc:
@@ -210,21 +210,6 @@ class ActorRunner:
             self._journal = None
             self._pipeline = None
             self._pump = None
-
-    async def _recover(self, journal: SQLiteJournal) -> None:
-        self.log.info("recovering", journal=str(self.journal_path), pos=journal.last_pos)
-        report = self.recovery = await restore(self._live, journal, self._schedule)
-        self.log.info(
-            "recovered",
-            snapshot_pos=report.snapshot_pos,
-            replayed=report.replayed,
-            pos=report.journal_pos,
-            seconds=round(report.seconds, 4),
-        )
-        every = self.definition.snapshots.every
-        version_bumped = any("model version" in why for _, why in report.skipped)
-        if report.replayed and (version_bumped or (every is not None and report.replayed >= every)):
-            await self._schedule.take_now(journal, self._write_lock, self.state, report.journal_pos)
 
     async def _serve(
         self,
@@ -258,7 +243,7 @@ class ActorRunner:
                 self._pipeline, self._pump = pipeline, pump
                 tg.start_soon(pipeline.committer.run)
                 tg.start_soon(outbox.run)
-                tg.start_soon(self._keepalive, mailbox, pipeline)
+                tg.start_soon(partial(keep_alive, mailbox, pipeline, pump, ack_wait=self._ack_wait))
                 tg.start_soon(TimerTicks(self.definition, self._control).run)
                 if self._integrity_check == "background":
                     tg.start_soon(self._verify_journal, journal, verified)
@@ -270,7 +255,16 @@ class ActorRunner:
                 self.log.info("actor running", pos=journal.last_pos, stream=self.stream)
                 task_status.started()
                 tg.start_soon(pump.run)
-                await self._loop(pipeline, pump, mailbox, journal)
+                await ActorLoop(
+                    self._control,
+                    pipeline,
+                    pump,
+                    self._live,
+                    mailbox=mailbox,
+                    journal=journal,
+                    stopping=lambda: self._stopping,
+                    log=self.log,
+                ).run()
                 self.status = ActorStatus.STOPPING
                 await pipeline.committer.drain()
                 unsaved = self.journal_pos > self.stats.last_snapshot_pos
@@ -282,56 +276,6 @@ class ActorRunner:
                 tg.cancel_scope.cancel()
         finally:
             pipeline.committer.close()
-
-    async def _loop(
-        self,
-        pipeline: Pipeline,
-        pump: MailboxPump,
-        mailbox: JetStreamMailbox,
-        journal: SQLiteJournal,
-    ) -> None:
-        """Do the requests of the control channel, one at a time, until stopped."""
-        backoff = 0.1
-        async for request in self._control.requests():
-            if self._stopping:
-                request.finish(ActorNotRunning(f"actor {self.name!r} is stopping", actor=self.name))
-                if isinstance(request, Stop):
-                    break
-                continue
-            try:
-                if isinstance(request, Batch):
-                    pump.taken(request)
-                    backoff = 0.1
-                    await pipeline.handle(request.deliveries)
-                elif isinstance(request, Redo):
-                    await pipeline.redo()
-                elif isinstance(request, TakeSnapshot):
-                    request.pos = await pipeline.snapshot()
-                elif isinstance(request, FireTimers):
-                    request.recorded = await self._fire(pipeline, request)
-                elif isinstance(request, ConsumerLost):
-                    # Re-create rather than spin on 503s: wait, then bind again (which also
-                    # notices a stream that was deleted and re-created meanwhile).
-                    self.log.warning(
-                        "consumer gone, re-creating", reason=str(request.error), backoff=backoff
-                    )
-                    await pipeline.settle()
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    await bind_mailbox(mailbox, journal, log=self.log)
-                    pipeline.sync_cursor()
-            finally:
-                request.finish()
-
-    async def _fire(self, pipeline: Pipeline, request: FireTimers) -> int:
-        """Fire the timers asked for; how many events they recorded (handed to the committer)."""
-        now = time.time() if request.now is None else request.now
-        recorded = 0
-        for timer in request.timers:
-            effects = await decide(timer, self._live, now, self.log)
-            if effects is not None:
-                recorded += await pipeline.record(timer, effects)
-        return recorded
 
     def _committed(self, job: CommitJob) -> None:
         self.recovery.journal_pos = self.journal.last_pos
@@ -351,32 +295,3 @@ class ActorRunner:
         await journal.check_integrity()
         verified.set()
         self.log.info("journal integrity verified", seconds=round(time.monotonic() - started, 3))
-
-    async def _keepalive(self, mailbox: JetStreamMailbox, pipeline: Pipeline) -> None:
-        """Send +WPI for messages taken and not yet acknowledged while that takes long (a
-        slow handler, retries, a full disk): in hand, waiting to be committed, or taken."""
-        interval = max(self._ack_wait / 3, 0.05)
-        committer = pipeline.committer
-        while True:
-            await anyio.sleep(interval)
-            since = [pipeline.in_hand_since] if pipeline.in_hand else []
-            if (oldest := committer.oldest()) is not None:
-                since.append(oldest)
-            if (pump := self._pump) is not None and pump.holding:
-                since.append(pump.holding_since)
-            if not since or time.monotonic() - min(since) < interval:
-                continue
-            try:
-                for d in [*committer.unacked(), *pipeline.in_hand, *self.taken()]:
-                    await mailbox.in_progress(d)
-            except (nats.errors.Error, OSError):
-                pass
-
-
-def _sole(group: BaseExceptionGroup) -> BaseException:
-    """The one real error inside a task group's exception group (else the group itself)."""
-    leaves = [e for e in group.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
-    if len(leaves) == 1:
-        leaf = leaves[0]
-        return _sole(leaf) if isinstance(leaf, BaseExceptionGroup) else leaf
-    return group

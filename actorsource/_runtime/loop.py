@@ -1,0 +1,113 @@
+"""The loop of a running actor: the requests of its control channel, one at a time.
+
+Batches go down the data path (:class:`~actorsource._runtime.pipeline.Pipeline`); the
+other requests are done between two batches: a redo after a duplicate message id, a
+snapshot, the timers, a consumer to re-create. Once the actor is stopping, what is left in
+the channel fails with :class:`ActorNotRunning` and the loop ends at :class:`Stop`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import anyio
+import structlog
+
+from .._errors import ActorNotRunning
+from .._journal.journal import SQLiteJournal
+from .._mailbox.mailbox import JetStreamMailbox
+from .._model.dispatch import LiveState
+from .binding import bind_mailbox
+from .control import (
+    Batch,
+    ConsumerLost,
+    Control,
+    FireTimers,
+    MailboxPump,
+    Redo,
+    Request,
+    Stop,
+    TakeSnapshot,
+)
+from .pipeline import Pipeline
+from .timers import decide
+
+__all__ = ["ActorLoop"]
+
+
+class ActorLoop:
+    """Does the requests of one actor's control channel until it stops."""
+
+    def __init__(
+        self,
+        control: Control,
+        pipeline: Pipeline,
+        pump: MailboxPump,
+        live: LiveState,
+        *,
+        mailbox: JetStreamMailbox,
+        journal: SQLiteJournal,
+        stopping: Callable[[], bool],
+        log: structlog.stdlib.BoundLogger,
+    ) -> None:
+        self._control = control
+        self._pipeline = pipeline
+        self._pump = pump
+        self._live = live
+        self._mailbox = mailbox
+        self._journal = journal
+        self._stopping = stopping
+        self._log = log
+        self._backoff = 0.1  # before re-creating a lost consumer; reset by the next batch
+
+    async def run(self) -> None:
+        """Take requests in arrival order and do each to its end; return at stop."""
+        name = self._live.definition.name
+        async for request in self._control.requests():
+            if self._stopping():
+                request.finish(ActorNotRunning(f"actor {name!r} is stopping", actor=name))
+                if isinstance(request, Stop):
+                    return
+                continue
+            try:
+                await self._do(request)
+            finally:
+                request.finish()
+
+    async def _do(self, request: Request) -> None:
+        pipeline = self._pipeline
+        if isinstance(request, Batch):
+            self._pump.taken(request)
+            self._backoff = 0.1
+            await pipeline.handle(request.deliveries)
+        elif isinstance(request, Redo):
+            await pipeline.redo()
+        elif isinstance(request, TakeSnapshot):
+            request.pos = await pipeline.snapshot()
+        elif isinstance(request, FireTimers):
+            request.recorded = await self._fire(request)
+        elif isinstance(request, ConsumerLost):
+            await self._rebind(request)
+
+    async def _fire(self, request: FireTimers) -> int:
+        """Fire the timers asked for; how many events they recorded (handed to the committer)."""
+        now = time.time() if request.now is None else request.now
+        recorded = 0
+        for timer in request.timers:
+            effects = await decide(timer, self._live, now, self._log)
+            if effects is not None:
+                recorded += await self._pipeline.record(timer, effects)
+        return recorded
+
+    async def _rebind(self, request: ConsumerLost) -> None:
+        """Re-create the consumer rather than spin on 503s: wait, then bind again (which
+        also notices a stream that was deleted and re-created meanwhile)."""
+        self._log.warning(
+            "consumer gone, re-creating", reason=str(request.error), backoff=self._backoff
+        )
+        await self._pipeline.settle()
+        await anyio.sleep(self._backoff)
+        self._backoff = min(self._backoff * 2, 5.0)
+        await bind_mailbox(self._mailbox, self._journal, log=self._log)
+        self._pipeline.sync_cursor()
