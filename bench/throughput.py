@@ -20,11 +20,18 @@ commit, apply, ack), R times in turn, and the medians are reported:
   ``$JS.API.CONSUMER.MSG.NEXT`` pull requests to a core NATS inbox with a callback (about
   two requests of 256 outstanding) instead of ``fetch()``.
 
+* ``hand_tuned``: the fair ceiling for a durable pipeline (``bench/_hand_tuned.py``):
+  ``AckPolicy.ALL``, hand-sent pulls of 512 to a callback inbox, the stream sequence from
+  the reply subject, a typed msgspec decoder, one ``executemany`` + commit per batch of 512
+  through aiosqlite into a table keyed by ``stream_seq`` only, one ack per batch, a dict fold.
+
 * ``receive_only`` (no state: not a pipeline, a ceiling): the fast-pull consumer with
   nothing behind it (no decode, no journal, no fold, ``AckPolicy.NONE``): how many messages
   per second nats-py can merely receive from this server on this machine.
 
-``ratio`` is actorsource / baseline, ``ratio_vs_fastpull`` actorsource / baseline_fastpull.
+``ratio`` is actorsource / baseline, ``ratio_vs_fastpull`` actorsource / baseline_fastpull,
+``ratio_vs_hand_tuned`` actorsource / hand_tuned, and ``hand_tuned_vs_raw_pull`` hand_tuned /
+baseline_fastpull (a sanity check of the ceiling).
 Every final state is checked against ``examples.bank.expected_balances`` (balances and the
 count of declined operations): ``states_equal``; the exit status is 1 if any differs.
 
@@ -51,6 +58,7 @@ from typing import Any
 
 import anyio
 import nats.errors
+from _hand_tuned import hand_tuned
 from _scaffold import (
     STREAM,
     BenchError,
@@ -324,6 +332,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
             "actorsource": [],
             "baseline": [],
             "baseline_fastpull": [],
+            "hand_tuned": [],
             "receive_only": [],
         }
         equal = True
@@ -360,6 +369,12 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
                     db_path=root / f"fastpull-{i}.sqlite",
                     durable=f"baseline-fastpull-{i}",
                 ),
+                "hand_tuned": functools.partial(
+                    hand_tuned,
+                    n=n,
+                    db_path=root / f"hand-tuned-{i}.sqlite",
+                    durable=f"hand-tuned-{i}",
+                ),
             }
             for what, run in runs.items():
                 rate, ok = await measure(what, server.url, n, expected, run, say)
@@ -375,15 +390,19 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
     actor_rate = median(rates["actorsource"])
     fetch_rate = median(rates["baseline"])
     fast_rate = median(rates["baseline_fastpull"])
+    tuned_rate = median(rates["hand_tuned"])
     return {
         "events": n,
         "repeat": args.repeat,
         "actorsource_events_per_s": round(actor_rate),
         "baseline_events_per_s": round(fetch_rate),
         "baseline_fastpull_events_per_s": round(fast_rate),
+        "hand_tuned_events_per_s": round(tuned_rate),
         "receive_only_events_per_s": round(median(rates["receive_only"])),
         "ratio": round(actor_rate / fetch_rate, 3),
         "ratio_vs_fastpull": round(actor_rate / fast_rate, 3),
+        "ratio_vs_hand_tuned": round(actor_rate / tuned_rate, 3),
+        "hand_tuned_vs_raw_pull": round(tuned_rate / fast_rate, 3),
         "states_equal": equal,
         "actorsource_ready_ms": round(median(ready_ms), 1),
         "runs": {k: [round(r) for r in v] for k, v in rates.items()},
@@ -417,7 +436,13 @@ def main(argv: list[str] | None = None) -> int:
         "throughput",
         bench,
         args,
-        summary_keys=("_per_s", "ratio", "ratio_vs_fastpull", "states_equal"),
+        summary_keys=(
+            "_per_s",
+            "ratio",
+            "ratio_vs_fastpull",
+            "ratio_vs_hand_tuned",
+            "states_equal",
+        ),
     )
 
 
