@@ -322,11 +322,6 @@ class EventCodec:
             self._decoders[name] = msgspec.json.Decoder(cls)
             self._versions[name] = event_version(cls)
 
-    @property
-    def type_names(self) -> frozenset[str]:
-        """Every type name this codec can decode."""
-        return frozenset(self._classes)
-
     def version(self, type_name: str) -> int:
         """The current version of ``type_name`` (what :meth:`decoder` reads)."""
         return self._versions[type_name]
@@ -338,10 +333,6 @@ class EventCodec:
         if decoder is None:
             raise self._unknown(type_name)
         return decoder.decode
-
-    def knows(self, type_name: str) -> bool:
-        """Tell whether ``type_name`` is a registered event type."""
-        return type_name in self._decoders
 
     def decode(self, type_name: str, payload: bytes, version: int = 1) -> Any:
         """Decode ``payload``, of ``version``, into the class registered for ``type_name``."""
