@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._journal.journal import DeadLetter, OutboxMessage
 from .._mailbox.mailbox import Delivery
-from .._model.events import EVENT_TYPE_HEADER, MSG_ID_HEADER
+from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER
 from .._model.policy import ErrorPolicy
 
 __all__ = ["dead_letter", "dlq_message"]
