@@ -36,6 +36,14 @@ from actorsource.testing import ActorKit
 RECORDED = Path(__file__).parent / "data" / "orders-v1.journal.sqlite"
 
 
+def _recorded_copy(tmp_path: Path, name: str = "orders-v1.journal.sqlite") -> Path:
+    """A copy of the recorded journal to open: the file in the repository is never opened,
+    so no test writes it (SQLite writes even to open a WAL file read-only)."""
+    path = tmp_path / name
+    shutil.copyfile(RECORDED, path)
+    return path
+
+
 @dataclass
 class Line:
     sku: str
@@ -128,12 +136,19 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_the_recorded_journal_is_one_self_contained_file() -> None:
+    header = RECORDED.read_bytes()[:100]
+    assert header[18:20] == b"\x01\x01"  # a rollback journal: nothing lives in a -wal file
+    assert not RECORDED.with_name(RECORDED.name + "-wal").exists()
+    assert not RECORDED.with_name(RECORDED.name + "-shm").exists()
+
+
 async def test_a_journal_recorded_by_version_1_replays_through_the_version_3_model(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "orders-v1.journal.sqlite"
-    shutil.copyfile(RECORDED, path)
-    expected = _independent_fold(RECORDED)
+    path = _recorded_copy(tmp_path)
+    as_recorded = _recorded_copy(tmp_path, "as-recorded.sqlite")
+    expected = _independent_fold(as_recorded)
     assert expected["cancelled"] > 0
     assert len(expected["open"]) > 40
     async with SQLiteJournal(path, actor="orders-v1") as journal:
@@ -150,15 +165,14 @@ async def test_a_journal_recorded_by_version_1_replays_through_the_version_3_mod
     assert set(state.versions_seen) == {1}
     with sqlite3.connect(path) as db:  # upgraded in place; payloads kept as received
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
-        old = sqlite3.connect(f"file:{RECORDED}?mode=ro", uri=True)
+        old = sqlite3.connect(f"file:{as_recorded}?mode=ro", uri=True)
         query = "SELECT pos, payload FROM events ORDER BY pos"
         assert db.execute(query).fetchall() == old.execute(query).fetchall()
         old.close()
 
 
 def test_the_journal_tools_read_a_version_1_journal_without_changing_it(tmp_path: Path) -> None:
-    path = tmp_path / "orders-v1.journal.sqlite"
-    shutil.copyfile(RECORDED, path)
+    path = _recorded_copy(tmp_path)
     before = _digest(path)
     result = CliRunner().invoke(main, ["journal", "show", str(path), "1"])
     assert result.exit_code == 0, result.output

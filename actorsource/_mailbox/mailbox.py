@@ -35,6 +35,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from .._errors import MailboxError
 from .fastpath import parse_headers, route_raw, unroute_raw
+from .streams import filter_on, streams_storing
 
 __all__ = ["ConsumerGone", "Delivery", "JetStreamMailbox", "parse_ack_subject"]
 
@@ -150,10 +151,7 @@ class JetStreamMailbox:
                 config.opt_start_seq = start_seq
             else:
                 config.deliver_policy = DeliverPolicy.ALL
-            if len(self.subjects) == 1:
-                config.filter_subject = self.subjects[0]
-            else:
-                config.filter_subjects = list(self.subjects)
+            filter_on(config, self.subjects)
             try:
                 await self._js.delete_consumer(stream, self.durable)
             except nats.js.errors.NotFoundError:
@@ -205,13 +203,7 @@ class JetStreamMailbox:
                     StreamConfig(name=self.stream, subjects=self._stream_subjects)
                 )
             return self.stream
-        found: set[str] = set()
-        missing: list[str] = []
-        for subject in self.subjects:
-            try:
-                found.add(await self._js.find_stream_name_by_subject(subject))
-            except nats.js.errors.NotFoundError:
-                missing.append(subject)
+        found, missing = await streams_storing(self._js, self.subjects)
         if len(found) > 1:
             raise MailboxError(
                 f"the subjects of {self.durable!r} are stored in several streams {sorted(found)}: "

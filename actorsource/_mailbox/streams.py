@@ -9,23 +9,53 @@ stream is known to store) are sent one at a time, each after the previous one's 
 
 The stream list is read once and again, at most every ``refresh`` seconds, when a subject
 matches no known stream (one may have been created meanwhile).
+
+:func:`streams_storing` asks JetStream which streams store an actor's subjects, and
+:func:`filter_on` points a consumer at them: the mailbox and the rebuild from a stream share both.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
 import nats.errors
+import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, StreamConfig
+from nats.js.api import ConsumerConfig, DiscardPolicy, StreamConfig
 
 from .._model.subjects import subject_matches
 
-__all__ = ["StreamMap"]
+__all__ = ["StreamMap", "filter_on", "streams_storing"]
 
 _RETRY_AFTER_FAILURE = 60.0
+
+
+async def streams_storing(
+    js: JetStreamContext, subjects: Sequence[str]
+) -> tuple[set[str], list[str]]:
+    """The names of the streams that store ``subjects``, and the subjects no stream stores.
+
+    Raises what JetStream raises (``nats.errors.Error``, ``OSError``) when it cannot answer.
+    """
+    found: set[str] = set()
+    missing: list[str] = []
+    for subject in subjects:
+        try:
+            found.add(await js.find_stream_name_by_subject(subject))
+        except nats.js.errors.NotFoundError:
+            missing.append(subject)
+    return found, missing
+
+
+def filter_on(config: ConsumerConfig, subjects: Sequence[str]) -> None:
+    """Make the consumer of ``config`` deliver the messages of ``subjects`` only."""
+    if len(subjects) == 1:
+        config.filter_subject = subjects[0]
+    else:
+        config.filter_subjects = list(subjects)
 
 
 @dataclass(frozen=True, slots=True)

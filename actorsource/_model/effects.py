@@ -25,16 +25,8 @@ from dataclasses import dataclass
 
 from .._errors import EffectError, EventCodecError
 from .actor import ActorDefinition
-from .events import (
-    EVENT_TYPE_HEADER,
-    EVENT_VERSION_HEADER,
-    MSG_ID_HEADER,
-    JournalEntry,
-    encode_event,
-    event_headers,
-    event_type_name,
-    event_version,
-)
+from .events import JournalEntry, encode_event, event_headers, event_type_name, event_version
+from .headers import EVENT_TYPE_HEADER, EVENT_VERSION_HEADER, MSG_ID_HEADER
 from .subjects import validate_subject
 
 __all__ = ["MAX_RECORDED", "RECORDED_SUBJECT", "Effects", "OutboxMessage"]

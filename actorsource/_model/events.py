@@ -23,6 +23,16 @@ import msgspec
 
 from .._errors import ActorDefinitionError, EventCodecError, UnknownEventTypeError
 
+# The header names and helpers live in .headers, and are re-exported here with the events.
+from .headers import (
+    EVENT_TYPE_HEADER,
+    EVENT_VERSION_HEADER,
+    MSG_ID_HEADER,
+    missing_header,
+    parse_version,
+    version_header,
+)
+
 __all__ = [
     "EVENT_TYPE_HEADER",
     "EVENT_VERSION_HEADER",
@@ -40,10 +50,6 @@ __all__ = [
     "upcaster",
     "version_header",
 ]
-
-EVENT_TYPE_HEADER = "Event-Type"
-EVENT_VERSION_HEADER = "Event-Version"
-MSG_ID_HEADER = "Nats-Msg-Id"
 
 _NAME_ATTR = "__actorsource_event__"
 _VERSION_ATTR = "__actorsource_event_version__"
@@ -145,43 +151,6 @@ def event_headers(cls: type) -> dict[str, str]:
     if version == 1:
         return {EVENT_TYPE_HEADER: name}
     return {EVENT_TYPE_HEADER: name, EVENT_VERSION_HEADER: str(version)}
-
-
-def parse_version(value: str | None) -> int:
-    """The version an ``Event-Version`` header names (absent: 1); EventCodecError if bad."""
-    if value is None:
-        return 1
-    if value.isdigit() and value.isascii():
-        version = int(value)
-        if version >= 1:
-            return version
-    raise EventCodecError(f"invalid {EVENT_VERSION_HEADER} header {value!r}: expected 1, 2, ...")
-
-
-def missing_header(headers: Mapping[str, str] | None, name: str) -> str:
-    """Why a message has no header ``name``, naming a header it has under another spelling.
-
-    Header names are matched exactly, as JetStream matches ``Nats-Msg-Id`` (it deduplicates
-    nothing on ``nats-msg-id``): ``event-type`` is not ``Event-Type``. This is where the
-    reason says so, for every reader of the headers.
-    """
-    wanted = name.lower()
-    found = [k for k in headers or () if k.lower() == wanted and k != name]
-    if found:
-        return f"message has no {name} header (found {found[0]!r}: header names are case-sensitive)"
-    return f"message has no {name} header"
-
-
-def version_header(headers: Mapping[str, str] | None) -> int:
-    """The version the ``Event-Version`` header names (absent: 1); EventCodecError if bad.
-
-    A header spelled otherwise (``event-version``) is refused rather than read as version 1:
-    a payload of another version must not be decoded as the first one.
-    """
-    value = (headers or {}).get(EVENT_VERSION_HEADER)
-    if value is None and any(k.lower() == EVENT_VERSION_HEADER.lower() for k in headers or ()):
-        raise EventCodecError(missing_header(headers, EVENT_VERSION_HEADER))
-    return parse_version(value)
 
 
 def _check_event_class(cls: object) -> None:
@@ -322,11 +291,6 @@ class EventCodec:
             self._decoders[name] = msgspec.json.Decoder(cls)
             self._versions[name] = event_version(cls)
 
-    @property
-    def type_names(self) -> frozenset[str]:
-        """Every type name this codec can decode."""
-        return frozenset(self._classes)
-
     def version(self, type_name: str) -> int:
         """The current version of ``type_name`` (what :meth:`decoder` reads)."""
         return self._versions[type_name]
@@ -338,10 +302,6 @@ class EventCodec:
         if decoder is None:
             raise self._unknown(type_name)
         return decoder.decode
-
-    def knows(self, type_name: str) -> bool:
-        """Tell whether ``type_name`` is a registered event type."""
-        return type_name in self._decoders
 
     def decode(self, type_name: str, payload: bytes, version: int = 1) -> Any:
         """Decode ``payload``, of ``version``, into the class registered for ``type_name``."""

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from .._journal.journal import DeadLetter, OutboxMessage
 from .._mailbox.mailbox import Delivery
-from .._model.events import EVENT_TYPE_HEADER, MSG_ID_HEADER
+from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER
 from .._model.policy import ErrorPolicy
 
-__all__ = ["DLQ_HEADERS", "dead_letter", "dlq_message"]
+__all__ = ["dead_letter", "dlq_message"]
 
 DLQ_PAYLOAD_LIMIT = 64 * 1024
-
-#: Headers of a message on the dead-letter subject (the original headers are kept too).
-DLQ_HEADERS = (
-    "Actorsource-Dlq-Actor",
-    "Actorsource-Dlq-Reason",
-    "Actorsource-Dlq-Error",
-    "Actorsource-Dlq-Subject",
-    "Actorsource-Dlq-Stream",
-    "Actorsource-Dlq-Seq",
-)
 
 
 def dead_letter(

@@ -98,8 +98,7 @@ class OutboxPublisher:
                     pending=self._journal.unsent,
                     retry_in=round(backoff, 2),
                 )
-                with anyio.move_on_after(backoff):
-                    await anyio.sleep(backoff)
+                await anyio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
 
     async def flush(self) -> int:

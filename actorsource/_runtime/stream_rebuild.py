@@ -53,6 +53,7 @@ from .._journal.recovery import restore_state
 from .._journal.schema import take_lock
 from .._log import get_logger
 from .._mailbox.mailbox import Delivery
+from .._mailbox.streams import filter_on, streams_storing
 from .._model.actor import ActorDefinition
 from .._model.dispatch import LiveState
 from .._model.events import MSG_ID_HEADER
@@ -154,15 +155,10 @@ async def rebuild_from_stream(
 async def _find_stream(js: JetStreamContext, definition: ActorDefinition) -> tuple[str, Any]:
     """The stream holding the actor's subjects, and its info; never creates one."""
     try:
-        names: set[str] = set()
         if definition.stream is not None:
-            names.add(definition.stream)
+            names = {definition.stream}
         else:
-            for subject in definition.subjects:
-                try:
-                    names.add(await js.find_stream_name_by_subject(subject))
-                except nats.js.errors.NotFoundError:
-                    pass
+            names, _ = await streams_storing(js, definition.subjects)
         if not names:
             raise MailboxError(
                 f"no stream stores the subjects {list(definition.subjects)} of actor "
@@ -207,10 +203,7 @@ async def _read_stream(
         inactive_threshold=60.0,  # the server drops it if this process dies mid-way
         mem_storage=True,
     )
-    if len(definition.subjects) == 1:
-        config.filter_subject = definition.subjects[0]
-    else:
-        config.filter_subjects = list(definition.subjects)
+    filter_on(config, definition.subjects)
     try:
         consumer = await js.add_consumer(stream, config=config)
         sub = await js.pull_subscribe_bind(consumer=consumer.name, stream=stream)

@@ -19,14 +19,8 @@ from .._errors import EventCodecError, UnknownEventTypeError
 from .._journal.journal import DeadLetter, JournalBatch, NewSnapshot, OutboxMessage
 from .._mailbox.mailbox import Delivery
 from .._model.effects import Effects
-from .._model.events import (
-    EVENT_TYPE_HEADER,
-    MSG_ID_HEADER,
-    EventCodec,
-    JournalEntry,
-    missing_header,
-    version_header,
-)
+from .._model.events import EventCodec, JournalEntry
+from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER, missing_header, version_header
 from .._model.policy import ErrorPolicy
 from .committer import CommitJob
 from .deadletters import dead_letter

@@ -10,8 +10,10 @@ the checked-in file unless a test needs new data.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
+import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +72,13 @@ async def record(kit: ActorKit) -> None:
                 victim = OrderCancelled(rng.choice(placed))
                 await kit.publish("legacy.orders.cancelled", victim, msg_id=f"cancel-{i}")
         await probe.settled()
-    shutil.copyfile(kit.data_dir / "orders-v1.journal.sqlite", HERE / "orders-v1.journal.sqlite")
+    target = HERE / "orders-v1.journal.sqlite"
+    shutil.copyfile(kit.data_dir / "orders-v1.journal.sqlite", target)
+    # One self-contained file: whatever the WAL holds goes into it, and it leaves WAL mode,
+    # so reading it needs (and creates) no -wal/-shm files next to it.
+    with contextlib.closing(sqlite3.connect(target)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute("PRAGMA journal_mode=DELETE")
 
 
 async def main() -> None:
