@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import anyio
 import pytest
 
 from actorsource import (
@@ -119,6 +121,33 @@ async def test_a_failing_batch_stores_nothing_of_itself(tmp_path: Path) -> None:
         assert j.stream_positions == {"S": 1}
         await j.append(_batch([_entry(2, 2)]))
         assert j.last_pos == 2
+
+
+async def test_a_commit_cancelled_while_it_waits_for_the_write_lock_ends_in_a_true_position(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        await j.append(_batch([_entry(1, 1)]))
+        other = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        cancelled = anyio.CancelScope()
+
+        async def commit() -> None:
+            with cancelled:
+                await j.append(_batch([_entry(2, 2)]))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(commit)
+            await anyio.wait_all_tasks_blocked()  # the commit waits inside SQLite
+            cancelled.cancel()
+            other.execute("ROLLBACK")
+        other.close()
+        # The commit ran to its end on its thread: what the journal believes is what it holds,
+        # and its connection is not left inside a transaction.
+        assert j.last_pos == await j.count() == 2
+        assert j.stream_positions == {"S": 2}
+        await j.append(_batch([_entry(3, 3)]))
+        assert [e.pos for e in await _all(j)] == [1, 2, 3]
 
 
 async def test_known_finds_journaled_and_dead_lettered_sequences_and_message_ids(
