@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from actorsource import (
+    JournalCorruptError,
     JournalEntry,
     JournalError,
     JournalLockedError,
@@ -240,6 +241,30 @@ async def test_journal_files_are_owner_only(tmp_path: Path) -> None:
         for p in (path, Path(str(path) + "-wal"), Path(str(path) + ".lock")):
             assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+async def test_a_journal_opened_with_its_integrity_checked_refuses_a_corrupt_page(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    async with SQLiteJournal(path, actor="a") as j:
+        big = [_entry(i) for i in range(1, 401)]
+        for e in big:
+            e.payload = b"x" * 400
+        await j.append(_batch(big))
+    with sqlite3.connect(path) as db:
+        [(page_size,)] = db.execute("PRAGMA page_size").fetchall()
+        [(pages,)] = db.execute("PRAGMA page_count").fetchall()
+    with path.open("r+b") as f:
+        f.seek(page_size * (pages // 2))
+        f.write(b"\xde\xad\xbe\xef" * (page_size // 4))
+    async with SQLiteJournal(path, actor="a"):
+        pass  # without the check, the damage goes unnoticed at open
+    with pytest.raises(JournalCorruptError, match="integrity check") as info:
+        async with SQLiteJournal(path, actor="a", integrity_check=True):
+            pass
+    assert str(path) in str(info.value)
+    assert "Restore the file from a backup" in str(info.value)
 
 
 async def test_a_file_that_is_not_a_journal_is_refused_with_its_path(tmp_path: Path) -> None:
