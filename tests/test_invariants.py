@@ -7,6 +7,7 @@ published, and with a fresh fold of its own journal.
 from __future__ import annotations
 
 import anyio
+import pytest
 from actors import (
     Added,
     BlockingCounter,
@@ -16,6 +17,7 @@ from actors import (
     expected_totals,
 )
 
+from actorsource._mailbox.fastpath import ENV_SWITCH
 from actorsource.testing import ActorKit
 
 
@@ -28,9 +30,12 @@ async def _publish_all(kit: ActorKit, events: list[Added]) -> None:
         await kit.publish(f"count.{e.key}", e, msg_id=f"m-{e.amount}")
 
 
+# The inbox's fast lane on (the default) and off: the same guarantees either way.
+@pytest.mark.parametrize("fastpath", ["1", "0"], ids=["fast lane", "nats-py callbacks"])
 async def test_a_crash_after_commit_before_ack_loses_nothing_and_applies_nothing_twice(
-    actor_kit: ActorKit,
+    actor_kit: ActorKit, monkeypatch: pytest.MonkeyPatch, fastpath: str
 ) -> None:
+    monkeypatch.setenv(ENV_SWITCH, fastpath)
     events = _events(30)
     async with actor_kit.start(Counter) as counter:
         await _publish_all(actor_kit, events[:10])
@@ -43,6 +48,8 @@ async def test_a_crash_after_commit_before_ack_loses_nothing_and_applies_nothing
         assert counter.state.totals == expected_totals(events)
         assert sorted(counter.state.order) == [e.amount for e in events]
         assert len(await counter.entries()) == len(events)
+        assert counter.runner.mailbox is not None
+        assert counter.runner.mailbox.fast_path is (fastpath == "1")
 
 
 async def test_nothing_is_acknowledged_before_it_is_committed(actor_kit: ActorKit) -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import anyio
 import pytest
 
 from actorsource import (
+    JournalCorruptError,
     JournalEntry,
     JournalError,
     JournalLockedError,
@@ -121,6 +124,33 @@ async def test_a_failing_batch_stores_nothing_of_itself(tmp_path: Path) -> None:
         assert j.last_pos == 2
 
 
+async def test_a_commit_cancelled_while_it_waits_for_the_write_lock_ends_in_a_true_position(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        await j.append(_batch([_entry(1, 1)]))
+        other = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        cancelled = anyio.CancelScope()
+
+        async def commit() -> None:
+            with cancelled:
+                await j.append(_batch([_entry(2, 2)]))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(commit)
+            await anyio.wait_all_tasks_blocked()  # the commit waits inside SQLite
+            cancelled.cancel()
+            other.execute("ROLLBACK")
+        other.close()
+        # The commit ran to its end on its thread: what the journal believes is what it holds,
+        # and its connection is not left inside a transaction.
+        assert j.last_pos == await j.count() == 2
+        assert j.stream_positions == {"S": 2}
+        await j.append(_batch([_entry(3, 3)]))
+        assert [e.pos for e in await _all(j)] == [1, 2, 3]
+
+
 async def test_known_finds_journaled_and_dead_lettered_sequences_and_message_ids(
     tmp_path: Path,
 ) -> None:
@@ -211,6 +241,30 @@ async def test_journal_files_are_owner_only(tmp_path: Path) -> None:
         for p in (path, Path(str(path) + "-wal"), Path(str(path) + ".lock")):
             assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+async def test_a_journal_opened_with_its_integrity_checked_refuses_a_corrupt_page(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    async with SQLiteJournal(path, actor="a") as j:
+        big = [_entry(i) for i in range(1, 401)]
+        for e in big:
+            e.payload = b"x" * 400
+        await j.append(_batch(big))
+    with sqlite3.connect(path) as db:
+        [(page_size,)] = db.execute("PRAGMA page_size").fetchall()
+        [(pages,)] = db.execute("PRAGMA page_count").fetchall()
+    with path.open("r+b") as f:
+        f.seek(page_size * (pages // 2))
+        f.write(b"\xde\xad\xbe\xef" * (page_size // 4))
+    async with SQLiteJournal(path, actor="a"):
+        pass  # without the check, the damage goes unnoticed at open
+    with pytest.raises(JournalCorruptError, match="integrity check") as info:
+        async with SQLiteJournal(path, actor="a", integrity_check=True):
+            pass
+    assert str(path) in str(info.value)
+    assert "Restore the file from a backup" in str(info.value)
 
 
 async def test_a_file_that_is_not_a_journal_is_refused_with_its_path(tmp_path: Path) -> None:

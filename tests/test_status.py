@@ -253,7 +253,7 @@ async def test_status_shows_a_halted_actor_with_its_reason_beside_a_running_one(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
     from actorsource import ActorStatus, journal_path
-    from actorsource._journal.schema import take_lock
+    from actorsource._journal.lock import take_lock
 
     lock = take_lock(journal_path(tmp_path, "counter"))  # "another process" holds it
     try:

@@ -1,4 +1,4 @@
-"""The journal's SQL: its tables, how rows are encoded, the batch writer and the file lock.
+"""The journal's SQL: its tables, how rows are encoded, the batch writer and its errors.
 
 Everything here is synchronous and runs either on the journal's SQLite thread
 (:func:`write_batch`) or once at open time; :mod:`actorsource._journal.journal` wraps it in the
@@ -7,9 +7,7 @@ async :class:`~actorsource._journal.journal.SQLiteJournal`.
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -22,7 +20,6 @@ from .._errors import (
     JournalAccessError,
     JournalCorruptError,
     JournalError,
-    JournalLockedError,
     JournalOrderError,
 )
 from .._model.effects import OutboxMessage
@@ -37,6 +34,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "DeadLetter",
     "check_continues",
+    "corrupt",
     "MIGRATIONS",
     "DuplicateMessageIdError",
     "JournalBatch",
@@ -50,7 +48,6 @@ __all__ = [
     "open_failure",
     "row_dead_letter",
     "row_entry",
-    "take_lock",
     "translate",
     "write_batch",
 ]
@@ -377,13 +374,17 @@ def translate(exc: sqlite3.Error, path: Path, doing: str) -> JournalError:
     if isinstance(exc, sqlite3.DatabaseError) and (
         "malformed" in text or "not a database" in text or type(exc) is sqlite3.DatabaseError
     ):
-        return JournalCorruptError(
-            f"{path} is corrupt ({doing}: {text}); nothing more is acknowledged from it. "
-            "Restore the file from a backup, or move it away and let the actor rebuild its "
-            "journal from the stream",
-            path=path,
-        )
+        return corrupt(path, f"is corrupt ({doing}: {text})")
     return JournalError(f"cannot {doing} {path}: {text}", path=path)
+
+
+def corrupt(path: Path, problem: str) -> JournalCorruptError:
+    """The journal at ``path`` cannot be trusted (``problem`` says why), and what to do."""
+    return JournalCorruptError(
+        f"{path} {problem}; nothing more is acknowledged from it. Restore the file from a "
+        "backup, or move it away and let the actor rebuild its journal from the stream",
+        path=path,
+    )
 
 
 def open_failure(exc: OSError | sqlite3.Error, path: Path) -> JournalError:
@@ -391,34 +392,3 @@ def open_failure(exc: OSError | sqlite3.Error, path: Path) -> JournalError:
     if isinstance(exc, OSError):
         return os_error(exc, path, "open the journal")
     return translate(exc, path, "open the journal")
-
-
-def take_lock(path: Path) -> int:
-    """Create the journal's directory if needed and take its single-writer lock."""
-    lock_path = path.with_name(path.name + ".lock")
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise os_error(exc, path, "open the journal") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = ""
-        try:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-        except OSError:
-            pass
-        os.close(fd)
-        raise JournalLockedError(
-            f"journal {path} is already open for writing"
-            + (f" by process {holder}" if holder else "")
-            + ": only one worker may host an actor per data directory",
-            path=path,
-        ) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd

@@ -117,6 +117,14 @@ async def connect(
             delay = min(delay * 2, 5.0)
 
 
+#: How many times one first-connect attempt tries each server (each failure reaches error_cb).
+_FIRST_CONNECT_TRIES = 2
+
+
+class _GiveUp(Exception):
+    """Raised by error_cb to end nats-py's first connect (see _connect_once)."""
+
+
 class _Unreachable(Exception):
     """No server answered one attempt: waiting may heal it."""
 
@@ -134,19 +142,44 @@ async def _connect_once(
     deadline: float | None,
 ) -> NATS:
     errors: list[Exception] = []
-    # nats-py never returns from connect() (nor from close()) once a TLS handshake failed:
-    # asyncio's start_tls closes the socket under a swapped protocol, so the stream's close
-    # waiter never fires. A TLS failure is final anyway, so it ends the first connect here.
-    # The deadline ends an attempt still waiting for a paused server.
+    # nats-py gets the reconnect policy up front, and with a negative (or zero) number of
+    # attempts it would also retry a failing *first* connect for ever. So error_cb ends it
+    # once every server failed _FIRST_CONNECT_TRIES times (the caller's loop then retries
+    # with backoff and logs, within its own deadline), by raising from the callback: that
+    # stops nats-py between two tries, where close() still cleans up everything, which a
+    # cancellation landing inside nats-py's own clean-up would not. nats-py never returns
+    # from connect() (nor from close()) once a TLS handshake failed: asyncio's start_tls
+    # closes the socket under a swapped protocol, so the stream's close waiter never fires.
+    # A TLS failure is final anyway, so it cancels the first connect at once. The deadline
+    # ends an attempt still waiting for a paused server.
     connecting = anyio.CancelScope(deadline=math.inf if deadline is None else deadline)
     connected = False
+    tries = _FIRST_CONNECT_TRIES * len(options.urls())
+    failed = 0  # tries that failed so far
+    in_handshake = False  # the last failure came during a handshake
+    gave_up = False
 
     async def error_cb(exc: Exception) -> None:
-        if not nc.is_connected:
+        nonlocal failed, in_handshake, gave_up
+        if not connected:
+            if gave_up:
+                return  # the clean-up after giving up
             errors.append(exc)
+            if nc.is_connecting:  # reached a server, failed in the handshake (TLS, INFO, CONNECT)
+                failed += 1
+                in_handshake = True
+            elif in_handshake:  # the close after that failure failed too: the same try
+                in_handshake = False
+            else:  # reached no server (refused, unreachable, timed out)
+                failed += 1
             if isinstance(exc, ssl.SSLError):
                 connecting.cancel()
+            elif failed >= tries:
+                gave_up = True
+                raise _GiveUp
             return
+        if not nc.is_connected:
+            return  # a failed reconnect: the disconnect was logged, nats-py keeps trying
         log.warning("nats error", error=repr(exc))
 
     async def disconnected_cb() -> None:
@@ -166,9 +199,7 @@ async def _connect_once(
         "servers": options.urls(),
         "name": options.name,
         "connect_timeout": options.connect_timeout,
-        # nats-py retries a failing *first* connect forever when this is negative: bound it,
-        # then switch to the configured policy once connected.
-        "max_reconnect_attempts": 1,
+        "max_reconnect_attempts": options.max_reconnect_attempts,
         "reconnect_time_wait": options.reconnect_time_wait,
         "allow_reconnect": True,
         "error_cb": error_cb,
@@ -190,8 +221,11 @@ async def _connect_once(
     kwargs.update(options.extra)
     nc = NATS()
     try:
-        with connecting:
-            await nc.connect(**kwargs)
+        try:
+            with connecting:
+                await nc.connect(**kwargs)
+        except _GiveUp:
+            raise errors[-1] from None
         if connecting.cancelled_caught:
             raise errors[-1] if errors else TimeoutError()
     except anyio.get_cancelled_exc_class():
@@ -209,7 +243,6 @@ async def _connect_once(
             f"cannot connect to NATS at {', '.join(options.urls())}: {_describe(cause)}"
         ) from exc
     connected = True
-    nc.options["max_reconnect_attempts"] = options.max_reconnect_attempts
     return nc
 
 

@@ -28,14 +28,11 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from .._errors import MailboxError
-from .fastpath import parse_headers, route_raw, unroute_raw
-from .streams import filter_on, streams_storing
+from .fastpath import InboxSubscription, subscribe_inbox
+from .provision import find_or_create_stream, recreate_consumer, setup_error
 
 __all__ = ["ConsumerGone", "Delivery", "JetStreamMailbox", "parse_ack_subject"]
 
@@ -85,6 +82,8 @@ class JetStreamMailbox:
     Set up with :meth:`ensure` (creates or updates the stream binding and the consumer), then
     used as an async context manager. ``max_batch`` bounds one batch; at most about
     ``2 * max_batch`` messages are requested from the server and buffered at any time.
+    ``fastpath`` chooses how the inbox receives (:mod:`~actorsource._mailbox.fastpath`;
+    default: on unless ``ACTORSOURCE_NATS_FASTPATH=0``).
     """
 
     def __init__(
@@ -100,6 +99,7 @@ class JetStreamMailbox:
         max_batch: int,
         max_ack_pending: int,
         pull_expires: float = 5.0,
+        fastpath: bool | None = None,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
@@ -118,8 +118,8 @@ class JetStreamMailbox:
         self._credit = 0
         self._last_seen = 0.0
         self._failure: MailboxError | None = None
-        self._sub: Subscription | None = None
-        self._raw = False
+        self._sub: InboxSubscription | None = None
+        self._fastpath = fastpath
         self._inbox = ""
         self._next_subject = ""
 
@@ -136,27 +136,15 @@ class JetStreamMailbox:
         """
         stream = await self.resolve_stream()
         try:
-            config = ConsumerConfig(
-                durable_name=self.durable,
-                # One ack per batch: acknowledging the last delivery of a batch acknowledges
-                # every earlier one, and the runner handles deliveries strictly in order.
-                ack_policy=AckPolicy.ALL,
+            await recreate_consumer(
+                self._js,
+                stream,
+                durable=self.durable,
+                subjects=self.subjects,
                 ack_wait=self._ack_wait,
                 max_ack_pending=self._max_ack_pending,
-                max_deliver=-1,
-                max_waiting=64,
+                start_seq=start_seq,
             )
-            if start_seq > 1:
-                config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-                config.opt_start_seq = start_seq
-            else:
-                config.deliver_policy = DeliverPolicy.ALL
-            filter_on(config, self.subjects)
-            try:
-                await self._js.delete_consumer(stream, self.durable)
-            except nats.js.errors.NotFoundError:
-                pass
-            await self._js.add_consumer(stream, config=config)
         except (nats.errors.Error, OSError) as exc:
             raise self._setup_error(
                 f"the consumer {self.durable!r} on stream {stream!r}", exc
@@ -170,20 +158,20 @@ class JetStreamMailbox:
     async def resolve_stream(self) -> str:
         """Find the stream that stores the actor's subjects, creating it if there is none."""
         try:
-            self.stream = await self._ensure_stream()
+            self.stream = await find_or_create_stream(
+                self._js,
+                durable=self.durable,
+                subjects=self.subjects,
+                stream=self.stream,
+                stream_subjects=self._stream_subjects,
+                default_stream=self._default_stream,
+            )
         except (nats.errors.Error, OSError) as exc:
             raise self._setup_error(f"a stream for {self.durable!r}", exc) from exc
         return self.stream
 
     def _setup_error(self, what: str, exc: BaseException) -> MailboxError:
-        """JetStream's refusal (with its description) or an unreachable server, as one error."""
-        if isinstance(exc, nats.js.errors.APIError):
-            return MailboxError(
-                f"cannot set up {what} for subjects {list(self.subjects)}: "
-                f"{exc.description or exc}",
-                actor=self.durable,
-            )
-        return MailboxError(f"cannot reach JetStream to set up {what}: {exc!r}", actor=self.durable)
+        return setup_error(what, exc, durable=self.durable, subjects=self.subjects)
 
     @property
     def resolved_stream(self) -> str:
@@ -194,41 +182,13 @@ class JetStreamMailbox:
             )
         return self.stream
 
-    async def _ensure_stream(self) -> str:
-        if self.stream is not None:
-            try:
-                await self._js.stream_info(self.stream)
-            except nats.js.errors.NotFoundError:
-                await self._js.add_stream(
-                    StreamConfig(name=self.stream, subjects=self._stream_subjects)
-                )
-            return self.stream
-        found, missing = await streams_storing(self._js, self.subjects)
-        if len(found) > 1:
-            raise MailboxError(
-                f"the subjects of {self.durable!r} are stored in several streams {sorted(found)}: "
-                "a consumer reads one stream; pass stream=... or split the actor",
-                actor=self.durable,
-            )
-        if found:
-            name = found.pop()
-            if missing:
-                info = await self._js.stream_info(name)
-                subjects = list(info.config.subjects or []) + missing
-                info.config.subjects = subjects
-                await self._js.update_stream(info.config)
-            return name
-        await self._js.add_stream(
-            StreamConfig(name=self._default_stream, subjects=list(self.subjects))
-        )
-        return self._default_stream
-
     async def __aenter__(self) -> JetStreamMailbox:
         if not self._next_subject:
             await self.ensure()
         self._inbox = self._nc.new_inbox()
-        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
-        self._raw = route_raw(self._nc, self._sub._id, self._on_raw)
+        self._sub = await subscribe_inbox(
+            self._nc, self._inbox, self._receive, fastpath=self._fastpath
+        )
         self._credit = 0
         self._last_seen = time.monotonic()
         return self
@@ -241,7 +201,6 @@ class JetStreamMailbox:
         sub, self._sub = self._sub, None
         self._buffer.clear()
         if sub is not None:
-            unroute_raw(self._nc, sub._id)
             with anyio.CancelScope(shield=True):
                 try:
                     await sub.unsubscribe()
@@ -250,11 +209,10 @@ class JetStreamMailbox:
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def _on_raw(self, subject: bytes, reply: bytes, data: bytes, raw: bytes | None) -> None:
-        self._receive(subject.decode(), reply.decode(), data, parse_headers(raw) if raw else None)
-
-    async def _on_msg(self, msg: Msg) -> None:
-        self._receive(msg.subject, msg.reply, msg.data, msg.headers)
+    @property
+    def fast_path(self) -> bool:
+        """True while the inbox receives through the fast lane."""
+        return self._sub is not None and self._sub.fast
 
     def _receive(
         self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None

@@ -49,8 +49,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from .._errors import MailboxError, SnapshotError
 from .._journal.journal import DeadLetter, JournalBatch, SQLiteJournal
+from .._journal.lock import take_lock
 from .._journal.recovery import restore_state
-from .._journal.schema import take_lock
 from .._log import get_logger
 from .._mailbox.mailbox import Delivery
 from .._mailbox.streams import filter_on, streams_storing
