@@ -33,7 +33,7 @@ Row = tuple[Any, ...]
 class Dispatch:
     """The handlers of one state object, resolved once; applies events to it."""
 
-    __slots__ = ("_codec", "_log", "_name", "_plain", "_steps", "_timeout")
+    __slots__ = ("_codec", "_log", "_name", "_plain", "_steps", "_timeout", "plain")
 
     def __init__(
         self, definition: ActorDefinition, state: Any, log: structlog.stdlib.BoundLogger
@@ -58,6 +58,14 @@ class Dispatch:
         # context, and a row stored at the current version (NULL means version 1).
         self._plain = {
             name: (decode, handler, None if current == 1 else current)
+            for name, (decode, current, handler, ctx, is_async, _) in self._steps.items()
+            if not ctx and not is_async
+        }
+        #: The same handlers for live processing: (decoder, handler, current version). They
+        #: need no context, collect no effects and have no deadline: the caller may decode
+        #: and call them directly (after the same checks as :meth:`apply`).
+        self.plain = {
+            name: (decode, handler, current)
             for name, (decode, current, handler, ctx, is_async, _) in self._steps.items()
             if not ctx and not is_async
         }

@@ -24,6 +24,7 @@ __all__ = [
 EVENT_TYPE_HEADER = "Event-Type"
 EVENT_VERSION_HEADER = "Event-Version"
 MSG_ID_HEADER = "Nats-Msg-Id"
+_VERSION_LOWER = EVENT_VERSION_HEADER.lower()
 
 
 def parse_version(value: str | None) -> int:
@@ -57,7 +58,14 @@ def version_header(headers: Mapping[str, str] | None) -> int:
     A header spelled otherwise (``event-version``) is refused rather than read as version 1:
     a payload of another version must not be decoded as the first one.
     """
-    value = (headers or {}).get(EVENT_VERSION_HEADER)
-    if value is None and any(k.lower() == EVENT_VERSION_HEADER.lower() for k in headers or ()):
+    if not headers:
+        return 1
+    value = headers.get(EVENT_VERSION_HEADER)
+    if value is not None:
+        return parse_version(value)
+    # Absent: look for another spelling only when the headers hold more than the two every
+    # message carries (the common case costs two lookups, not a scan).
+    usual = (EVENT_TYPE_HEADER in headers) + (MSG_ID_HEADER in headers)
+    if len(headers) > usual and any(k.lower() == _VERSION_LOWER for k in headers):
         raise EventCodecError(missing_header(headers, EVENT_VERSION_HEADER))
-    return parse_version(value)
+    return 1

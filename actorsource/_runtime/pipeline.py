@@ -184,6 +184,7 @@ class Pipeline:
             policy=definition.errors,
             codec=definition.codec,
             apply=self._live.apply_live,
+            plain=self._live.dispatch.plain,
         )
         failure = outcome.failure
         snapshot = None

@@ -272,6 +272,7 @@ async def _journal_batch(
             policy=definition.errors,
             codec=definition.codec,
             apply=folder.apply_live,
+            plain=folder.dispatch.plain,
         )
         dead: list[DeadLetter] = [dl for _, dl in t.dead]
         top, start = t.top, len(deliveries)

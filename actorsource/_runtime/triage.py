@@ -12,8 +12,11 @@ batch.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
 
 from .._errors import EventCodecError, UnknownEventTypeError
 from .._journal.journal import DeadLetter, JournalBatch, NewSnapshot, OutboxMessage
@@ -25,7 +28,10 @@ from .._model.policy import ErrorPolicy
 from .committer import CommitJob
 from .deadletters import dead_letter
 
-__all__ = ["Failure", "Triage", "triage"]
+__all__ = ["Failure", "PlainStep", "Triage", "triage"]
+
+#: A synchronous handler without a context: (decode, bound handler, current version).
+PlainStep = tuple[Callable[[bytes], Any], Callable[[Any], object], int]
 
 
 @dataclass
@@ -87,15 +93,23 @@ async def triage(
     policy: ErrorPolicy,
     codec: EventCodec,
     apply: Callable[[object, JournalEntry], Awaitable[Effects | None]],
+    plain: Mapping[str, PlainStep] | None = None,
 ) -> Triage:
     """Sort ``deliveries[start:]`` in order, applying events through ``apply``.
 
     ``high`` is the highest stream sequence handled before, ``pos`` the last journal
     position assigned; ``known_seqs``/``known_ids`` are what the journal already holds.
+    ``plain`` (by type name: decoder, bound handler, current version) is the short way for
+    synchronous handlers without a context: decoded and called here, with nothing to
+    collect, instead of through ``apply``.
     """
     out = Triage(pos=pos, top=high, end=len(deliveries))
     seen_seqs: set[int] = set()
     now = time.time()
+    plain_get = (plain or {}).get
+    entries, to_ack = out.entries, out.to_ack
+    top = high
+    max_payload = policy.max_payload
     for index in range(start, len(deliveries)):
         d = deliveries[index]
         seq = d.stream_seq
@@ -103,62 +117,67 @@ async def triage(
         msg_id = headers.get(MSG_ID_HEADER)
         if seq in known_seqs or seq in seen_seqs or (msg_id is not None and msg_id in known_ids):
             out.duplicates += 1
-            out.to_ack.append(d)
-            out.top = max(out.top, seq)
+            to_ack.append(d)
+            top = max(top, seq)
             continue
+        seen_seqs.add(seq)
         type_name = headers.get(EVENT_TYPE_HEADER)
-        if len(d.data) > policy.max_payload:
+        data = d.data
+        if len(data) > max_payload:
             error: BaseException = EventCodecError(
-                f"payload of {len(d.data)} bytes exceeds max_payload {policy.max_payload}"
+                f"payload of {len(data)} bytes exceeds max_payload {max_payload}"
             )
             out.dead.append((d, dead_letter(d, type_name, "too-large", error, now)))
-            seen_seqs.add(seq)
-            out.top = max(out.top, seq)
+            top = max(top, seq)
             continue
+        step = plain_get(type_name) if type_name is not None else None
         try:
             if type_name is None:
                 raise EventCodecError(missing_header(headers, EVENT_TYPE_HEADER))
             version = version_header(headers)
-            event = codec.decode(type_name, d.data, version)
+            if step is not None and version == step[2]:
+                try:
+                    event = step[0](data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    event = codec.decode(type_name, data, version)  # raises, with the reason
+            else:
+                step = None
+                event = codec.decode(type_name, data, version)
         except EventCodecError as exc:
-            seen_seqs.add(seq)
-            out.top = max(out.top, seq)
+            top = max(top, seq)
             if isinstance(exc, UnknownEventTypeError) and policy.on_unknown == "ignore":
                 out.ignored += 1
-                out.to_ack.append(d)
+                to_ack.append(d)
                 continue
             reason = "unknown-type" if isinstance(exc, UnknownEventTypeError) else "undecodable"
             out.dead.append((d, dead_letter(d, type_name, reason, exc, now)))
             continue
         entry = JournalEntry(
-            pos=out.pos + 1,
-            subject=d.subject,
-            type=type_name,
-            payload=d.data,
-            received_at=now,
-            stream=d.stream,
-            stream_seq=seq,
-            msg_id=msg_id,
-            headers=headers,
+            out.pos + 1, d.subject, type_name, data, now, d.stream, seq, msg_id, headers,
             version=version,
-        )
+        )  # fmt: skip
         try:
-            effects = await apply(event, entry)
+            if step is not None:
+                step[1](event)
+                effects = None
+            else:
+                effects = await apply(event, entry)
         except Exception as exc:
             # Not journaled, not acknowledged, not part of ``top``: if the process dies
             # from here on, the next start delivers this message again.
+            seen_seqs.discard(seq)
             out.failure = Failure(index, d, event, entry, exc)
             out.end = index
             break
-        seen_seqs.add(seq)
-        out.top = max(out.top, seq)
+        top = max(top, seq)
         out.pos += 1
-        out.entries.append(entry)
+        entries.append(entry)
         if effects is not None:
             out.pos += len(effects.entries)
-            out.entries.extend(effects.entries)
+            entries.extend(effects.entries)
             out.outbox.extend(effects.outbox)
-        out.to_ack.append(d)
+        to_ack.append(d)
         if msg_id is not None:
             known_ids.add(msg_id)
+    out.top = top
     return out
