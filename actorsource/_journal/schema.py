@@ -24,6 +24,7 @@ from .._errors import (
 )
 from .._model.effects import OutboxMessage
 from .._model.events import JournalEntry
+from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER
 from .._model.snapshots import snapshot_checksum
 from .storage import is_access_error, os_error
 
@@ -232,7 +233,14 @@ def entry_row(e: JournalEntry) -> tuple[Any, ...]:
     # Headers that only repeat the type and message id (the usual case) are not stored
     # again: NULL means exactly those two, and JournalEntry rebuilds them when asked.
     headers = e.headers
-    usual = e.usual_headers()
+    version = e.version
+    if version == 1 and len(headers) == 1 + (e.msg_id is not None):
+        # The usual case, checked without building the usual headers: the type and id only.
+        usual = headers.get(EVENT_TYPE_HEADER) == e.type and (
+            e.msg_id is None or headers.get(MSG_ID_HEADER) == e.msg_id
+        )
+    else:
+        usual = headers == e.usual_headers()
     return (
         e.pos,
         e.subject,
@@ -242,8 +250,8 @@ def entry_row(e: JournalEntry) -> tuple[Any, ...]:
         e.stream,
         e.stream_seq,
         e.msg_id,
-        None if headers == usual else headers_encoder.encode(headers),
-        None if e.version == 1 else e.version,
+        None if usual else headers_encoder.encode(headers),
+        None if version == 1 else version,
     )
 
 

@@ -69,19 +69,19 @@ def parse_headers(raw: bytes) -> dict[str, str]:
     An inline status (``NATS/1.0 408 Request Timeout``) becomes ``Status`` and
     ``Description`` entries, as nats-py reports them.
     """
-    first, _, rest = raw.partition(b"\r\n")
+    text = raw.decode(errors="replace")
+    first, _, rest = text.partition("\r\n")
     out: dict[str, str] = {}
     if len(first) > 9:
-        code, _, text = first[9:].strip().partition(b" ")
+        code, _, reason = first[9:].strip().partition(" ")
         if code.isdigit():
-            out[_STATUS] = code.decode()
-            if text:
-                out[_DESCRIPTION] = text.decode(errors="replace")
-    for line in rest.split(b"\r\n"):
-        if line:
-            name, sep, value = line.partition(b":")
-            if sep:
-                out[name.strip().decode(errors="replace")] = value.strip().decode(errors="replace")
+            out[_STATUS] = code
+            if reason:
+                out[_DESCRIPTION] = reason
+    for line in rest.split("\r\n"):
+        name, sep, value = line.partition(":")
+        if sep:
+            out[name.strip()] = value.strip()
     return out
 
 

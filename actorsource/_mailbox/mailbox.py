@@ -65,6 +65,8 @@ def parse_ack_subject(reply: str) -> tuple[str, int, int, int]:
     """
     tokens = reply.split(".")
     n = len(tokens)
+    if n == 9 and tokens[1] == "ACK" and tokens[0] == "$JS":  # the usual form, first
+        return tokens[2], int(tokens[5]), int(tokens[4]), int(tokens[7])
     if n == 9:
         base = 2
     elif n >= 11:
