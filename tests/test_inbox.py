@@ -41,6 +41,6 @@ async def test_the_mailbox_still_works_through_plain_callbacks(
         for e in events:
             await actor_kit.publish(f"count.{e.key}", e)
         await counter.settled()
-        assert counter.runner.mailbox is not None
-        assert counter.runner.mailbox._raw is False
+        assert counter._live_runner.mailbox is not None
+        assert counter._live_runner.mailbox._raw is False
         await assert_exactly_once(counter, events)

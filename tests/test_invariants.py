@@ -157,7 +157,7 @@ async def test_batches_arriving_during_a_slow_commit_are_applied_then_committed_
         await _publish_all(actor_kit, events[:1])
         await counter.settled()
         batches = counter.stats.batches
-        async with counter.runner._write_lock:  # a commit that cannot finish: a stalled disk
+        async with counter._live_runner._write_lock:  # a commit that cannot finish: a stalled disk
             await _publish_all(actor_kit, events[1:])
             with anyio.fail_after(10):  # the loop keeps applying meanwhile ...
                 while sum(counter.state.totals.values()) < sum(e.amount for e in events):

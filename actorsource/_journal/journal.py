@@ -258,7 +258,8 @@ class SQLiteJournal:
 
         Entries must continue the journal: their ``pos`` run from ``last_pos + 1`` upwards,
         and their stream messages come after the stream positions already recorded
-        (:class:`JournalOrderError` otherwise).
+        (:class:`JournalOrderError` otherwise). A message id the journal already holds
+        raises :class:`DuplicateMessageIdError`.
         """
         db = self._conn()
         check_continues(batch, self.last_pos, self.stream_positions, self.path)
@@ -369,7 +370,7 @@ class SQLiteJournal:
         except sqlite3.Error as exc:
             raise translate(exc, self.path, "read") from exc
 
-    def reader(self) -> JournalReader:
+    def _reader(self) -> JournalReader:
         """A read-only connection for replay (close it, or use it as a context manager)."""
         self._conn()
         return JournalReader(self.path)
@@ -425,6 +426,10 @@ class SQLiteJournal:
                 return int(cur.rowcount)
         except sqlite3.Error as exc:
             raise translate(exc, self.path, "delete snapshots in") from exc
+
+    async def dead_letter_count(self) -> int:
+        """How many dead letters the journal holds."""
+        return int(await self._scalar("SELECT count(*) FROM dead_letters"))
 
     async def dead_letters(self) -> list[DeadLetter]:
         """Every dead letter, oldest first."""
@@ -484,6 +489,9 @@ class SQLiteJournal:
             raise JournalError(f"cannot write to {self.path}: {exc}", path=self.path) from exc
         return str(known) if known is not None else None
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one SQL statement on the journal (tests and tools); returns every row."""
+    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one SQL statement on the journal's own connection; returns every row.
+
+        Not part of the API: for tests that must reach below it (a full disk is simulated
+        with ``PRAGMA max_page_count``, which holds per connection)."""
         return await self._fetchall(sql, params, "query")
