@@ -8,6 +8,9 @@ configuration, whatever pytest-asyncio's mode):
   port with a temporary store directory, stopped after the test.
 - ``actor_kit``: an :class:`ActorKit` connected to it, with a temporary data directory.
 
+The fixtures run on pytest-asyncio (``pip install 'actorsource[testing]'``); without it the
+plugin still loads and fails only the tests that ask for a fixture, saying so.
+
 ::
 
     async def test_a_crash_after_commit_loses_nothing(actor_kit):
