@@ -16,11 +16,14 @@ of that journal, checkpointed by snapshots and recovered by replay::
             self.balances[event.account] = self.balances.get(event.account, 0) + event.amount
 """
 
+from typing import Any as _Any
+
 from ._errors import (
     ActorCrashed,
     ActorDefinitionError,
     ActorNotRunning,
     ActorsourceError,
+    DuplicateMessageIdError,
     EffectError,
     EventCodecError,
     HandlerTimeout,
@@ -38,18 +41,13 @@ from ._errors import (
     StreamMismatchError,
     UnknownEventTypeError,
 )
-from ._journal.journal import DeadLetter, SQLiteJournal
-from ._journal.recovery import RecoveryReport, restore_state
-from ._journal.storage import journal_path
 from ._mailbox.connection import NatsOptions
-from ._model.actor import ActorDefinition, actor, definition_of, every, handles
+from ._model.actor import actor, every, handles
 from ._model.context import Context
-from ._model.dispatch import fold
 from ._model.events import (
     EVENT_TYPE_HEADER,
     EVENT_VERSION_HEADER,
     MSG_ID_HEADER,
-    JournalEntry,
     encode_event,
     event,
     event_headers,
@@ -57,62 +55,86 @@ from ._model.events import (
 )
 from ._model.policy import ErrorPolicy
 from ._model.snapshots import SnapshotPolicy
+from ._public import moved as _moved
+from ._public import publish as _publish
 from ._runtime.binding import ensure_streams
-from ._runtime.runner import ActorRunner
-from ._runtime.status import ActorStats, ActorStatus
 from ._runtime.worker import Worker, run_worker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # writing an actor
+    "Context",
+    "ErrorPolicy",
+    "SnapshotPolicy",
+    "actor",
+    "event",
+    "every",
+    "handles",
+    "upcaster",
+    # hosting it
+    "NatsOptions",
+    "Worker",
+    "run_worker",
+    # publishing to it
     "EVENT_TYPE_HEADER",
     "EVENT_VERSION_HEADER",
     "MSG_ID_HEADER",
+    "encode_event",
+    "ensure_streams",
+    "event_headers",
+    # what can go wrong
     "ActorCrashed",
-    "ActorDefinition",
     "ActorDefinitionError",
     "ActorNotRunning",
-    "ActorRunner",
-    "ActorStats",
-    "ActorStatus",
     "ActorsourceError",
-    "Context",
-    "DeadLetter",
+    "DuplicateMessageIdError",
     "EffectError",
-    "ErrorPolicy",
     "EventCodecError",
     "HandlerTimeout",
     "InvalidNameError",
     "JournalAccessError",
     "JournalClosedError",
     "JournalCorruptError",
-    "JournalEntry",
     "JournalError",
     "JournalLockedError",
     "JournalOrderError",
     "MailboxError",
     "NatsConnectionError",
-    "NatsOptions",
     "NatsServerError",
-    "RecoveryReport",
-    "SQLiteJournal",
     "SnapshotError",
-    "SnapshotPolicy",
     "StreamMismatchError",
     "UnknownEventTypeError",
-    "Worker",
     "__version__",
-    "actor",
-    "definition_of",
-    "encode_event",
-    "ensure_streams",
-    "event",
-    "event_headers",
-    "every",
-    "fold",
-    "handles",
-    "journal_path",
-    "restore_state",
-    "run_worker",
-    "upcaster",
 ]
+
+_publish(__name__, globals(), __all__)
+
+_JOURNAL = "import it from actorsource.journal"
+_TESTING = "import it from actorsource.testing"
+_CLASS = "pass the actor class itself where a definition was asked for"
+
+#: Names that left the top level, kept for one release: (module, attribute, advice).
+_MOVED = {
+    "DeadLetter": ("actorsource.journal", "DeadLetter", _JOURNAL),
+    "JournalEntry": ("actorsource.journal", "JournalEntry", _JOURNAL),
+    "RecoveryReport": ("actorsource.journal", "RecoveryReport", _JOURNAL),
+    "SQLiteJournal": ("actorsource.journal", "SQLiteJournal", _JOURNAL),
+    "journal_path": ("actorsource.journal", "journal_path", _JOURNAL),
+    # These take the actor class now, and still an ActorDefinition as before.
+    "fold": ("actorsource.journal", "fold", _JOURNAL),
+    "restore_state": ("actorsource.journal", "restore_state", _JOURNAL),
+    "ActorStats": ("actorsource._runtime.status", "ActorStats", _TESTING),
+    "ActorStatus": ("actorsource._runtime.status", "ActorStatus", _TESTING),
+    "ActorDefinition": ("actorsource._model.actor", "ActorDefinition", _CLASS),
+    "definition_of": ("actorsource._model.actor", "definition_of", _CLASS),
+    "ActorRunner": (
+        "actorsource._runtime.runner",
+        "ActorRunner",
+        "host actors with actorsource.Worker, or actorsource.testing.ActorKit in tests",
+    ),
+}
+
+
+def __getattr__(name: str) -> _Any:
+    return _moved(__name__, _MOVED, name)

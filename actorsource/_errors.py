@@ -16,7 +16,8 @@ decorator mistake. Errors from nats-py and sqlite3 are translated at the boundar
     │   ├── JournalClosedError               the journal was used after aclose()
     │   ├── JournalAccessError               its file or directory cannot be written (for good)
     │   ├── JournalCorruptError              the file fails its checks
-    │   └── JournalOrderError                a batch would break stream order
+    │   ├── JournalOrderError                a batch would break stream order
+    │   └── DuplicateMessageIdError          a batch holds a message id already journaled
     ├── SnapshotError                        a snapshot cannot be written or restored
     ├── HandlerTimeout (TimeoutError)        an async handler ran past its deadline
     ├── EffectError (ValueError)             a handler published or recorded something invalid
@@ -38,6 +39,7 @@ __all__ = [
     "ActorDefinitionError",
     "ActorNotRunning",
     "ActorsourceError",
+    "DuplicateMessageIdError",
     "EffectError",
     "EventCodecError",
     "HandlerTimeout",
@@ -140,6 +142,15 @@ class JournalOrderError(JournalError):
     Nothing of the batch is stored. Journaling out of stream order would be a loss waiting
     to happen: the consumer resumes after the journal's highest stream sequence, so earlier
     messages committed later would be skipped by a restart in between.
+    """
+
+
+class DuplicateMessageIdError(JournalError):
+    """A batch holds a ``Nats-Msg-Id`` the journal already has; nothing of it was stored.
+
+    The runtime checks message ids optimistically: the unique index finds a duplicate at
+    commit time at no cost to the common case, and the runner then rebuilds its state and
+    re-processes the batch with an explicit lookup.
     """
 
 

@@ -31,9 +31,10 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
 
-from actorsource import ActorRunner, definition_of
 from actorsource._errors import find_error
 from actorsource._mailbox.server import NatsServer, NatsServerConfig
+from actorsource._model.actor import definition_of
+from actorsource._runtime.runner import ActorRunner
 from examples import bank
 
 __all__ = [

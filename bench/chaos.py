@@ -66,20 +66,14 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from actorsource import (
-    EVENT_TYPE_HEADER,
-    MSG_ID_HEADER,
-    SQLiteJournal,
-    definition_of,
-    encode_event,
-    journal_path,
-    restore_state,
-)
+from actorsource import EVENT_TYPE_HEADER, MSG_ID_HEADER, encode_event
 from actorsource._errors import find_error
 from actorsource._log import get_logger
 from actorsource._mailbox.server import NatsServer, NatsServerConfig
+from actorsource._model.actor import definition_of
 from actorsource._model.dispatch import Dispatch
 from actorsource._model.snapshots import CODEC_NAME
+from actorsource.journal import SQLiteJournal, journal_path, restore_state
 from examples import bank
 
 ACTOR = "accounts"

@@ -56,16 +56,9 @@ from _scaffold import (
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
-from actorsource import (
-    EVENT_TYPE_HEADER,
-    MSG_ID_HEADER,
-    ActorRunner,
-    Context,
-    actor,
-    definition_of,
-    encode_event,
-    handles,
-)
+from actorsource import EVENT_TYPE_HEADER, MSG_ID_HEADER, Context, actor, encode_event, handles
+from actorsource._model.actor import definition_of
+from actorsource._runtime.runner import ActorRunner
 
 STREAM = "LATENCY"
 ACTOR = "latency"

@@ -53,16 +53,9 @@ from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 from throughput import Pipeline, baseline_fastpull
 
-from actorsource import (
-    ActorRunner,
-    Context,
-    actor,
-    definition_of,
-    encode_event,
-    event,
-    event_headers,
-    handles,
-)
+from actorsource import Context, actor, encode_event, event, event_headers, handles
+from actorsource._model.actor import definition_of
+from actorsource._runtime.runner import ActorRunner
 
 RELAY = "RELAY"
 

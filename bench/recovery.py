@@ -72,20 +72,18 @@ from _scaffold import (
 from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
 
-from actorsource import (
-    EVENT_TYPE_HEADER,
-    MSG_ID_HEADER,
-    ActorDefinition,
-    ActorRunner,
+from actorsource import EVENT_TYPE_HEADER, MSG_ID_HEADER, encode_event
+from actorsource._model.actor import ActorDefinition, definition_of
+from actorsource._model.snapshots import CODEC_NAME
+from actorsource._runtime.runner import ActorRunner
+from actorsource.journal import (
+    JournalBatch,
     JournalEntry,
+    NewSnapshot,
     SQLiteJournal,
-    definition_of,
-    encode_event,
     journal_path,
     restore_state,
 )
-from actorsource._journal.journal import JournalBatch, NewSnapshot
-from actorsource._model.snapshots import CODEC_NAME
 
 Expected = tuple[dict[str, int], int]
 

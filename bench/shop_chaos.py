@@ -51,10 +51,8 @@ from _scaffold import (
 )
 from chaos import Fleet, WorkerProcess, export_order
 
-from actorsource import definition_of, fold, journal_path
-from actorsource._journal.journal import SQLiteJournal
-from actorsource._journal.offline import read_entries
-from actorsource._journal.recovery import restore_state
+from actorsource._model.actor import definition_of
+from actorsource.journal import SQLiteJournal, fold, journal_path, read_entries, restore_state
 from examples.shop import Orders, Payments, Shipping
 from examples.shop.frontend import place, random_requests
 from examples.shop.orders import CANCELLED, SHIPPED

@@ -6,15 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from actorsource import (
-    ActorDefinitionError,
-    Context,
-    InvalidNameError,
-    actor,
-    definition_of,
-    event,
-    handles,
-)
+from actorsource import ActorDefinitionError, Context, InvalidNameError, actor, event, handles
+from actorsource._model.actor import definition_of
 
 
 @dataclass

@@ -14,8 +14,8 @@ import anyio
 import click
 import pytest
 
-from actorsource import SQLiteJournal, journal_path
 from actorsource.cli import main
+from actorsource.journal import SQLiteJournal, journal_path
 from actorsource.testing import NatsServer
 from examples import bank
 

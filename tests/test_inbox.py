@@ -138,8 +138,8 @@ async def test_an_actor_applies_every_message_once_with_the_fast_lane_switched_o
         for e in events:
             await actor_kit.publish(f"count.{e.key}", e)
         await counter.settled()
-        assert counter.runner.mailbox is not None
-        assert counter.runner.mailbox.fast_path is False
+        assert counter._live_runner.mailbox is not None
+        assert counter._live_runner.mailbox.fast_path is False
         await assert_exactly_once(counter, events)
 
 

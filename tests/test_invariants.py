@@ -48,8 +48,8 @@ async def test_a_crash_after_commit_before_ack_loses_nothing_and_applies_nothing
         assert counter.state.totals == expected_totals(events)
         assert sorted(counter.state.order) == [e.amount for e in events]
         assert len(await counter.entries()) == len(events)
-        assert counter.runner.mailbox is not None
-        assert counter.runner.mailbox.fast_path is (fastpath == "1")
+        assert counter._live_runner.mailbox is not None
+        assert counter._live_runner.mailbox.fast_path is (fastpath == "1")
 
 
 async def test_nothing_is_acknowledged_before_it_is_committed(actor_kit: ActorKit) -> None:
@@ -164,7 +164,7 @@ async def test_batches_arriving_during_a_slow_commit_are_applied_then_committed_
         await _publish_all(actor_kit, events[:1])
         await counter.settled()
         batches = counter.stats.batches
-        async with counter.runner._write_lock:  # a commit that cannot finish: a stalled disk
+        async with counter._live_runner._write_lock:  # a commit that cannot finish: a stalled disk
             await _publish_all(actor_kit, events[1:])
             with anyio.fail_after(10):  # the loop keeps applying meanwhile ...
                 while sum(counter.state.totals.values()) < sum(e.amount for e in events):

@@ -13,15 +13,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from actorsource import (
-    JournalCorruptError,
-    JournalEntry,
-    JournalError,
-    JournalLockedError,
-    JournalOrderError,
-    SQLiteJournal,
-)
-from actorsource._journal.journal import SCHEMA_VERSION, DeadLetter, JournalBatch
+from actorsource import JournalCorruptError, JournalError, JournalLockedError, JournalOrderError
+from actorsource._journal.schema import SCHEMA_VERSION
+from actorsource.journal import DeadLetter, JournalBatch, JournalEntry, SQLiteJournal
 
 
 def _entry(pos: int, seq: int | None = None, msg_id: str | None = None) -> JournalEntry:
@@ -212,7 +206,8 @@ async def test_a_second_process_on_the_same_journal_fails_fast_with_a_clear_erro
     script = textwrap.dedent(
         f"""
         import anyio
-        from actorsource import SQLiteJournal, JournalLockedError
+        from actorsource import JournalLockedError
+        from actorsource.journal import SQLiteJournal
         async def main():
             try:
                 async with SQLiteJournal({str(path)!r}, actor="a"):
@@ -313,7 +308,7 @@ async def test_headers_round_trip_whether_usual_empty_or_extra(tmp_path: Path) -
         await j.append(_batch(written))
         read = await _all(j)
         assert [dict(e.headers) for e in read] == [dict(e.headers) for e in written]
-        stored = await j.execute("SELECT headers IS NULL FROM events ORDER BY pos")
+        stored = await j._execute("SELECT headers IS NULL FROM events ORDER BY pos")
         assert stored == [(1,), (0,), (0,)]
 
 

@@ -85,7 +85,7 @@ def test_journal_info_on_a_missing_or_foreign_file_says_so_in_one_line(tmp_path:
 async def test_export_then_import_gives_an_identical_journal_that_recovers_the_same_state(
     actor_kit: ActorKit, tmp_path: Path
 ) -> None:
-    from actorsource import SQLiteJournal, definition_of, restore_state
+    from actorsource.journal import SQLiteJournal, restore_state
 
     path = await _counter_with_events(actor_kit, 30)
     code, exported, _ = _cli("journal", "export", str(path))
@@ -114,8 +114,8 @@ async def test_export_then_import_gives_an_identical_journal_that_recovers_the_s
             e async for c in original.entries() for e in c
         ]
         assert imported.stream_positions == original.stream_positions
-        state, _ = await restore_state(definition_of(Counter), imported)
-        expected, _ = await restore_state(definition_of(Counter), original, use_snapshots=False)
+        state, _ = await restore_state(Counter, imported)
+        expected, _ = await restore_state(Counter, original, use_snapshots=False)
         assert state.totals == expected.totals
 
 
@@ -204,7 +204,7 @@ async def test_a_dead_letter_listed_then_replayed_after_a_fix_is_applied_exactly
 def test_dlq_replay_of_an_unknown_id_says_so(tmp_path: Path) -> None:
     import asyncio
 
-    from actorsource import SQLiteJournal, journal_path
+    from actorsource.journal import SQLiteJournal, journal_path
 
     async def make() -> None:
         async with SQLiteJournal(journal_path(tmp_path, "fragile"), actor="fragile"):
@@ -288,8 +288,8 @@ async def test_journal_tail_follow_prints_entries_as_they_commit(actor_kit: Acto
 
 
 def _good_lines(n: int) -> list[str]:
-    from actorsource import JournalEntry
     from actorsource._journal.offline import entry_as_dict
+    from actorsource.journal import JournalEntry
 
     return [
         json.dumps(
@@ -340,7 +340,7 @@ def test_import_with_an_invalid_actor_name_is_a_usage_error_and_creates_nothing(
 def test_dlq_list_says_so_when_there_are_no_dead_letters(tmp_path: Path) -> None:
     import asyncio
 
-    from actorsource import SQLiteJournal, journal_path
+    from actorsource.journal import SQLiteJournal, journal_path
 
     async def make() -> None:
         async with SQLiteJournal(journal_path(tmp_path, "counter"), actor="counter"):

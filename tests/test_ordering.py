@@ -14,15 +14,15 @@ from pathlib import Path
 import anyio
 from actors import Added, Counter, expected_totals
 
-from actorsource import Context, ErrorPolicy, actor, definition_of, handles
-from actorsource._journal.journal import JournalBatch, SQLiteJournal
+from actorsource import MSG_ID_HEADER, Context, ErrorPolicy, actor, handles
 from actorsource._log import get_logger
 from actorsource._mailbox.mailbox import Delivery
-from actorsource._model.events import MSG_ID_HEADER, JournalEntry
+from actorsource._model.actor import definition_of
 from actorsource._runtime.binding import bind_mailbox, mailbox_for
 from actorsource._runtime.committer import CommitJob, Committer
-from actorsource._runtime.status import ActorStats, CrashSwitch
-from actorsource.testing import ActorKit
+from actorsource._runtime.status import CrashSwitch
+from actorsource.journal import JournalBatch, JournalEntry, SQLiteJournal
+from actorsource.testing import ActorKit, ActorStats
 
 
 async def _shrink_duplicate_window(kit: ActorKit, stream: str) -> None:
@@ -147,7 +147,7 @@ async def test_a_handler_failing_in_the_recheck_then_a_kill_in_its_backoff_keeps
         await actor_kit.publish("recheck.k", published[0], msg_id="m-1")
         await probe.settled()
         await anyio.sleep(0.15)  # let the server-side window pass (not a wait for work)
-        async with probe.runner._write_lock:  # commits stall: batches merge behind the first
+        async with probe._live_runner._write_lock:  # commits stall: batches merge behind the first
             dup = await actor_kit.publish("recheck.k", Added("k", 999), msg_id="m-1")
             for e in published[1:]:
                 await actor_kit.publish(f"recheck.k{e.amount % 4}", e, msg_id=f"m-{e.amount}")

@@ -93,8 +93,8 @@ async def test_a_published_event_reaches_the_receiver_once_with_a_deterministic_
         till_entries = await till.entries()
         assert [e.msg_id for e in entries] == [f"till:{t.pos}:1" for t in till_entries]
         assert entries[0].headers["Event-Type"] == "till.SaleRecorded"
-        assert till.runner.outbox is not None
-        assert till.runner.outbox.pending == 0
+        assert till._live_runner.outbox is not None
+        assert till._live_runner.outbox.pending == 0
 
 
 @pytest.mark.parametrize("point", ["after_commit", "before_publish"])
@@ -178,7 +178,7 @@ async def _refusing(till: ActorProbe[Till], *, pending: int) -> OutboxPublisher:
     """Wait until ``pending`` messages are committed and the outbox failed to send one."""
     with anyio.fail_after(10):
         while True:
-            outbox = till.runner.outbox
+            outbox = till._live_runner.outbox
             if outbox is not None and outbox.failures and outbox.pending == pending:
                 return outbox
             await anyio.sleep(0.01)
@@ -271,8 +271,8 @@ async def test_a_handler_that_publishes_or_records_something_invalid_is_dead_let
         assert letter.reason == "handler-failed"
         assert error in letter.error
         assert probe.state.ok == 1  # the failed attempt's change was rolled back
-        assert probe.runner.outbox is not None
-        assert probe.runner.outbox.published == 1  # only the dead letter itself
+        assert probe._live_runner.outbox is not None
+        assert probe._live_runner.outbox.published == 1  # only the dead letter itself
 
 
 @dataclass
@@ -340,7 +340,7 @@ async def test_recorded_events_are_journaled_after_their_cause_and_replay_withou
 
 
 def _journal(probe: ActorProbe[object]):  # type: ignore[no-untyped-def]
-    from actorsource import SQLiteJournal
+    from actorsource.journal import SQLiteJournal
 
     return SQLiteJournal(probe.journal_path, actor=probe.name)
 

@@ -180,7 +180,7 @@ class Observer:
 async def test_a_replayed_context_gives_each_handler_its_whole_entry_as_journaled(
     actor_kit: ActorKit,
 ) -> None:
-    from actorsource import SQLiteJournal
+    from actorsource.journal import SQLiteJournal
 
     async with actor_kit.start(Observer) as witness:
         for i in range(1, 5_201):  # more than one replay chunk (5,000 rows)

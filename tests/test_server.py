@@ -21,8 +21,9 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsClientError
 from nats.js.api import StorageType
 
-from actorsource._errors import NatsServerError
-from actorsource._mailbox.server import NatsServer, NatsServerConfig, find_nats_server
+from actorsource import NatsServerError
+from actorsource._mailbox.server import find_nats_server
+from actorsource.testing import NatsServer, NatsServerConfig
 
 
 @asynccontextmanager

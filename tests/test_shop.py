@@ -15,9 +15,9 @@ from typing import Any
 import anyio
 import pytest
 
-from actorsource import definition_of, fold
-from actorsource._journal.offline import read_entries, summarize
+from actorsource._model.actor import definition_of
 from actorsource._runtime.stream_rebuild import rebuild_from_stream
+from actorsource.journal import fold, read_entries, summarize
 from actorsource.testing import ActorKit, ActorProbe
 from examples.shop import Orders, Payments, Shipping
 from examples.shop.frontend import place, random_requests
@@ -187,7 +187,7 @@ async def test_payments_rebuilt_offline_from_the_stream_records_its_decisions_an
         assert rebuilt == lost  # the recorded authorizations are back, after their causes
         assert report.events == len(lost)
         assert summarize(journal).unsent_outbox == 0  # nothing to send again
-        assert await fold(definition_of(Payments), read_entries(journal)) == before
+        assert await fold(Payments, read_entries(journal)) == before
         stored = (await actor_kit.js.stream_info("SHOP")).state.messages
         await payments.start()
         assert payments.state == before

@@ -8,15 +8,8 @@ import anyio
 import pytest
 from actors import Added
 
-from actorsource import (
-    ActorDefinitionError,
-    Context,
-    SnapshotError,
-    SnapshotPolicy,
-    actor,
-    definition_of,
-    handles,
-)
+from actorsource import ActorDefinitionError, Context, SnapshotError, SnapshotPolicy, actor, handles
+from actorsource._model.actor import definition_of
 from actorsource.testing import ActorKit
 
 
@@ -38,6 +31,28 @@ def test_a_bad_policy_is_refused() -> None:
         SnapshotPolicy(every=0)
     with pytest.raises(ActorDefinitionError, match="keep_snapshots"):
         SnapshotPolicy(keep=0)
+
+
+def test_an_actor_takes_its_snapshot_policy_whole() -> None:
+    policy = SnapshotPolicy(every=None, interval=30.0, keep=5)
+
+    @actor("policed", subjects=["policed.>"], snapshots=policy)
+    class Policed:
+        @handles(Added)
+        def added(self, event: Added) -> None:
+            pass
+
+    assert definition_of(Policed).snapshots is policy
+
+
+def test_a_snapshot_policy_and_snapshot_keywords_together_are_refused() -> None:
+    with pytest.raises(ActorDefinitionError, match="not both"):
+        actor("both", subjects=["both.>"], snapshots=SnapshotPolicy(), snapshot_every=5)
+
+
+def test_snapshots_must_be_a_snapshot_policy() -> None:
+    with pytest.raises(ActorDefinitionError, match="snapshots must be a SnapshotPolicy"):
+        actor("loose", subjects=["loose.>"], snapshots=100)  # type: ignore[arg-type]
 
 
 @actor("typed", subjects=["typed.>"])
@@ -197,8 +212,8 @@ async def test_snapshots_are_taken_by_time_when_events_keep_arriving(actor_kit: 
 async def test_an_undecodable_snapshot_with_a_valid_checksum_is_skipped(
     actor_kit: ActorKit,
 ) -> None:
-    from actorsource import SQLiteJournal
     from actorsource._model.snapshots import CODEC_NAME
+    from actorsource.journal import SQLiteJournal
 
     async with actor_kit.start(Timed) as timed:
         await actor_kit.publish("timed.a", Added("a", 5))
@@ -260,7 +275,7 @@ async def test_a_snapshot_asked_in_the_middle_of_a_batch_waits_for_its_commit(
             HOLD["gate"].set()
         assert taken == [2]
         [info] = await held.snapshots()
-        snapshot = await held.runner.journal.read_snapshot(info.id)
+        snapshot = await held.journal.read_snapshot(info.id)
         assert snapshot is not None
         state = definition.new_state()
         definition.state_codec.restore(state, snapshot.state)

@@ -18,11 +18,11 @@ import pytest
 from actors import Added, Counter
 from click.testing import CliRunner
 
-from actorsource import ActorStats, NatsOptions, Worker, encode_event
-from actorsource._journal.offline import summarize
+from actorsource import NatsOptions, Worker, encode_event
 from actorsource._runtime.service import RateMeter
 from actorsource.cli import main
-from actorsource.testing import ActorKit, NatsServer, NatsServerConfig
+from actorsource.journal import summarize
+from actorsource.testing import ActorKit, ActorStats, NatsServer, NatsServerConfig
 from examples import bank
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -252,8 +252,9 @@ def test_events_per_second_are_measured_over_the_last_minute_and_restart_with_th
 async def test_status_shows_a_halted_actor_with_its_reason_beside_a_running_one(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    from actorsource import ActorStatus, journal_path
     from actorsource._journal.lock import take_lock
+    from actorsource.journal import journal_path
+    from actorsource.testing import ActorStatus
 
     lock = take_lock(journal_path(tmp_path, "counter"))  # "another process" holds it
     try:

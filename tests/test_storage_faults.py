@@ -28,9 +28,9 @@ async def test_a_full_disk_stops_commits_without_acking_and_processing_resumes_w
     async with actor_kit.start(Counter) as counter:
         await _publish(actor_kit, events[:5])
         await counter.settled()
-        journal = counter.runner.journal
-        [(pages,)] = await journal.execute("PRAGMA page_count")
-        await journal.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+        journal = counter.journal
+        [(pages,)] = await journal._execute("PRAGMA page_count")
+        await journal._execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
         await _publish(actor_kit, events[5:])
         with anyio.fail_after(15):
             while counter.stats.commit_failures == 0:
@@ -40,7 +40,7 @@ async def test_a_full_disk_stops_commits_without_acking_and_processing_resumes_w
         assert committed < 300
         assert info.ack_floor.stream_seq <= committed  # nothing acknowledged past the commit
         assert info.num_ack_pending > 0
-        await journal.execute("PRAGMA max_page_count = 1073741823")  # space returns
+        await journal._execute("PRAGMA max_page_count = 1073741823")  # space returns
         await counter.settled(timeout=30)
         await assert_exactly_once(counter, events)
     assert any(r.getMessage() == "journal commit failed; retrying" for r in caplog.records)

@@ -11,10 +11,18 @@ import anyio
 from actors import Added, Boom, Counter, assert_exactly_once, expected_totals
 from click.testing import CliRunner
 
-from actorsource import MSG_ID_HEADER, SQLiteJournal, definition_of, fold, restore_state
-from actorsource._journal.offline import read_dead_letters, read_entries, summarize
+from actorsource import MSG_ID_HEADER
+from actorsource._model.actor import definition_of
 from actorsource._runtime.stream_rebuild import rebuild_from_stream
 from actorsource.cli import main
+from actorsource.journal import (
+    SQLiteJournal,
+    fold,
+    read_dead_letters,
+    read_entries,
+    restore_state,
+    summarize,
+)
 from actorsource.testing import ActorKit
 
 TESTS = Path(__file__).resolve().parent
@@ -73,7 +81,7 @@ async def test_a_lost_journal_rebuilt_from_the_stream_folds_to_the_same_state_an
     assert [(e.pos, e.stream_seq, e.msg_id, e.payload) for e in rebuilt] == [
         (e.pos, e.stream_seq, e.msg_id, e.payload) for e in original
     ]
-    assert (await fold(definition_of(Counter), rebuilt)).totals == original_totals
+    assert (await fold(Counter, rebuilt)).totals == original_totals
     assert [dl.reason for _, dl in read_dead_letters(path)] == ["undecodable"]
     assert summarize(path).streams == {"COUNTER": 41}
 
@@ -150,7 +158,7 @@ async def test_a_handler_that_fails_during_the_rebuild_is_dead_lettered_and_leav
     [(_, letter)] = read_dead_letters(path)
     assert (letter.reason, letter.stream_seq) == ("handler-failed", 2)
     async with SQLiteJournal(path, actor="counter") as journal:
-        state, recovery = await restore_state(definition_of(Counter), journal)
+        state, recovery = await restore_state(Counter, journal)
     assert recovery.snapshot_pos == 2
     assert state.totals == {"a": 3}
 
@@ -180,9 +188,7 @@ async def test_a_message_id_the_stream_holds_twice_is_journaled_once(
     assert (report.events, report.duplicates) == (301, 1)
     entries = list(read_entries(path))
     assert [e.msg_id for e in entries if e.msg_id] == ["once"]
-    assert (await fold(definition_of(Counter), entries)).totals == expected_totals(
-        [Added("a", 5), *filler]
-    )
+    assert (await fold(Counter, entries)).totals == expected_totals([Added("a", 5), *filler])
 
 
 async def test_a_rebuild_from_the_stream_names_a_lower_case_event_type_header(

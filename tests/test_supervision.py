@@ -66,7 +66,8 @@ async def test_a_failing_actor_is_restarted_with_backoff_while_the_others_keep_r
 async def test_a_locked_journal_halts_only_that_actor(
     actor_kit: ActorKit, nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    from actorsource import JournalLockedError, SQLiteJournal, journal_path
+    from actorsource import JournalLockedError
+    from actorsource.journal import SQLiteJournal, journal_path
 
     data = tmp_path / "w"
     async with SQLiteJournal(journal_path(data, "counter"), actor="counter"):

@@ -116,3 +116,28 @@ def test_the_readme_example_passes_in_auto_mode(pytester: pytest.Pytester) -> No
     """,
     )
     result.assert_outcomes(passed=3, warnings=0)
+
+
+def test_without_pytest_asyncio_the_plugin_leaves_a_project_alone_and_the_kit_says_what_it_needs(
+    pytester: pytest.Pytester,
+) -> None:
+    # actorsource installed without its [testing] extra: pytest-asyncio cannot be imported
+    pytester.makepyfile(
+        pytest_asyncio="raise ModuleNotFoundError(\"No module named 'pytest_asyncio'\", name='pytest_asyncio')"
+    )
+    pytester.makepyfile(
+        test_mine=USER_SYNC_TEST
+        + """
+    async def test_with_the_kit(actor_kit):
+        pass
+    """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:asyncio", "-W", "error", "-p", "no:cacheprovider", timeout=120
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.re_match_lines(
+        [
+            r"^the actorsource fixtures need pytest-asyncio, .*: pip install 'actorsource\[testing\]'$"
+        ]
+    )

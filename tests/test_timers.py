@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import anyio
 import pytest
 
-from actorsource import ActorDefinitionError, Context, SQLiteJournal, actor, every, handles
+from actorsource import ActorDefinitionError, Context, actor, every, handles
+from actorsource.journal import SQLiteJournal
 from actorsource.testing import ActorKit
 
 

@@ -19,18 +19,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from actorsource import (
-    ActorDefinitionError,
-    Context,
-    SQLiteJournal,
-    actor,
-    definition_of,
-    event,
-    handles,
-    restore_state,
-    upcaster,
-)
+from actorsource import ActorDefinitionError, Context, actor, event, handles, upcaster
 from actorsource.cli import main
+from actorsource.journal import SQLiteJournal, restore_state
 from actorsource.testing import ActorKit
 
 RECORDED = Path(__file__).parent / "data" / "orders-v1.journal.sqlite"
@@ -152,7 +143,7 @@ async def test_a_journal_recorded_by_version_1_replays_through_the_version_3_mod
     assert expected["cancelled"] > 0
     assert len(expected["open"]) > 40
     async with SQLiteJournal(path, actor="orders-v1") as journal:
-        state, report = await restore_state(definition_of(RecordedOrderBook), journal)
+        state, report = await restore_state(RecordedOrderBook, journal)
     # Its snapshots are of model version 1: skipped, and the whole journal replayed.
     assert report.snapshot_pos is None
     assert report.skipped

@@ -9,7 +9,8 @@ import anyio
 import pytest
 from actors import Added, Counter, assert_exactly_once, expected_totals
 
-from actorsource import MailboxError, NatsOptions, SQLiteJournal, Worker, journal_path
+from actorsource import MailboxError, NatsOptions, Worker
+from actorsource.journal import SQLiteJournal, journal_path
 from actorsource.testing import ActorKit, NatsServer, NatsServerConfig
 from examples import bank
 

@@ -161,7 +161,8 @@ class SQLiteJournal:
 
         Entries must continue the journal: their ``pos`` run from ``last_pos + 1`` upwards,
         and their stream messages come after the stream positions already recorded
-        (:class:`JournalOrderError` otherwise).
+        (:class:`JournalOrderError` otherwise). A message id the journal already holds
+        raises :class:`DuplicateMessageIdError`.
         """
         self._check_open()
         check_continues(batch, self.last_pos, self.stream_positions, self.path)
@@ -237,7 +238,7 @@ class SQLiteJournal:
             pos = batch[-1].pos
             yield batch
 
-    def reader(self) -> JournalReader:
+    def _reader(self) -> JournalReader:
         """A read-only connection for replay (close it, or use it as a context manager)."""
         self._check_open()
         return JournalReader(self.path)
@@ -266,6 +267,11 @@ class SQLiteJournal:
         """One snapshot with its state bytes, or None if it was pruned meanwhile."""
         return await self._run("read", tables.read_snapshot, snapshot_id)
 
+    async def dead_letter_count(self) -> int:
+        """How many dead letters the journal holds."""
+        [(n,)] = await self._run("read", tables.fetchall, "SELECT count(*) FROM dead_letters")
+        return int(n)
+
     async def dead_letters(self) -> list[DeadLetter]:
         """Every dead letter, oldest first."""
         return await self._run("read", tables.dead_letters)
@@ -274,8 +280,11 @@ class SQLiteJournal:
         """Outbox messages not yet confirmed as published, oldest first."""
         return await self._run("read", tables.unsent_outbox, limit)
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one SQL statement on the journal (tests and tools); returns every row."""
+    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one SQL statement on the journal's own connection; returns every row.
+
+        Not part of the API: for tests that must reach below it (a full disk is simulated
+        with ``PRAGMA max_page_count``, which holds per connection)."""
         return await self._run("query", tables.fetchall, sql, params)
 
 

@@ -111,7 +111,7 @@ async def restore_state(
     total = journal.last_pos - after
     last_log = time.monotonic()
     dispatch = Dispatch(definition, state, log)
-    with journal.reader() as reader:
+    with journal._reader() as reader:
         for rows in reader.chunks(after):
             # A handler that reads its Context's ``entry`` gets it whole, with the rest of
             # this chunk's entries, on that first use.

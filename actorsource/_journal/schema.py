@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from .._errors import (
+    DuplicateMessageIdError,
     JournalAccessError,
     JournalCorruptError,
     JournalError,
@@ -52,15 +53,6 @@ __all__ = [
     "translate",
     "write_batch",
 ]
-
-
-class DuplicateMessageIdError(JournalError):
-    """A batch holds a ``Nats-Msg-Id`` the journal already has; nothing of it was stored.
-
-    The runtime checks message ids optimistically: the unique index finds a duplicate at
-    commit time at no cost to the common case, and the runner then rebuilds its state and
-    re-processes the batch with an explicit lookup.
-    """
 
 
 SCHEMA_VERSION = 2

@@ -137,6 +137,7 @@ def actor(
     ack_wait: float = 30.0,
     max_batch: int = 256,
     errors: ErrorPolicy | None = None,
+    snapshots: SnapshotPolicy | None = None,
 ) -> Callable[[C], C]:
     """Make a class an event-sourced actor.
 
@@ -148,7 +149,8 @@ def actor(
     several services share.
     ``version`` is the model version: bump it when handlers or the state shape change, and
     recovery ignores older snapshots and rebuilds from the journal. ``snapshot_every``,
-    ``snapshot_interval`` and ``keep_snapshots`` form the :class:`SnapshotPolicy`.
+    ``snapshot_interval`` and ``keep_snapshots`` form the :class:`SnapshotPolicy`; or pass
+    one whole as ``snapshots=SnapshotPolicy(...)`` (not both).
     ``ack_wait`` is how long JetStream waits for an ack before redelivering; ``max_batch``
     bounds one fetch and one journal transaction. ``errors`` is the :class:`ErrorPolicy`
     for bad input and failing handlers (retries, timeouts, dead letters).
@@ -174,7 +176,7 @@ def actor(
         raise ActorDefinitionError(f"actor {name!r}: ack_wait must be > 0 seconds")
     if not isinstance(max_batch, int) or not 1 <= max_batch <= 10_000:
         raise ActorDefinitionError(f"actor {name!r}: max_batch must be an int in 1..10000")
-    policy = SnapshotPolicy(every=snapshot_every, interval=snapshot_interval, keep=keep_snapshots)
+    policy = _snapshot_policy(name, snapshots, snapshot_every, snapshot_interval, keep_snapshots)
     if errors is not None and not isinstance(errors, ErrorPolicy):
         raise ActorDefinitionError(f"actor {name!r}: errors must be an ErrorPolicy, got {errors!r}")
     policy_errors = errors or ErrorPolicy()
@@ -220,6 +222,30 @@ def definition_of(target: object) -> ActorDefinition:
             f"{cls.__qualname__} is not an actor: decorate it with @actor(...)"
         )
     return definition
+
+
+_SNAPSHOT_DEFAULTS = (1_000, None, 3)
+
+
+def _snapshot_policy(
+    name: str,
+    snapshots: SnapshotPolicy | None,
+    every: int | None,
+    interval: float | None,
+    keep: int,
+) -> SnapshotPolicy:
+    if snapshots is None:
+        return SnapshotPolicy(every=every, interval=interval, keep=keep)
+    if not isinstance(snapshots, SnapshotPolicy):
+        raise ActorDefinitionError(
+            f"actor {name!r}: snapshots must be a SnapshotPolicy, got {snapshots!r}"
+        )
+    if (every, interval, keep) != _SNAPSHOT_DEFAULTS:
+        raise ActorDefinitionError(
+            f"actor {name!r}: pass snapshots=SnapshotPolicy(...) or snapshot_every/"
+            "snapshot_interval/keep_snapshots, not both"
+        )
+    return snapshots
 
 
 def _stream_subjects(

@@ -40,6 +40,8 @@ class Context:
     functions of (state, event, entry): they run again on every replay. What is not
     deterministic (a clock, a random choice, an outside call) belongs in an event the
     handler :meth:`record` s, made only when not ``replaying``.
+
+    Handlers are given their Context by the runtime; they never make one.
     """
 
     __slots__ = ("_effects", "_entry", "_load", "_pos", "actor", "log", "replaying")

@@ -270,8 +270,7 @@ class WorkerService:
             if snapshots:
                 fields["snapshot_pos"] = snapshots[0].pos
                 fields["snapshot_age"] = max(0.0, time.time() - snapshots[0].created_at)
-            [(dead,)] = await journal.execute("SELECT count(*) FROM dead_letters")
-            fields["dead_letters"] = int(dead)
+            fields["dead_letters"] = await journal.dead_letter_count()
             fields["outbox"] = journal.unsent
         progress = await read_progress(runner)
         if progress is not None:

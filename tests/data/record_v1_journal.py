@@ -21,8 +21,7 @@ from pathlib import Path
 import anyio
 
 from actorsource import actor, event, handles
-from actorsource._mailbox.server import NatsServer, NatsServerConfig
-from actorsource.testing import ActorKit
+from actorsource.testing import ActorKit, NatsServer, NatsServerConfig
 
 HERE = Path(__file__).parent
 

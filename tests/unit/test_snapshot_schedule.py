@@ -14,11 +14,12 @@ from typing import Any
 import anyio
 import pytest
 
-from actorsource import SQLiteJournal, actor, handles
+from actorsource import actor, handles
 from actorsource._log import get_logger
 from actorsource._model.actor import ActorDefinition, definition_of
 from actorsource._runtime.snapshot_schedule import SnapshotSchedule
 from actorsource._runtime.status import ActorStats
+from actorsource.journal import SQLiteJournal
 
 
 @dataclass
