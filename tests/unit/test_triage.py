@@ -297,6 +297,56 @@ async def test_events_a_handler_records_take_the_positions_right_after_its_event
     assert live.state.notes == [100]
 
 
+@actor("tally", subjects=["tally.>"])
+class Tally:
+    """Plain handlers only (synchronous, no context): triage calls them itself."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    @handles(Added)
+    def added(self, e: Added) -> None:
+        if e.amount < 0:
+            raise ValueError("negative amount")
+        self.seen.append(e.amount)
+
+
+async def _tally(deliveries: list[Delivery], *, plain: bool) -> tuple[Triage, list[int]]:
+    live = LiveState(definition_of(Tally), get_logger(actor="tally"), max_payload=1 << 20)
+    outcome = await triage(
+        deliveries,
+        0,
+        high=0,
+        pos=0,
+        known_seqs=set(),
+        known_ids=set(),
+        policy=ErrorPolicy(),
+        codec=live.definition.codec,
+        apply=live.apply_live,
+        plain=live.dispatch.plain if plain else None,
+    )
+    return outcome, live.state.seen
+
+
+async def test_plain_handlers_called_by_triage_give_the_outcome_of_the_full_dispatch() -> None:
+    deliveries = [
+        delivery(1, 5),
+        delivery(2, data=b"{"),
+        delivery(3, 7, msg_id="m"),
+        delivery(4, -1),
+    ]
+    fast, fast_seen = await _tally(deliveries, plain=True)
+    slow, slow_seen = await _tally(deliveries, plain=False)
+    assert fast_seen == slow_seen == [5, 7]
+    for outcome in (fast, slow):
+        assert [e.stream_seq for e in outcome.entries] == [1, 3]
+        assert [dl.reason for _, dl in outcome.dead] == ["undecodable"]
+        assert outcome.failure is not None
+        assert outcome.failure.index == 3
+        assert (outcome.pos, outcome.top, outcome.end) == (2, 3, 3)
+    assert [e.msg_id for e in fast.entries] == [e.msg_id for e in slow.entries]
+
+
 # -- the commit job ------------------------------------------------------------------------
 
 
