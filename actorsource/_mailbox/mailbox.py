@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,8 +117,11 @@ class JetStreamMailbox:
         self._heartbeat = min(1.0, pull_expires / 4)
         self._buffer: collections.deque[Delivery] = collections.deque()
         self._arrived = anyio.Event()
+        self._doorbell: Callable[[], None] | None = None
         self._credit = 0
         self._last_seen = 0.0
+        #: Since when the oldest delivery not yet taken has waited (if any wait).
+        self.buffered_since = 0.0
         self._failure: MailboxError | None = None
         self._sub: InboxSubscription | None = None
         self._fastpath = fastpath
@@ -228,8 +231,10 @@ class JetStreamMailbox:
         except (MailboxError, ValueError):
             return
         self._credit -= 1
+        if not self._buffer:
+            self.buffered_since = time.monotonic()
         self._buffer.append(Delivery(subject, data, headers, reply, stream, seq, delivered, ts))
-        self._arrived.set()
+        self._signal()
 
     def _on_status(self, headers: dict[str, str]) -> None:
         status = headers.get("Status")
@@ -252,11 +257,21 @@ class JetStreamMailbox:
             self._fail(
                 ConsumerGone(f"consumer {self.durable!r} does not answer (503)", actor=self.durable)
             )
-        self._arrived.set()
+        self._signal()
 
     def _fail(self, error: MailboxError) -> None:
         self._failure = error
+        self._signal()
+
+    def _signal(self) -> None:
         self._arrived.set()
+        if self._doorbell is not None:
+            self._doorbell()
+
+    def on_arrival(self, doorbell: Callable[[], None] | None) -> None:
+        """Call ``doorbell`` (synchronously, on the connection's task) whenever something
+        arrives for :meth:`take`: messages, an expired request, a failure of the consumer."""
+        self._doorbell = doorbell
 
     async def _pull(self, n: int) -> None:
         request = {
@@ -271,29 +286,52 @@ class JetStreamMailbox:
             self._credit -= n
             raise MailboxError(f"cannot request messages for {self.durable!r}: {exc!r}") from exc
 
+    async def take(self, max_n: int | None = None) -> list[Delivery]:
+        """What has arrived, in order (up to ``max_n``, by default ``max_batch``), without
+        waiting; first asks for more when the outstanding requests run low. Raises the
+        consumer's failure (:class:`ConsumerGone` when it is gone)."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        if self._sub is None:
+            raise MailboxError(f"mailbox {self.durable!r} is closed", actor=self.durable)
+        buffered = len(self._buffer)
+        if self._credit + buffered <= self._max_batch:
+            await self._pull(self._max_batch)
+        if not buffered:
+            return []
+        pop = self._buffer.popleft
+        return [pop() for _ in range(min(max_n or self._max_batch, buffered))]
+
     async def next_batch(self, max_n: int | None = None) -> list[Delivery]:
         """Wait for at least one message; return it with those already buffered, in order."""
-        limit = max_n or self._max_batch
         while True:
-            if self._failure is not None:
-                failure, self._failure = self._failure, None
-                raise failure
-            if self._sub is None:
-                raise MailboxError(f"mailbox {self.durable!r} is closed", actor=self.durable)
-            buffered = len(self._buffer)
-            if self._credit + buffered <= self._max_batch:
-                await self._pull(self._max_batch)
-            if buffered:
-                take = min(limit, buffered)
-                pop = self._buffer.popleft
-                return [pop() for _ in range(take)]
+            batch = await self.take(max_n)
+            if batch:
+                return batch
             self._arrived = anyio.Event()
             with anyio.move_on_after(self._expires + 2 * self._heartbeat):
                 await self._arrived.wait()
-            if not self._buffer and time.monotonic() - self._last_seen > 3 * self._heartbeat:
-                # Neither messages nor heartbeats: the requests were lost (e.g. a reconnect
-                # dropped them server-side). Forget the credit so the next round re-requests.
-                self._credit = 0
+            self.forget_lost_requests()
+
+    @property
+    def quiet_period(self) -> float:
+        """How long a healthy consumer never stays silent (it sends heartbeats)."""
+        return 3 * self._heartbeat
+
+    def forget_lost_requests(self) -> bool:
+        """Neither messages nor heartbeats for :attr:`quiet_period`: the pull requests were
+        lost (e.g. a reconnect dropped them server-side). Forget their credit, so that the
+        next :meth:`take` asks again; True if so."""
+        if self._buffer or time.monotonic() - self._last_seen <= self.quiet_period:
+            return False
+        self._credit = 0
+        return True
+
+    @property
+    def buffered_count(self) -> int:
+        """How many deliveries have arrived and are not taken yet."""
+        return len(self._buffer)
 
     def buffered(self) -> list[Delivery]:
         """The deliveries received but not yet handed out by :meth:`next_batch`."""

@@ -1,16 +1,16 @@
 """The control channel of a running actor: everything its loop does arrives as a request.
 
-The loop (:meth:`ActorRunner._loop <actorsource._runtime.runner.ActorRunner>`) takes one request at
+The loop (:class:`~actorsource._runtime.loop.ActorLoop`) takes one request at
 a time, in arrival order, and does it to the end before the next, so each sees the state
 between two batches:
 
-- :class:`Batch`: deliveries the :class:`MailboxPump` took from the mailbox (at most one
-  batch waits in the channel: the pump takes the next only once the loop took this one);
+- :class:`MailReady`: the mailbox has something (rung by :class:`MailboxDoorbell`, one
+  waiting at most): the loop takes what arrived, in stream order, and handles it as a batch
+  (a consumer found gone is re-created there);
 - :class:`Redo`: the committer found a message id already journaled and set deliveries
   aside; they are handled again, in order, once the state is the journal's fold;
 - :class:`TakeSnapshot`, :class:`FireTimers`: asked from outside (an operator, a test, an
   ``@every`` tick);
-- :class:`ConsumerLost`: the durable consumer disappeared and is to be re-created;
 - :class:`Stop`.
 
 A request is an awaitable ticket: whoever asked waits on :meth:`Request.wait`, which raises
@@ -22,7 +22,6 @@ further subclasses handled by the same loop.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -30,15 +29,14 @@ from typing import TypeVar
 import anyio
 
 from .._errors import ActorNotRunning
-from .._mailbox.mailbox import ConsumerGone, Delivery, JetStreamMailbox
+from .._mailbox.mailbox import JetStreamMailbox
 from .._model.actor import Timer
 
 __all__ = [
-    "Batch",
-    "ConsumerLost",
     "Control",
     "FireTimers",
-    "MailboxPump",
+    "MailReady",
+    "MailboxDoorbell",
     "Redo",
     "Request",
     "Stop",
@@ -67,10 +65,8 @@ class Request:
 
 
 @dataclass(eq=False)
-class Batch(Request):
-    """Deliveries taken from the mailbox, in stream order."""
-
-    deliveries: list[Delivery] = field(default_factory=list)
+class MailReady(Request):
+    """Something arrived in the mailbox: messages, an expired request, a failure."""
 
 
 @dataclass(eq=False)
@@ -92,13 +88,6 @@ class FireTimers(Request):
     timers: tuple[Timer, ...] = ()
     now: float | None = None
     recorded: int = 0
-
-
-@dataclass(eq=False)
-class ConsumerLost(Request):
-    """The durable consumer is gone (deleted, the server lost it): re-create it."""
-
-    error: ConsumerGone | None = None
 
 
 @dataclass(eq=False)
@@ -144,40 +133,34 @@ class Control:
         return ActorNotRunning(f"actor {self._actor!r} stopped before doing it", actor=self._actor)
 
 
-class MailboxPump:
-    """Takes batches from the mailbox and hands them to the loop, one waiting at a time.
-
-    While the loop works on a batch the pump already waits for the next, so the loop never
-    waits for the mailbox when messages are there. The batch it holds (taken, not yet
-    handled) is in :attr:`holding`, kept alive with the rest. A lost consumer is handed to
-    the loop as :class:`ConsumerLost`; the pump waits until the loop has re-created it.
+class MailboxDoorbell:
+    """Tells the loop that the mailbox has something for it: one :class:`MailReady` waits
+    in the channel at most, rung by the mailbox itself as messages arrive (no task in
+    between, so a message waits for one hop, not two). The loop takes what arrived with
+    ``mailbox.take()``. :meth:`watch` rings when the consumer fell silent (its requests
+    were lost), so that the loop asks again.
     """
 
     def __init__(self, mailbox: JetStreamMailbox, control: Control) -> None:
         self._mailbox = mailbox
         self._control = control
-        self._room = anyio.Semaphore(1)
-        self.holding: list[Delivery] = []
-        self.holding_since = 0.0
+        self._rung = False
+        mailbox.on_arrival(self.ring)
 
-    def taken(self, batch: Batch) -> None:
-        """The loop took ``batch``: the pump may take the next."""
-        if batch.deliveries is self.holding:
-            self.holding = []
-            self._room.release()
+    def ring(self) -> None:
+        """Have the loop look at the mailbox (unless it is already asked to)."""
+        if not self._rung:
+            self._rung = True
+            self._control.ask(MailReady())
 
-    async def run(self) -> None:
-        """Pump until cancelled."""
+    def answered(self) -> None:
+        """The loop is looking now: what arrives from here on rings again."""
+        self._rung = False
+
+    async def watch(self) -> None:
+        """Ring once at start (the first requests), then whenever the consumer fell silent."""
+        self.ring()
         while True:
-            await self._room.acquire()
-            try:
-                deliveries = await self._mailbox.next_batch()
-            except ConsumerGone as exc:
-                self._room.release()
-                await self._control.ask(ConsumerLost(error=exc)).wait()
-                continue
-            except BaseException:
-                self._room.release()
-                raise
-            self.holding, self.holding_since = deliveries, time.monotonic()
-            self._control.ask(Batch(deliveries=deliveries))
+            await anyio.sleep(self._mailbox.quiet_period)
+            if self._mailbox.forget_lost_requests():
+                self.ring()

@@ -2,7 +2,7 @@
 
 JetStream redelivers a message not acknowledged within ``ack_wait``. A slow handler, a
 retry's backoff or a full disk must not cause that: every message taken and not yet
-acknowledged (waiting in the pump, in hand, waiting for its commit, set aside to redo)
+acknowledged (waiting in the mailbox, in hand, waiting for its commit, set aside to redo)
 gets an in-progress signal once the oldest of them has waited a third of ``ack_wait``.
 """
 
@@ -14,15 +14,12 @@ import anyio
 import nats.errors
 
 from .._mailbox.mailbox import JetStreamMailbox
-from .control import MailboxPump
 from .pipeline import Pipeline
 
 __all__ = ["keep_alive"]
 
 
-async def keep_alive(
-    mailbox: JetStreamMailbox, pipeline: Pipeline, pump: MailboxPump, *, ack_wait: float
-) -> None:
+async def keep_alive(mailbox: JetStreamMailbox, pipeline: Pipeline, *, ack_wait: float) -> None:
     """Send ``+WPI`` for what is taken and not yet acknowledged, while it takes long."""
     interval = max(ack_wait / 3, 0.05)
     committer = pipeline.committer
@@ -31,11 +28,11 @@ async def keep_alive(
         since = [pipeline.in_hand_since] if pipeline.in_hand else []
         if (oldest := committer.oldest()) is not None:
             since.append(oldest)
-        if pump.holding:
-            since.append(pump.holding_since)
+        if mailbox.buffered_count:
+            since.append(mailbox.buffered_since)
         if not since or time.monotonic() - min(since) < interval:
             continue
-        taken = [*committer.unacked(), *pipeline.in_hand, *pump.holding, *mailbox.buffered()]
+        taken = [*committer.unacked(), *pipeline.in_hand, *mailbox.buffered()]
         try:
             for d in taken:
                 await mailbox.in_progress(d)

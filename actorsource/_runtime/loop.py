@@ -1,8 +1,9 @@
 """The loop of a running actor: the requests of its control channel, one at a time.
 
-Batches go down the data path (:class:`~actorsource._runtime.pipeline.Pipeline`); the
-other requests are done between two batches: a redo after a duplicate message id, a
-snapshot, the timers, a consumer to re-create. Once the actor is stopping, what is left in
+What arrived in the mailbox goes down the data path as a batch
+(:class:`~actorsource._runtime.pipeline.Pipeline`); the other requests are done between two
+batches: a redo after a duplicate message id, a snapshot, the timers. A consumer found gone
+is re-created before the next batch. Once the actor is stopping, what is left in
 the channel fails with :class:`ActorNotRunning` and the loop ends at :class:`Stop`.
 """
 
@@ -16,15 +17,14 @@ import structlog
 
 from .._errors import ActorNotRunning
 from .._journal.journal import SQLiteJournal
-from .._mailbox.mailbox import JetStreamMailbox
+from .._mailbox.mailbox import ConsumerGone, JetStreamMailbox
 from .._model.dispatch import LiveState
 from .binding import bind_mailbox
 from .control import (
-    Batch,
-    ConsumerLost,
     Control,
     FireTimers,
-    MailboxPump,
+    MailboxDoorbell,
+    MailReady,
     Redo,
     Request,
     Stop,
@@ -43,7 +43,7 @@ class ActorLoop:
         self,
         control: Control,
         pipeline: Pipeline,
-        pump: MailboxPump,
+        doorbell: MailboxDoorbell,
         live: LiveState,
         *,
         mailbox: JetStreamMailbox,
@@ -53,7 +53,7 @@ class ActorLoop:
     ) -> None:
         self._control = control
         self._pipeline = pipeline
-        self._pump = pump
+        self._doorbell = doorbell
         self._live = live
         self._mailbox = mailbox
         self._journal = journal
@@ -77,18 +77,14 @@ class ActorLoop:
 
     async def _do(self, request: Request) -> None:
         pipeline = self._pipeline
-        if isinstance(request, Batch):
-            self._pump.taken(request)
-            self._backoff = 0.1
-            await pipeline.handle(request.deliveries)
+        if isinstance(request, MailReady):
+            await self._take_mail()
         elif isinstance(request, Redo):
             await pipeline.redo()
         elif isinstance(request, TakeSnapshot):
             request.pos = await pipeline.snapshot()
         elif isinstance(request, FireTimers):
             request.recorded = await self._fire(request)
-        elif isinstance(request, ConsumerLost):
-            await self._rebind(request)
 
     async def _fire(self, request: FireTimers) -> int:
         """Fire the timers asked for; how many events they recorded (handed to the committer)."""
@@ -100,12 +96,25 @@ class ActorLoop:
                 recorded += await self._pipeline.record(timer, effects)
         return recorded
 
-    async def _rebind(self, request: ConsumerLost) -> None:
+    async def _take_mail(self) -> None:
+        """Handle what arrived in the mailbox as one batch (ring again if more waits)."""
+        self._doorbell.answered()
+        try:
+            deliveries = await self._mailbox.take()
+        except ConsumerGone as exc:
+            await self._rebind(exc)
+            self._doorbell.ring()
+            return
+        if deliveries:
+            self._backoff = 0.1
+            await self._pipeline.handle(deliveries)
+        if self._mailbox.buffered_count:
+            self._doorbell.ring()
+
+    async def _rebind(self, error: ConsumerGone) -> None:
         """Re-create the consumer rather than spin on 503s: wait, then bind again (which
         also notices a stream that was deleted and re-created meanwhile)."""
-        self._log.warning(
-            "consumer gone, re-creating", reason=str(request.error), backoff=self._backoff
-        )
+        self._log.warning("consumer gone, re-creating", reason=str(error), backoff=self._backoff)
         await self._pipeline.settle()
         await anyio.sleep(self._backoff)
         self._backoff = min(self._backoff * 2, 5.0)

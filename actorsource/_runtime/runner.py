@@ -2,7 +2,7 @@
 
 :meth:`ActorRunner.run` opens the journal, recovers the state (newest usable snapshot plus
 the later entries), binds the durable consumer after the journal's position, and starts
-the tasks that serve the actor: the mailbox pump, the committer, the outbox publisher, the
+the tasks that serve the actor: the mailbox doorbell, the committer, the outbox publisher, the
 keep-alive, the timers and the integrity check. Then :class:`~.loop.ActorLoop` does the
 requests of its control channel (:mod:`.control`), one at a time: batches go down the data
 path (:mod:`.pipeline`); snapshots, timers, redos and a lost consumer are done between two
@@ -35,7 +35,7 @@ from .committer import CommitJob, Committer
 from .control import (
     Control,
     FireTimers,
-    MailboxPump,
+    MailboxDoorbell,
     Redo,
     Stop,
     TakeSnapshot,
@@ -97,7 +97,6 @@ class ActorRunner:
         self._control = Control(self.name)
         self._journal: SQLiteJournal | None = None
         self._pipeline: Pipeline | None = None
-        self._pump: MailboxPump | None = None
         self._stopping = False
         # One transaction at a time on the journal: a batch commit, a snapshot and the outbox
         # publisher must not interleave their statements on the shared connection.
@@ -133,9 +132,8 @@ class ActorRunner:
         return len(self._pipeline.in_hand) if self._pipeline is not None else 0
 
     def taken(self) -> list[Delivery]:
-        """Deliveries received and not yet handled: in the mailbox, or taken by its pump."""
-        waiting = self._pump.holding if self._pump is not None else []
-        return [*waiting, *(self.mailbox.buffered() if self.mailbox is not None else [])]
+        """Deliveries received and not yet handled (waiting in the mailbox)."""
+        return self.mailbox.buffered() if self.mailbox is not None else []
 
     # -- control -----------------------------------------------------------------------------
 
@@ -209,7 +207,6 @@ class ActorRunner:
             self.mailbox = None
             self._journal = None
             self._pipeline = None
-            self._pump = None
 
     async def _serve(
         self,
@@ -236,14 +233,14 @@ class ActorRunner:
             commit_attempts=self._commit_attempts,
             gate=verified if self._integrity_check == "background" else None,
         )
-        pump = MailboxPump(mailbox, self._control)
+        doorbell = MailboxDoorbell(mailbox, self._control)
         try:
             async with mailbox, anyio.create_task_group() as tg:
                 self.mailbox, self.outbox = mailbox, outbox
-                self._pipeline, self._pump = pipeline, pump
+                self._pipeline = pipeline
                 tg.start_soon(pipeline.committer.run)
                 tg.start_soon(outbox.run)
-                tg.start_soon(partial(keep_alive, mailbox, pipeline, pump, ack_wait=self._ack_wait))
+                tg.start_soon(partial(keep_alive, mailbox, pipeline, ack_wait=self._ack_wait))
                 tg.start_soon(TimerTicks(self.definition, self._control).run)
                 if self._integrity_check == "background":
                     tg.start_soon(self._verify_journal, journal, verified)
@@ -254,11 +251,11 @@ class ActorRunner:
                     self._on_ready(self)
                 self.log.info("actor running", pos=journal.last_pos, stream=self.stream)
                 task_status.started()
-                tg.start_soon(pump.run)
+                tg.start_soon(doorbell.watch)
                 await ActorLoop(
                     self._control,
                     pipeline,
-                    pump,
+                    doorbell,
                     self._live,
                     mailbox=mailbox,
                     journal=journal,

@@ -1,21 +1,18 @@
-"""The control channel of an actor's loop, and the pump that feeds it batches."""
+"""The control channel of an actor's loop, and the doorbell the mailbox rings."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
 
 from actorsource import ActorNotRunning
-from actorsource._mailbox.mailbox import ConsumerGone
 from actorsource._runtime.control import (
-    Batch,
-    ConsumerLost,
     Control,
-    MailboxPump,
+    MailboxDoorbell,
+    MailReady,
     Request,
     Stop,
     TakeSnapshot,
@@ -40,7 +37,7 @@ async def take(control: Control, n: int) -> list[Request]:
 
 
 async def test_requests_reach_the_loop_in_the_order_they_were_asked(control: Control) -> None:
-    asked = [control.ask(TakeSnapshot()), control.ask(Batch()), control.ask(Stop())]
+    asked = [control.ask(TakeSnapshot()), control.ask(MailReady()), control.ask(Stop())]
     assert await take(control, 3) == asked
 
 
@@ -88,95 +85,56 @@ async def test_asking_a_closed_channel_fails_the_request_at_once(control: Contro
         await request.wait()
 
 
-# -- the pump ------------------------------------------------------------------------------
+# -- the doorbell --------------------------------------------------------------------------
 
 
-class ReadyMailbox:
-    """Hands out the batches put into it, one per ``next_batch`` call, counting the calls."""
+class SilentMailbox:
+    """Rings whoever listens when told to; falls silent (lost requests) when told to."""
+
+    quiet_period = 0.01
 
     def __init__(self) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream[Any](100)
-        self.calls = 0
+        self.doorbell: Any = None
+        self.lost = False
+        self.forgotten = 0
 
-    def put(self, item: list[str] | BaseException) -> None:
-        self._send.send_nowait(item)
+    def on_arrival(self, doorbell: Any) -> None:
+        self.doorbell = doorbell
 
-    def close(self) -> None:
-        self._send.close()
-        self._receive.close()
-
-    async def next_batch(self) -> list[str]:
-        self.calls += 1
-        item = await self._receive.receive()
-        if isinstance(item, BaseException):
-            raise item
-        return list(item)
+    def forget_lost_requests(self) -> bool:
+        if self.lost:
+            self.lost = False
+            self.forgotten += 1
+            return True
+        return False
 
 
-@pytest.fixture
-def mailbox() -> Iterator[ReadyMailbox]:
-    mailbox = ReadyMailbox()
-    yield mailbox
-    mailbox.close()
+async def test_arrivals_ring_one_mail_ready_until_the_loop_answers(control: Control) -> None:
+    mailbox = SilentMailbox()
+    doorbell = MailboxDoorbell(mailbox, control)  # type: ignore[arg-type]
+    for _ in range(3):
+        mailbox.doorbell()  # three messages arrive
+    [first] = await take(control, 1)
+    assert isinstance(first, MailReady)
+    doorbell.answered()
+    mailbox.doorbell()
+    control.ask(Stop())
+    rest = await take(control, 2)
+    assert [type(r) for r in rest] == [MailReady, Stop]  # one more, not three
 
 
-@asynccontextmanager
-async def pumping(mailbox: ReadyMailbox, control: Control) -> AsyncIterator[MailboxPump]:
-    pump = MailboxPump(mailbox, control)  # type: ignore[arg-type]
+async def test_the_doorbell_rings_at_start_and_when_the_consumer_falls_silent(
+    control: Control,
+) -> None:
+    mailbox = SilentMailbox()
+    doorbell = MailboxDoorbell(mailbox, control)  # type: ignore[arg-type]
     async with anyio.create_task_group() as tg:
-        tg.start_soon(pump.run)
-        yield pump
+        tg.start_soon(doorbell.watch)
+        [start] = await take(control, 1)
+        assert isinstance(start, MailReady)  # the first requests for messages
+        doorbell.answered()
+        mailbox.lost = True
+        [again] = await take(control, 1)
+        assert isinstance(again, MailReady)
+        assert mailbox.forgotten == 1
         tg.cancel_scope.cancel()
-
-
-async def test_the_pump_holds_at_most_one_batch_the_loop_has_not_taken(
-    control: Control, mailbox: ReadyMailbox
-) -> None:
-    for batch in (["a"], ["b"], ["c"]):
-        mailbox.put(batch)
-    async with pumping(mailbox, control) as pump:
-        await anyio.wait_all_tasks_blocked()
-        assert mailbox.calls == 1
-        assert pump.holding == ["a"]
-        [request] = await take(control, 1)
-        assert isinstance(request, Batch)
-        assert request.deliveries == ["a"]
-        await anyio.wait_all_tasks_blocked()
-        assert mailbox.calls == 1  # asked for nothing more until the loop took it
-        pump.taken(request)
-        [request] = await take(control, 1)
-        assert request.deliveries == ["b"]  # type: ignore[attr-defined]
-        assert pump.holding == ["b"]
-
-
-async def test_a_batch_the_pump_does_not_hold_frees_no_room_for_another(
-    control: Control, mailbox: ReadyMailbox
-) -> None:
-    mailbox.put(["a"])
-    mailbox.put(["b"])
-    async with pumping(mailbox, control) as pump:
-        [held] = await take(control, 1)
-        pump.taken(Batch(deliveries=["a"]))  # an equal list, not the one handed over
-        await anyio.wait_all_tasks_blocked()
-        assert mailbox.calls == 1
-        pump.taken(held)  # type: ignore[arg-type]
-        await take(control, 1)
-        assert mailbox.calls == 2
-
-
-async def test_a_lost_consumer_goes_to_the_loop_and_the_pump_waits_until_it_is_handled(
-    control: Control, mailbox: ReadyMailbox
-) -> None:
-    mailbox.put(ConsumerGone("consumer 'ledger' was deleted"))
-    mailbox.put(["a"])
-    async with pumping(mailbox, control) as pump:
-        [lost] = await take(control, 1)
-        assert isinstance(lost, ConsumerLost)
-        assert isinstance(lost.error, ConsumerGone)
-        await anyio.wait_all_tasks_blocked()
-        assert mailbox.calls == 1
-        assert pump.holding == []
-        lost.finish()
-        [request] = await take(control, 1)
-        assert isinstance(request, Batch)
-        assert request.deliveries == ["a"]
