@@ -30,6 +30,10 @@ Then, on that journal:
   ``--repeat`` times (default 3), each in a fresh process; the rates are medians, and
   ``ratio`` is the median of the rounds' ratios (each round's two runs see the same
   machine); ``peak_rss_growth_mb`` is the largest of the rounds.
+* ``msgspec_fold_events_per_s``: the fastest fold a hand-written tool would do, no handler
+  dispatch: ``sqlite3``, ``SELECT type, payload``, one typed ``msgspec.json.Decoder`` for
+  the three bank events, a dict fold; alternated with the two above.
+  ``ratio_vs_msgspec`` = replay / msgspec fold (median of the rounds' ratios).
 * ``restart_to_ready_ms``: with snapshots on, an ``ActorRunner`` on the journal, timed from
   just before ``runner.run`` starts until it reports the actor running (journal open and
   check, newest snapshot + tail replay, consumer re-created at the journal's position,
@@ -55,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 from _scaffold import (
     STREAM,
     BenchError,
@@ -259,6 +264,54 @@ def child_fold(path: Path) -> dict[str, Any]:
     }
 
 
+class BankEventStruct(msgspec.Struct):
+    """Every field a bank event may have: one typed decoder for the three kinds."""
+
+    amount: int
+    account: str = ""
+    source: str = ""
+    target: str = ""
+
+
+def child_msgspec_fold(path: Path) -> dict[str, Any]:
+    decode = msgspec.json.Decoder(BankEventStruct).decode
+    db = sqlite3.connect(path)
+    try:
+        gc.collect()
+        before = start_peak_rss()
+        started = time.perf_counter()
+        balances: dict[str, int] = {}
+        declined = 0
+        count = 0
+        cursor = db.execute("SELECT type, payload FROM events ORDER BY pos")
+        while rows := cursor.fetchmany(2_000):
+            for type_name, payload in rows:
+                e = decode(payload)
+                if type_name == "Deposited":
+                    balances[e.account] = balances.get(e.account, 0) + e.amount
+                    continue
+                account = e.account if type_name == "Withdrawn" else e.source
+                balance = balances.get(account, 0)
+                if balance < e.amount:
+                    declined += 1
+                    continue
+                balances[account] = balance - e.amount
+                if type_name == "Transferred":
+                    balances[e.target] = balances.get(e.target, 0) + e.amount
+            count += len(rows)
+        seconds = time.perf_counter() - started
+        peak = peak_rss_mb()
+    finally:
+        db.close()
+    return {
+        "seconds": seconds,
+        "events": count,
+        "peak_rss_growth_mb": peak - before,
+        "balances": balances,
+        "declined": declined,
+    }
+
+
 async def in_fresh_process(what: str, path: Path) -> dict[str, Any]:
     result = await anyio.run_process(
         [sys.executable, __file__, "--child", what, "--journal", str(path)], stderr=None
@@ -341,6 +394,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
             # ratio is the median of the per-round ratios.
             replays: list[dict[str, Any]] = []
             folds: list[dict[str, Any]] = []
+            fast_folds: list[dict[str, Any]] = []
             for _ in range(args.repeat):
                 replay = await in_fresh_process("replay", path)
                 replays.append(replay)
@@ -356,6 +410,9 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
                     f"sqlite3+json {fold['events'] / fold['seconds']:>10,.0f} events/s "
                     f"({fold['seconds']:.2f} s, peak RSS +{fold['peak_rss_growth_mb']:.1f} MB)"
                 )
+                fast = await in_fresh_process("msgspec-fold", path)
+                fast_folds.append(fast)
+                say(f"msgspec fold {fast['events'] / fast['seconds']:>10,.0f} events/s")
             again = await restart(nc, data_dir, n, expected)
             say(
                 f"restart      ready in {again['restart_to_ready_ms']:.0f} ms (recovery "
@@ -368,17 +425,21 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
     equal = {
         "replay": all((r["balances"], r["declined"]) == expected for r in replays),
         "baseline_fold": all((f["balances"], f["declined"]) == expected for f in folds),
+        "msgspec_fold": all((f["balances"], f["declined"]) == expected for f in fast_folds),
         "restart": again["equal"],
     }
     for what, ok in equal.items():
         if not ok:
             say(f"STATE DIFFERS: {what}")
-    counts = {r["events"] for r in replays} | {f["events"] for f in folds}
+    counts = {r["events"] for r in replays} | {f["events"] for f in [*folds, *fast_folds]}
     if counts != {n}:
         raise BenchError(f"replayed and folded {sorted(counts)} events, not {n}")
     replay_rate = median([n / r["seconds"] for r in replays])
     fold_rate = median([n / f["seconds"] for f in folds])
     ratio = median([f["seconds"] / r["seconds"] for r, f in zip(replays, folds, strict=True)])
+    ratio_fast = median(
+        [f["seconds"] / r["seconds"] for r, f in zip(replays, fast_folds, strict=True)]
+    )
     return {
         "events": n,
         "build": args.build,
@@ -387,6 +448,8 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         "replay_events_per_s": round(replay_rate),
         "baseline_fold_events_per_s": round(fold_rate),
         "ratio": round(ratio, 3),
+        "msgspec_fold_events_per_s": round(median([n / f["seconds"] for f in fast_folds])),
+        "ratio_vs_msgspec": round(ratio_fast, 3),
         "repeat": args.repeat,
         "restart_to_ready_ms": round(again["restart_to_ready_ms"], 1),
         "recovery_ms": round(again["recovery_ms"], 1),
@@ -417,7 +480,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
     # Internal: one measurement in a fresh process (prints one JSON line).
-    parser.add_argument("--child", choices=["replay", "fold"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=["replay", "fold", "msgspec-fold"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--journal", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.events < 1 or args.repeat < 1:
@@ -435,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.child == "fold":
         print(json.dumps(child_fold(args.journal)), flush=True)
+        return 0
+    if args.child == "msgspec-fold":
+        print(json.dumps(child_msgspec_fold(args.journal)), flush=True)
         return 0
     return run_bench("recovery", bench, args)
 
