@@ -107,19 +107,20 @@ class Dispatch:
         row: Row = ()
         try:
             for row in rows:
-                fast = plain(row[1])
-                if fast is not None and row[3] == fast[2]:
-                    fast[1](fast[0](row[2]))
+                pos, name, payload, stored = row
+                fast = plain(name)
+                if fast is not None and stored == fast[2]:
+                    fast[1](fast[0](payload))
                     continue
-                decode, current, handler, takes_context, is_async, _ = steps[row[1]]
-                version = row[3] or 1
+                decode, current, handler, takes_context, is_async, _ = steps[name]
+                version = stored or 1
                 if version == current:
-                    event = decode(row[2])
+                    event = decode(payload)
                 else:
-                    event = self._codec.decode(row[1], row[2], version)
+                    event = self._codec.decode(name, payload, version)
                 if takes_context:
                     ctx = Context(
-                        self._name, None, replaying=True, log=self._log, pos=row[0], load=load
+                        self._name, None, replaying=True, log=self._log, pos=pos, load=load
                     )
                     result = handler(event, ctx)
                 else:
