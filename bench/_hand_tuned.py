@@ -29,7 +29,7 @@ from pathlib import Path
 import aiosqlite
 import anyio
 import msgspec
-from _scaffold import STREAM, BenchError
+from _scaffold import STREAM, BankEventStruct, BenchError
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -38,15 +38,6 @@ __all__ = ["BATCH", "hand_tuned"]
 
 BATCH = 512
 STALL = 30.0
-
-
-class BankEventStruct(msgspec.Struct):
-    """Every field a bank event may have: one typed decoder for the three kinds."""
-
-    amount: int
-    account: str = ""
-    source: str = ""
-    target: str = ""
 
 
 class _Fold:

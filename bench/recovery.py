@@ -62,6 +62,7 @@ import anyio
 import msgspec
 from _scaffold import (
     STREAM,
+    BankEventStruct,
     BenchError,
     Say,
     apply_raw,
@@ -262,15 +263,6 @@ def child_fold(path: Path) -> dict[str, Any]:
         "balances": balances,
         "declined": declined,
     }
-
-
-class BankEventStruct(msgspec.Struct):
-    """Every field a bank event may have: one typed decoder for the three kinds."""
-
-    amount: int
-    account: str = ""
-    source: str = ""
-    target: str = ""
 
 
 def child_msgspec_fold(path: Path) -> dict[str, Any]:
