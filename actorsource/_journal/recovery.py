@@ -23,10 +23,8 @@ from .._errors import SnapshotError
 from .._log import get_logger
 from .._model.actor import ActorDefinition
 from .._model.dispatch import Dispatch
-from .._model.events import JournalEntry
 from .._model.snapshots import CODEC_NAME
 from .journal import SQLiteJournal
-from .reader import JournalReader
 
 __all__ = ["RecoveryReport", "restore_state"]
 
@@ -40,23 +38,6 @@ class RecoveryReport:
     replayed: int = 0
     journal_pos: int = 0
     seconds: float = 0.0
-
-
-class _ChunkEntries:
-    """The whole entries of one chunk's positions, read at the first request for one."""
-
-    __slots__ = ("_entries", "_first", "_last", "_reader")
-
-    def __init__(self, reader: JournalReader, first: int, last: int) -> None:
-        self._reader = reader
-        self._first = first
-        self._last = last
-        self._entries: dict[int, JournalEntry] | None = None
-
-    def get(self, pos: int) -> JournalEntry:
-        if self._entries is None:
-            self._entries = self._reader.entries(self._first, self._last)
-        return self._entries[pos]
 
 
 async def restore_state(
@@ -112,12 +93,12 @@ async def restore_state(
     last_log = time.monotonic()
     dispatch = Dispatch(definition, state, log)
     with journal._reader() as reader:
-        for rows in reader.chunks(after):
+        for chunk in reader.replay_chunks(after, dispatch.replay_kinds()):
             # A handler that reads its Context's ``entry`` gets it whole, with the rest of
             # this chunk's entries, on that first use.
-            await dispatch.replay(rows, _ChunkEntries(reader, rows[0][0], rows[-1][0]).get)
-            report.replayed += len(rows)
-            report.journal_pos = rows[-1][0]
+            await dispatch.replay(chunk)
+            report.replayed += len(chunk.rows)
+            report.journal_pos = chunk.last
             if on_progress is not None:
                 on_progress(report.replayed, total)
             now = time.monotonic()

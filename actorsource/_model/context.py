@@ -14,7 +14,7 @@ import structlog
 from .._errors import ActorDefinitionError
 from .events import JournalEntry
 
-__all__ = ["Context", "EffectSink"]
+__all__ = ["Context", "EffectSink", "Scope"]
 
 
 class EffectSink(Protocol):
@@ -31,6 +31,26 @@ class EffectSink(Protocol):
     def record(self, event: object) -> None: ...
 
 
+class Scope:
+    """What every Context of one actor shares, live or in a replay: its name, its logger,
+    whether it replays, and (in a replay) how a Context reads its whole entry."""
+
+    __slots__ = ("actor", "load", "log", "replaying")
+
+    def __init__(
+        self,
+        actor: str,
+        log: structlog.stdlib.BoundLogger,
+        *,
+        replaying: bool,
+        load: Callable[[int], JournalEntry] | None = None,
+    ) -> None:
+        self.actor = actor
+        self.log = log
+        self.replaying = replaying
+        self.load = load
+
+
 class Context:
     """What a handler knows about the event it is applying, and what it may do beyond
     changing its state.
@@ -44,34 +64,44 @@ class Context:
     Handlers are given their Context by the runtime; they never make one.
     """
 
-    __slots__ = ("_effects", "_entry", "_load", "_pos", "actor", "log", "replaying")
+    __slots__ = ("_effects", "_entry", "_pos", "_scope")
 
     def __init__(
         self,
-        actor: str,
-        entry: JournalEntry | None,
-        *,
-        replaying: bool,
-        log: structlog.stdlib.BoundLogger,
+        scope: Scope,
+        pos: int,
+        entry: JournalEntry | None = None,
         effects: EffectSink | None = None,
-        pos: int = 0,
-        load: Callable[[int], JournalEntry] | None = None,
     ) -> None:
-        self.actor = actor
+        # Positional and four slots: replay makes one per event of a handler that takes it.
+        self._scope = scope
+        self._pos = pos
         self._entry = entry
-        self._pos = entry.pos if entry is not None else pos
-        self._load = load
-        self.replaying = replaying
-        self.log = log
         self._effects = effects
+
+    @property
+    def actor(self) -> str:
+        """The name of the actor applying the event."""
+        return self._scope.actor
+
+    @property
+    def log(self) -> structlog.stdlib.BoundLogger:
+        """The actor's logger."""
+        return self._scope.log
+
+    @property
+    def replaying(self) -> bool:
+        """True while recovery replays the journal (nothing is published or recorded)."""
+        return self._scope.replaying
 
     @property
     def entry(self) -> JournalEntry:
         """The journal entry being applied (read from the journal on first use in a replay)."""
         if self._entry is None:
-            if self._load is None:
+            load = self._scope.load
+            if load is None:
                 raise ActorDefinitionError("this Context has no journal entry")
-            self._entry = self._load(self._pos)
+            self._entry = load(self._pos)
         return self._entry
 
     @property

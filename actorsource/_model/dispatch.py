@@ -11,8 +11,8 @@ events to live, with the effects its handlers cause.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -20,20 +20,49 @@ import structlog
 from .._errors import ActorCrashed, HandlerTimeout
 from .._log import get_logger
 from .actor import ActorDefinition
-from .context import Context
+from .context import Context, Scope
 from .effects import RECORDED_SUBJECT, Effects
 from .events import JournalEntry
 
-__all__ = ["Dispatch", "LiveState", "fold"]
+__all__ = ["Dispatch", "LiveState", "ReplayChunk", "fold"]
 
-#: A replay row: ``(pos, type, payload, version)``, the columns replay reads.
-Row = tuple[Any, ...]
+
+class ReplayChunk(Protocol):
+    """Consecutive journal rows as replay reads them (the journal reader's chunk).
+
+    ``rows`` are ``(code, payload)``: ``code`` indexes :meth:`Dispatch.replay_kinds` (the
+    row is stored at the current version of a type with a synchronous handler), or is -1
+    for a row that needs the long way. The first row is at position ``first`` and each next
+    one at the next position, unless ``positions`` lists them.
+    """
+
+    rows: list[tuple[int, bytes]]
+    first: int
+    last: int
+    positions: list[int] | None
+
+    def row(self, pos: int) -> tuple[str, bytes, int | None]:
+        """``(type, payload, version as stored)`` of the row at ``pos``."""
+
+    def entry(self, pos: int) -> JournalEntry:
+        """The whole journal entry at ``pos``."""
 
 
 class Dispatch:
     """The handlers of one state object, resolved once; applies events to it."""
 
-    __slots__ = ("_codec", "_log", "_name", "_plain", "_steps", "_timeout", "plain")
+    __slots__ = (
+        "_codec",
+        "_direct",
+        "_direct_steps",
+        "_live_scope",
+        "_log",
+        "_name",
+        "_replay_scope",
+        "_steps",
+        "_timeout",
+        "plain",
+    )
 
     def __init__(
         self, definition: ActorDefinition, state: Any, log: structlog.stdlib.BoundLogger
@@ -54,13 +83,16 @@ class Dispatch:
             )
             for name, h in definition.handlers.items()
         }
-        # Replay's common case, looked up first: a plain synchronous handler without a
-        # context, and a row stored at the current version (NULL means version 1).
-        self._plain = {
-            name: (decode, handler, None if current == 1 else current)
+        # What replay applies directly, by code (the journal reader codes each row): every
+        # synchronous handler, for rows stored at its event's current version.
+        self._direct = [
+            (name, current, (decode, handler, ctx))
             for name, (decode, current, handler, ctx, is_async, _) in self._steps.items()
-            if not ctx and not is_async
-        }
+            if not is_async
+        ]
+        self._direct_steps = [step for _, _, step in self._direct]
+        self._live_scope = Scope(self._name, log, replaying=False)
+        self._replay_scope = Scope(self._name, log, replaying=True)
         #: The same handlers for live processing: (decoder, handler, current version). They
         #: need no context, collect no effects and have no deadline: the caller may decode
         #: and call them directly (after the same checks as :meth:`apply`).
@@ -82,8 +114,8 @@ class Dispatch:
         ``handler_timeout`` raises :class:`HandlerTimeout`."""
         _, _, handler, takes_context, is_async, method = self._steps[entry.type]
         if takes_context:
-            ctx = Context(self._name, entry, replaying=replaying, log=self._log, effects=effects)
-            result = handler(event, ctx)
+            scope = self._replay_scope if replaying else self._live_scope
+            result = handler(event, Context(scope, entry.pos, entry, effects))
         else:
             result = handler(event)
         if not is_async:
@@ -98,42 +130,54 @@ class Dispatch:
         if deadline.cancelled_caught:
             raise HandlerTimeout(f"handler {method}() ran past its {self._timeout} s deadline")
 
-    async def replay(self, rows: list[Row], load: Callable[[int], JournalEntry]) -> None:
-        """Apply journal rows in order, replaying; ``load(pos)`` gives a handler that reads
-        its Context's ``entry`` the whole entry. Raises :class:`ActorCrashed` naming the
-        position of an entry that cannot be decoded or applied."""
-        steps = self._steps
-        plain = self._plain.get
-        row: Row = ()
+    def replay_kinds(self) -> list[tuple[str, int | None]]:
+        """What replay applies directly, by code: (type name, version as stored, None for
+        version 1) of each synchronous handler at its event's current version."""
+        return [(name, None if current == 1 else current) for name, current, _ in self._direct]
+
+    async def replay(self, chunk: ReplayChunk) -> None:
+        """Apply a chunk of journal rows in order, replaying. Raises :class:`ActorCrashed`
+        naming the position of an entry that cannot be decoded or applied."""
+        direct = self._direct_steps
+        scope = self._replay_scope
+        scope.load = chunk.entry
+        rows = chunk.rows
+        pos = chunk.first - 1
         try:
-            for row in rows:
-                pos, name, payload, stored = row
-                fast = plain(name)
-                if fast is not None and stored == fast[2]:
-                    fast[1](fast[0](payload))
+            for pos, (code, payload) in (
+                enumerate(rows, chunk.first)
+                if chunk.positions is None
+                else zip(chunk.positions, rows, strict=True)
+            ):
+                if code >= 0:
+                    decode, handler, takes_context = direct[code]
+                    if takes_context:
+                        handler(decode(payload), Context(scope, pos))
+                    else:
+                        handler(decode(payload))
                     continue
-                decode, current, handler, takes_context, is_async, _ = steps[name]
-                version = stored or 1
-                if version == current:
-                    event = decode(payload)
-                else:
-                    event = self._codec.decode(name, payload, version)
-                if takes_context:
-                    ctx = Context(
-                        self._name, None, replaying=True, log=self._log, pos=pos, load=load
-                    )
-                    result = handler(event, ctx)
-                else:
-                    result = handler(event)
-                if is_async:
-                    await result
+                name, payload, stored = chunk.row(pos)
+                await self._replay_row(pos, name, payload, stored or 1)
         except Exception as exc:
+            name = chunk.row(pos)[0] if chunk.first <= pos <= chunk.last else "?"
             raise ActorCrashed(
-                f"actor {self._name!r} cannot replay journal position {row[0]} "
-                f"({row[1]}): {exc!r}; the journal is intact, "
+                f"actor {self._name!r} cannot replay journal position {pos} "
+                f"({name}): {exc!r}; the journal is intact, "
                 "fix the handler or register the event type and restart",
                 actor=self._name,
             ) from exc
+
+    async def _replay_row(self, pos: int, name: str, payload: bytes, version: int) -> None:
+        """Replay one row the long way: an older version (upcast), an ``async`` handler."""
+        decode, current, handler, takes_context, is_async, _ = self._steps[name]
+        event = (
+            decode(payload) if version == current else self._codec.decode(name, payload, version)
+        )
+        result = (
+            handler(event, Context(self._replay_scope, pos)) if takes_context else handler(event)
+        )
+        if is_async:
+            await result
 
 
 class LiveState:
