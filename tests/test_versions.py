@@ -20,9 +20,9 @@ import pytest
 from click.testing import CliRunner
 
 from actorsource import ActorDefinitionError, Context, actor, event, handles, upcaster
+from actorsource._journal.schema import SCHEMA_VERSION
 from actorsource.cli import main
 from actorsource.journal import SQLiteJournal, restore_state
-from actorsource._journal.schema import SCHEMA_VERSION
 from actorsource.testing import ActorKit
 
 RECORDED = Path(__file__).parent / "data" / "orders-v1.journal.sqlite"

@@ -80,6 +80,9 @@ class EntityReader:
 
     def keys(self) -> list[str]:
         """Every entity key in the journal (reads the index)."""
-        return [r[0] for r in self._all(
-            "SELECT DISTINCT entity FROM events WHERE entity IS NOT NULL ORDER BY entity", ()
-        )]
+        return [
+            r[0]
+            for r in self._all(
+                "SELECT DISTINCT entity FROM events WHERE entity IS NOT NULL ORDER BY entity", ()
+            )
+        ]

@@ -75,6 +75,8 @@ class EntitySnapshot:
 
     def verifies(self) -> bool:
         """Tell whether the stored checksum matches the stored bytes and key."""
+        if not isinstance(self.data, bytes) or not isinstance(self.checksum, str):
+            return False  # a row changed behind SQLite's type affinity: not ours
         return self.checksum == entity_checksum(
             self.entity, self.version, self.pos, self.codec, self.data
         )

@@ -136,7 +136,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_at    REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
-""" + ENTITY_SCHEMA
+"""
+SCHEMA += ENTITY_SCHEMA  # the entities' index and snapshots (entity_store.py)
 
 headers_encoder = msgspec.json.Encoder()
 headers_decoder = msgspec.json.Decoder(dict[str, str])
@@ -278,8 +279,7 @@ def row_entry(row: sqlite3.Row | tuple[Any, ...]) -> JournalEntry:
 
 
 ENTRY_COLUMNS = (
-    "pos, subject, type, payload, received_at, stream, stream_seq, msg_id, headers, version, "
-    "entity"
+    "pos, subject, type, payload, received_at, stream, stream_seq, msg_id, headers, version, entity"
 )
 
 

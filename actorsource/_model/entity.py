@@ -63,12 +63,12 @@ def entity(
             "split the stream by a subject token, so the key must be that token (key_token=)"
         )
     if key_token is not None and key_field is not None:
-        raise ActorDefinitionError(
-            f"entity {name!r}: pass key_token or key_field, not both"
-        )
+        raise ActorDefinitionError(f"entity {name!r}: pass key_token or key_field, not both")
     for what, value in (("max_resident", max_resident), ("snapshot_every", snapshot_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ActorDefinitionError(f"entity {name!r}: {what} must be an int >= 1, got {value!r}")
+            raise ActorDefinitionError(
+                f"entity {name!r}: {what} must be an int >= 1, got {value!r}"
+            )
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ActorDefinitionError(f"entity {name!r}: keep must be an int >= 1, got {keep!r}")
     if (

@@ -94,8 +94,7 @@ def check_key_token(name: str, subjects: Sequence[str], token: object) -> int:
     """``token`` if every filter subject leaves that token open (a ``*`` or under ``>``)."""
     if isinstance(token, bool) or not isinstance(token, int) or token < 0:
         raise ActorDefinitionError(
-            f"entity {name!r}: key_token must be an int >= 0 (a subject token index), "
-            f"got {token!r}"
+            f"entity {name!r}: key_token must be an int >= 0 (a subject token index), got {token!r}"
         )
     for subject in subjects:
         tokens = subject.split(".")

@@ -18,7 +18,8 @@ entities whose events were not stored reload, not all of them.
 **Snapshots** are per entity: one whose own events reach ``snapshot_every`` since its last
 snapshot is snapshotted in the transaction of the batch that got it there; one passivated
 with unsaved events is snapshotted in the next transaction. Both go to the committer with
-a batch (:meth:`collect`).
+a batch (:meth:`collect`). Residents held over ``max_resident`` by the pin rule are let go
+once their batch is committed (:meth:`trim`).
 """
 
 from __future__ import annotations
@@ -160,17 +161,20 @@ class Entities:
         committed = self._journal.last_pos
         idle = self.spec.passivate_after
         self._evict(
-            [
-                k
-                for k, r in self.resident.items()
-                if now - r.used > idle and r.applied <= committed
-            ]
+            [k for k, r in self.resident.items() if now - r.used > idle and r.applied <= committed]
         )
         excess = len(self.resident) - self.spec.max_resident
         if excess > 0:
             self._evict(self._lru_evictable(excess))
         out, self._evicted = self._evicted, []
         return out
+
+    def trim(self) -> None:
+        """After a commit released pins: passivate the least recently used beyond
+        ``max_resident`` (their snapshots go with the next transaction)."""
+        excess = len(self.resident) - self.spec.max_resident
+        if excess > 0:
+            self._evict(self._lru_evictable(excess))
 
     def unsaved(self) -> list[NewEntitySnapshot]:
         """Snapshots of every resident with unsaved committed events (for a stop, or when

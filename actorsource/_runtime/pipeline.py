@@ -268,6 +268,8 @@ class Pipeline:
                 self._stats.last_snapshot_pos, *(s.pos for s in job.batch.entity_snapshots)
             )
             self._stats.last_snapshot_at = time.time()
+        if self._entities is not None:
+            self._entities.trim()  # pins released
         self._on_committed(job)
 
     # -- between batches ---------------------------------------------------------------------
