@@ -4,10 +4,13 @@ one by one; against a real nats-server and real SQLite files."""
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -537,3 +540,41 @@ def test_timers_are_refused_on_an_entity_and_partitions_on_an_actor() -> None:
 
     with pytest.raises(ActorDefinitionError, match="partitions= is not supported yet"):
         actor("partitioned", subjects=["p.*"], partitions=2)
+
+
+# -- tools -----------------------------------------------------------------------------------------
+
+
+async def test_rebuild_of_an_entity_actor_writes_one_fresh_snapshot_per_entity(
+    actor_kit: ActorKit,
+) -> None:
+    events = [("a", ItemAdded("x", 1))] * 7 + [("b", ItemAdded("y", 2))] * 2
+    async with actor_kit.start(Cart) as carts:
+        await _publish(actor_kit, "cart", events)
+        await carts.settled()
+        path = carts.journal_path
+    command = ["rebuild", "test_entities:Cart", "--data-dir", str(actor_kit.data_dir)]
+    out = subprocess.run(
+        [sys.executable, "-m", "actorsource", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "rebuilt carts: 2 entity snapshots written from 9 events" in out.stdout
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT entity, pos FROM entity_snapshots ORDER BY entity").fetchall()
+    assert rows == [("a", 7), ("b", 9)]
+    exported = subprocess.run(
+        [sys.executable, "-m", "actorsource", "journal", "export", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert [json.loads(line)["entity"] for line in exported.stdout.splitlines()] == [
+        key for key, _ in events
+    ]
+    async with actor_kit.start(Cart) as carts:
+        assert (await carts.entity("a")).items == {"x": 7}
+        assert (await carts.entity("b")).items == {"y": 4}

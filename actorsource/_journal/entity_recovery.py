@@ -11,6 +11,8 @@ journal's.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +24,11 @@ from .._model.dispatch import Dispatch
 from .._model.events import JournalEntry
 from .._model.snapshots import CODEC_NAME
 from .entity_reader import EntityReader
-from .schema import row_entry
+from .entity_store import NewEntitySnapshot
+from .journal import SQLiteJournal
+from .schema import JournalBatch, row_entry
 
-__all__ = ["EntityLoad", "load_entity"]
+__all__ = ["EntitiesRebuilt", "EntityLoad", "load_entity", "rebuild_entities"]
 
 
 @dataclass
@@ -89,3 +93,59 @@ async def load_entity(
         report.replayed = len(rows)
         report.applied = rows[-1][0]
     return state, report
+
+
+@dataclass
+class EntitiesRebuilt:
+    """What :func:`rebuild_entities` did."""
+
+    entities: int = 0
+    replayed: int = 0
+    seconds: float = 0.0
+
+
+async def rebuild_entities(
+    definition: ActorDefinition,
+    journal: SQLiteJournal,
+    *,
+    log: structlog.stdlib.BoundLogger,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> EntitiesRebuilt:
+    """Drop every entity snapshot, then fold each entity from its rows through the current
+    handlers and write one fresh snapshot of it (the eager form of what loading does lazily
+    after a model version bump). ``on_progress(done, total)`` counts entities. A handler that
+    fails raises :class:`ActorCrashed` naming the position; the journal's events are intact
+    and the entities not rebuilt yet load from their rows."""
+    started = time.monotonic()
+    report = EntitiesRebuilt()
+    assert definition.entity is not None
+    keep = definition.entity.keep
+    await journal.delete_entity_snapshots()
+    pending: list[NewEntitySnapshot] = []
+    with EntityReader(journal.path) as reader:
+        keys = reader.keys()
+        for key in keys:
+            state, loaded = await load_entity(
+                definition, reader, key, committed=journal.last_pos, log=log, use_snapshots=False
+            )
+            data = definition.state_codec.encode(state)
+            pending.append(
+                NewEntitySnapshot(key, loaded.applied, definition.version, CODEC_NAME, data, keep)
+            )
+            report.entities += 1
+            report.replayed += loaded.replayed
+            if len(pending) >= 500:
+                await _store(journal, pending)
+                pending = []
+            if on_progress is not None:
+                on_progress(report.entities, len(keys))
+    await _store(journal, pending)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _store(journal: SQLiteJournal, snapshots: list[NewEntitySnapshot]) -> None:
+    if snapshots:
+        await journal.append(
+            JournalBatch(entries=[], positions={}, dead_letters=[], entity_snapshots=snapshots)
+        )
