@@ -165,6 +165,30 @@ async def _check_every_entity(probe: ActorProbe[Any], expected: dict[str, dict[s
         assert (await probe.fold_entity(key)).items == items
 
 
+@entity("cart-lines", subjects=["shop.cart.*"], snapshot_every=100, max_resident=10_000)
+class CartLines:
+    items: dict[str, int]  # the state of ONE cart
+
+    def __init__(self) -> None:
+        self.items = {}
+
+    @handles(ItemAdded)
+    def added(self, e: ItemAdded, ctx: Context) -> None:
+        # self is the cart named by the subject's last token: shop.cart.<cart id> (ctx.key)
+        self.items[e.sku] = self.items.get(e.sku, 0) + e.quantity
+
+
+async def test_the_readme_entity_keeps_one_cart_per_key(actor_kit: ActorKit) -> None:
+    async with actor_kit.start(CartLines) as carts:
+        await actor_kit.publish("shop.cart.c-1", ItemAdded("fig", 2))
+        await actor_kit.publish("shop.cart.c-2", ItemAdded("fig", 5))
+        await carts.settled()
+        assert (await carts.entity("c-1")).items == {"fig": 2}
+        assert carts.resident == ["c-1", "c-2"]
+        await carts.tick(now=time.time() + 3_600)  # idle: passivated, snapshotted
+        assert carts.resident == []
+
+
 # -- keys --------------------------------------------------------------------------------------
 
 
