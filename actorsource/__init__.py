@@ -25,6 +25,7 @@ from ._errors import (
     ActorsourceError,
     DuplicateMessageIdError,
     EffectError,
+    EntityKeyError,
     EventCodecError,
     HandlerTimeout,
     InvalidNameError,
@@ -44,6 +45,7 @@ from ._errors import (
 from ._mailbox.connection import NatsOptions
 from ._model.actor import actor, every, handles
 from ._model.context import Context
+from ._model.entity import entity
 from ._model.events import (
     EVENT_TYPE_HEADER,
     EVENT_VERSION_HEADER,
@@ -68,6 +70,7 @@ __all__ = [
     "ErrorPolicy",
     "SnapshotPolicy",
     "actor",
+    "entity",
     "event",
     "every",
     "handles",
@@ -90,6 +93,7 @@ __all__ = [
     "ActorsourceError",
     "DuplicateMessageIdError",
     "EffectError",
+    "EntityKeyError",
     "EventCodecError",
     "HandlerTimeout",
     "InvalidNameError",

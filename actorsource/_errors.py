@@ -10,7 +10,8 @@ decorator mistake. Errors from nats-py and sqlite3 are translated at the boundar
     ├── ActorDefinitionError (TypeError)     a decorator or class is used wrongly
     ├── InvalidNameError (ValueError)        a name or subject token is not allowed
     ├── EventCodecError (ValueError)         a payload cannot be encoded or decoded
-    │   └── UnknownEventTypeError            no event class is registered for a type name
+    │   ├── UnknownEventTypeError            no event class is registered for a type name
+    │   └── EntityKeyError                   a message names no entity of an entity actor
     ├── JournalError                         the SQLite journal failed or is unusable
     │   ├── JournalLockedError               another process holds the journal
     │   ├── JournalClosedError               the journal was used after aclose()
@@ -41,6 +42,7 @@ __all__ = [
     "ActorsourceError",
     "DuplicateMessageIdError",
     "EffectError",
+    "EntityKeyError",
     "EventCodecError",
     "HandlerTimeout",
     "JournalAccessError",
@@ -107,6 +109,11 @@ class EventCodecError(ActorsourceError, ValueError):
 
 class UnknownEventTypeError(EventCodecError):
     """A message names an event type that the actor does not know."""
+
+
+class EntityKeyError(EventCodecError):
+    """A message to an entity actor has no entity key (its subject lacks the key token, or
+    its event lacks the key field): it is dead-lettered with reason ``no-entity-key``."""
 
 
 class JournalError(ActorsourceError):

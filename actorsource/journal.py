@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from ._journal.entity_store import NewEntitySnapshot
 from ._journal.journal import SQLiteJournal
 from ._journal.offline import JournalSummary, read_dead_letters, read_entries, summarize
 from ._journal.recovery import RecoveryReport
@@ -40,6 +41,7 @@ __all__ = [
     "JournalBatch",
     "JournalEntry",
     "JournalSummary",
+    "NewEntitySnapshot",
     "NewSnapshot",
     "OutboxMessage",
     "RecoveryReport",

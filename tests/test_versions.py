@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from actorsource import ActorDefinitionError, Context, actor, event, handles, upcaster
+from actorsource._journal.schema import SCHEMA_VERSION
 from actorsource.cli import main
 from actorsource.journal import SQLiteJournal, restore_state
 from actorsource.testing import ActorKit
@@ -155,7 +156,9 @@ async def test_a_journal_recorded_by_version_1_replays_through_the_version_3_mod
     assert set(state.currency.values()) == {"EUR"}
     assert set(state.versions_seen) == {1}
     with sqlite3.connect(path) as db:  # upgraded in place; payloads kept as received
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        # No event of a singleton belongs to an entity (NULL: what the column upgrade gave).
+        assert db.execute("SELECT count(*) FROM events WHERE entity IS NOT NULL").fetchone() == (0,)
         old = sqlite3.connect(f"file:{as_recorded}?mode=ro", uri=True)
         query = "SELECT pos, payload FROM events ORDER BY pos"
         assert db.execute(query).fetchall() == old.execute(query).fetchall()

@@ -216,6 +216,10 @@ class SQLiteJournal:
         """Delete every snapshot; returns how many there were. The state is unaffected."""
         return await self._run("delete snapshots in", tables.delete_snapshots)
 
+    async def delete_entity_snapshots(self) -> int:
+        """Delete every entity snapshot (an entity actor's); how many there were."""
+        return await self._run("delete entity snapshots in", tables.delete_entity_snapshots)
+
     # -- reading -----------------------------------------------------------------------------
 
     async def known(

@@ -151,8 +151,10 @@ def read_entry(path: str | os.PathLike[str], pos: int) -> JournalEntry | None:
 
 def entry_as_dict(entry: JournalEntry) -> dict[str, Any]:
     """A JSON-ready, lossless view of an entry: the payload as UTF-8 text when it is,
-    else base64 under ``payload_b64``."""
+    else base64 under ``payload_b64``; ``entity`` for an entity actor's entries."""
     extra: dict[str, Any] = {}
+    if entry.entity is not None:
+        extra["entity"] = entry.entity
     try:
         payload: Any = entry.payload.decode()
     except UnicodeDecodeError:
@@ -188,6 +190,7 @@ def entry_from_dict(data: dict[str, Any]) -> JournalEntry:
         msg_id=data.get("msg_id"),
         headers={str(k): str(v) for k, v in (data.get("headers") or {}).items()},
         version=int(data.get("version", 1)),
+        entity=None if data.get("entity") is None else str(data["entity"]),
     )
 
 

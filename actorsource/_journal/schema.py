@@ -27,6 +27,12 @@ from .._model.effects import OutboxMessage
 from .._model.events import JournalEntry
 from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER
 from .._model.snapshots import snapshot_checksum
+from .entity_store import (
+    ENTITY_MIGRATION,
+    ENTITY_SCHEMA,
+    NewEntitySnapshot,
+    write_entity_snapshots,
+)
 from .storage import is_access_error, os_error
 
 __all__ = [
@@ -40,6 +46,7 @@ __all__ = [
     "MIGRATIONS",
     "DuplicateMessageIdError",
     "JournalBatch",
+    "NewEntitySnapshot",
     "NewSnapshot",
     "OutboxMessage",
     "REPLAY_COLUMNS",
@@ -55,13 +62,16 @@ __all__ = [
 ]
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Statements that bring a journal of schema ``n`` to ``n + 1``, each run in one transaction.
 MIGRATIONS = {
     # Event versions (schema evolution): NULL is version 1, which is what every event
     # journaled before had.
     1: "ALTER TABLE events ADD COLUMN version INTEGER;",
+    # Keyed entities: the entity an event belongs to (NULL in a singleton actor's journal,
+    # and for every event journaled before), its index and the entities' snapshots.
+    2: ENTITY_MIGRATION,
 }
 
 SCHEMA = """
@@ -79,7 +89,8 @@ CREATE TABLE IF NOT EXISTS events (
     stream_seq  INTEGER,
     msg_id      TEXT,
     headers     BLOB,
-    version     INTEGER
+    version     INTEGER,
+    entity      TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream_seq
     ON events (stream, stream_seq) WHERE stream_seq IS NOT NULL;
@@ -126,6 +137,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
 """
+SCHEMA += ENTITY_SCHEMA  # the entities' index and snapshots (entity_store.py)
 
 headers_encoder = msgspec.json.Encoder()
 headers_decoder = msgspec.json.Decoder(dict[str, str])
@@ -160,13 +172,15 @@ class NewSnapshot:
 
 @dataclass(slots=True)
 class JournalBatch:
-    """What one transaction writes: events, the stream position reached, dead letters, a snapshot."""
+    """What one transaction writes: events, the stream position reached, dead letters, a
+    snapshot, and the snapshots of the entities the batch brought to their snapshot point."""
 
     entries: list[JournalEntry]
     positions: dict[str, int]
     dead_letters: list[DeadLetter]
     outbox: list[OutboxMessage] = field(default_factory=list)
     snapshot: NewSnapshot | None = None
+    entity_snapshots: list[NewEntitySnapshot] = field(default_factory=list)
 
 
 def check_continues(
@@ -244,6 +258,7 @@ def entry_row(e: JournalEntry) -> tuple[Any, ...]:
         e.msg_id,
         None if usual else headers_encoder.encode(headers),
         None if version == 1 else version,
+        e.entity,
     )
 
 
@@ -259,11 +274,12 @@ def row_entry(row: sqlite3.Row | tuple[Any, ...]) -> JournalEntry:
         row[7],
         raw_headers=row[8],
         version=row[9] or 1,
+        entity=row[10],
     )
 
 
 ENTRY_COLUMNS = (
-    "pos, subject, type, payload, received_at, stream, stream_seq, msg_id, headers, version"
+    "pos, subject, type, payload, received_at, stream, stream_seq, msg_id, headers, version, entity"
 )
 
 
@@ -276,8 +292,14 @@ REPLAY_COLUMNS = "pos, type, payload, version"
 
 def entry_columns(schema_version: int) -> str:
     """:data:`ENTRY_COLUMNS` for a journal of ``schema_version`` (read-only tools read older
-    journals as they are: before schema 2, every event was version 1)."""
-    return ENTRY_COLUMNS if schema_version >= 2 else ENTRY_COLUMNS.replace("version", "NULL")
+    journals as they are: before schema 2, every event was version 1; before 3, no event
+    belonged to an entity)."""
+    columns = ENTRY_COLUMNS
+    if schema_version < 3:
+        columns = columns.replace("entity", "NULL")
+    if schema_version < 2:
+        columns = columns.replace("version", "NULL")
+    return columns
 
 
 # Rows go in as one multi-row INSERT per chunk rather than executemany: executemany steps
@@ -288,7 +310,7 @@ _ROWS_PER_INSERT = 500
 
 @functools.lru_cache(maxsize=64)
 def _insert_events_sql(rows: int) -> str:
-    values = ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * rows)
+    values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * rows)
     return f"INSERT INTO events ({ENTRY_COLUMNS}) VALUES {values}"
 
 
@@ -359,6 +381,8 @@ def write_batch(conn: sqlite3.Connection, batch: JournalBatch) -> None:
                 "(SELECT id FROM snapshots ORDER BY pos DESC, id DESC LIMIT ?)",
                 (snap.keep,),
             )
+        if batch.entity_snapshots:
+            write_entity_snapshots(conn, batch.entity_snapshots, now)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

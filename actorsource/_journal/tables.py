@@ -27,6 +27,7 @@ from .schema import (
 __all__ = [
     "bind_stream",
     "dead_letters",
+    "delete_entity_snapshots",
     "delete_snapshots",
     "entries_after",
     "fetchall",
@@ -103,6 +104,11 @@ def read_snapshot(conn: sqlite3.Connection, snapshot_id: int) -> Snapshot | None
 def delete_snapshots(conn: sqlite3.Connection) -> int:
     """Delete every snapshot; how many there were."""
     return conn.execute("DELETE FROM snapshots").rowcount
+
+
+def delete_entity_snapshots(conn: sqlite3.Connection) -> int:
+    """Delete every entity snapshot; how many there were."""
+    return conn.execute("DELETE FROM entity_snapshots").rowcount
 
 
 def dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from .._errors import ActorDefinitionError
 from .events import EventCodec, event_type_name
+from .keys import EntitySpec
 from .policy import ErrorPolicy
 from .snapshots import SnapshotPolicy, StateCodec
 from .subjects import validate_name, validate_subject
@@ -27,6 +28,7 @@ __all__ = [
     "definition_of",
     "every",
     "handles",
+    "refuse_partitions",
 ]
 
 C = TypeVar("C", bound=type)
@@ -75,6 +77,8 @@ class ActorDefinition:
     max_ack_pending: int
     errors: ErrorPolicy
     timers: tuple[Timer, ...] = ()
+    #: How an entity actor keys its entities (None: a singleton actor, one state).
+    entity: EntitySpec | None = None
 
     def new_state(self) -> Any:
         """A fresh, empty instance of the actor class (the fold's initial value)."""
@@ -138,6 +142,7 @@ def actor(
     max_batch: int = 256,
     errors: ErrorPolicy | None = None,
     snapshots: SnapshotPolicy | None = None,
+    partitions: int | None = None,
 ) -> Callable[[C], C]:
     """Make a class an event-sourced actor.
 
@@ -154,8 +159,10 @@ def actor(
     ``ack_wait`` is how long JetStream waits for an ack before redelivering; ``max_batch``
     bounds one fetch and one journal transaction. ``errors`` is the :class:`ErrorPolicy`
     for bad input and failing handlers (retries, timeouts, dead letters).
+    ``partitions`` is reserved for partitioned actors (a later release): only None for now.
     """
     validate_name(name)
+    refuse_partitions(name, partitions)
     if isinstance(subjects, str):
         raise ActorDefinitionError(
             f"actor {name!r}: subjects must be a list of subjects, e.g. subjects=[{subjects!r}]"
@@ -211,6 +218,15 @@ def actor(
         return cls
 
     return make
+
+
+def refuse_partitions(name: str, partitions: object) -> None:
+    """Partitions are reserved for a later release: refuse any but None, clearly."""
+    if partitions is not None:
+        raise ActorDefinitionError(
+            f"actor {name!r}: partitions= is not supported yet (reserved for partitioned "
+            "actors); leave it out"
+        )
 
 
 def definition_of(target: object) -> ActorDefinition:

@@ -105,6 +105,11 @@ class Context:
         return self._entry
 
     @property
+    def key(self) -> str | None:
+        """The key of the entity being applied to, in an entity actor; None in a singleton."""
+        return self.entry.entity
+
+    @property
     def pos(self) -> int:
         """The journal position of the event being applied."""
         return self._pos

@@ -173,12 +173,14 @@ class JournalEntry:
     message in JetStream (``None`` for events the actor recorded itself); ``payload`` holds
     the bytes exactly as received, in the event's ``version`` of the time; ``headers`` the
     message headers (decoded from the journal only when asked for, so replay does not pay
-    for them). Read-only by convention.
+    for them); ``entity`` the key of the entity it belongs to in an entity actor (None in a
+    singleton actor). Read-only by convention.
     """
 
     __slots__ = (
         "_headers",
         "_raw_headers",
+        "entity",
         "msg_id",
         "payload",
         "pos",
@@ -204,6 +206,7 @@ class JournalEntry:
         *,
         raw_headers: bytes | None = None,
         version: int = 1,
+        entity: str | None = None,
     ) -> None:
         self.pos = pos
         self.subject = subject
@@ -216,6 +219,7 @@ class JournalEntry:
         self._headers = headers
         self._raw_headers = raw_headers
         self.version = version
+        self.entity = entity
 
     @property
     def headers(self) -> Mapping[str, str]:
@@ -246,6 +250,7 @@ class JournalEntry:
             self.stream_seq,
             self.msg_id,
             self.version,
+            self.entity,
             dict(self.headers),
         )
 
@@ -260,7 +265,8 @@ class JournalEntry:
         return (
             f"JournalEntry(pos={self.pos}, subject={self.subject!r}, type={self.type!r}, "
             f"version={self.version}, stream={self.stream!r}, stream_seq={self.stream_seq}, "
-            f"msg_id={self.msg_id!r})"
+            f"msg_id={self.msg_id!r}"
+            + (f", entity={self.entity!r})" if self.entity is not None else ")")
         )
 
 

@@ -52,6 +52,7 @@ class CommitJob:
         batch.outbox.extend(more.outbox)
         if more.snapshot is not None:  # the later snapshot supersedes an earlier one
             batch.snapshot = more.snapshot
+        batch.entity_snapshots.extend(more.entity_snapshots)
         self.deliveries.extend(later.deliveries)
         self.to_ack.extend(later.to_ack)
         self.dead.extend(later.dead)

@@ -10,7 +10,7 @@ between two batches:
 - :class:`Redo`: the committer found a message id already journaled and set deliveries
   aside; they are handled again, in order, once the state is the journal's fold;
 - :class:`TakeSnapshot`, :class:`FireTimers`: asked from outside (an operator, a test, an
-  ``@every`` tick);
+  ``@every`` tick); :class:`Passivate`: an entity actor's idle entities are let go;
 - :class:`Stop`.
 
 A request is an awaitable ticket: whoever asked waits on :meth:`Request.wait`, which raises
@@ -37,6 +37,7 @@ __all__ = [
     "FireTimers",
     "MailReady",
     "MailboxDoorbell",
+    "Passivate",
     "Redo",
     "Request",
     "Stop",
@@ -88,6 +89,13 @@ class FireTimers(Request):
     timers: tuple[Timer, ...] = ()
     now: float | None = None
     recorded: int = 0
+
+
+@dataclass(eq=False)
+class Passivate(Request):
+    """Passivate an entity actor's entities idle at ``now`` (None: the clock)."""
+
+    now: float | None = None
 
 
 @dataclass(eq=False)

@@ -25,6 +25,7 @@ from .control import (
     FireTimers,
     MailboxDoorbell,
     MailReady,
+    Passivate,
     Redo,
     Request,
     Stop,
@@ -85,6 +86,8 @@ class ActorLoop:
             request.pos = await pipeline.snapshot()
         elif isinstance(request, FireTimers):
             request.recorded = await self._fire(request)
+        elif isinstance(request, Passivate):
+            await pipeline.passivate(request.now)
 
     async def _fire(self, request: FireTimers) -> int:
         """Fire the timers asked for; how many events they recorded (handed to the committer)."""

@@ -14,6 +14,11 @@ Read top to bottom, one batch goes through :meth:`Pipeline.handle`:
 
 The in-memory state is therefore always a fold of the journal plus, at most, the events of
 the jobs not yet committed. Every call to the committer is made here.
+
+An entity actor goes down the same path with :class:`~.entities.Entities` in place of the
+live state: triage keys each event, applies it to its entity (loaded on demand), and the
+job carries the entity snapshots due; a failed handler forgets only the entities holding
+events the journal does not, instead of rebuilding a whole state.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Callable
 import anyio
 import structlog
 
+from .._journal.entity_store import NewEntitySnapshot
 from .._journal.journal import DeadLetter, OutboxMessage, SQLiteJournal
 from .._journal.recovery import RecoveryReport, restore_state
 from .._mailbox.mailbox import Delivery, JetStreamMailbox
@@ -33,6 +39,7 @@ from .._model.effects import Effects
 from .._model.events import MSG_ID_HEADER
 from .committer import CommitJob, Committer
 from .deadletters import dlq_message
+from .entities import Entities
 from .retry import Retried, retry_in_place
 from .snapshot_schedule import SnapshotSchedule
 from .status import ActorStats, CrashSwitch
@@ -93,8 +100,10 @@ class Pipeline:
         on_restored: Callable[[RecoveryReport], None],
         commit_attempts: int,
         gate: anyio.Event | None,
+        entities: Entities | None = None,
     ) -> None:
         self._live = live
+        self._entities = entities
         self._journal = journal
         self._schedule = schedule
         self._write_lock = write_lock
@@ -174,6 +183,7 @@ class Pipeline:
             if maybe_seen or ids:
                 known_seqs, known_ids = await self._journal.known(stream, maybe_seen, ids)
         definition = self._live.definition
+        entities = self._entities
         outcome = await triage(
             deliveries,
             start,
@@ -183,12 +193,16 @@ class Pipeline:
             known_ids=known_ids,
             policy=definition.errors,
             codec=definition.codec,
-            apply=self._live.apply_live,
-            plain=self._live.dispatch.plain,
+            apply=self._live.apply_live if entities is None else entities.apply_live,
+            plain=self._live.dispatch.plain if entities is None else None,
+            key=None if entities is None else entities.key_of,
         )
         failure = outcome.failure
         snapshot = None
-        if outcome.entries and failure is None:
+        entity_snapshots = None
+        if entities is not None:
+            entity_snapshots = entities.collect(failed=failure is not None)
+        elif outcome.entries and failure is None:
             snapshot = self._schedule.due(outcome.pos, self._live.state)
         job = outcome.to_job(
             deliveries[start : outcome.end],
@@ -196,6 +210,7 @@ class Pipeline:
             high=high,
             dlq=self._dlq,
             snapshot=snapshot,
+            entity_snapshots=entity_snapshots,
         )
         self._stats.duplicates += outcome.duplicates
         self._stats.ignored += outcome.ignored
@@ -209,7 +224,7 @@ class Pipeline:
         await self.restore()
         retried = await retry_in_place(
             failure,
-            self._live,
+            self._live if entities is None else entities,
             restore=self.restore,
             stopping=self._stopping,
             stats=self._stats,
@@ -247,6 +262,14 @@ class Pipeline:
     def _committed(self, job: CommitJob) -> None:
         if job.batch.snapshot is not None:
             self._schedule.taken(job.batch.snapshot.pos)
+        if job.batch.entity_snapshots:
+            self._stats.snapshots += len(job.batch.entity_snapshots)
+            self._stats.last_snapshot_pos = max(
+                self._stats.last_snapshot_pos, *(s.pos for s in job.batch.entity_snapshots)
+            )
+            self._stats.last_snapshot_at = time.time()
+        if self._entities is not None:
+            self._entities.trim()  # pins released
         self._on_committed(job)
 
     # -- between batches ---------------------------------------------------------------------
@@ -269,9 +292,15 @@ class Pipeline:
             await self.redo()
 
     async def restore(self) -> None:
-        """Make the state exactly the fold of the journal again (after a failed handler)."""
+        """Make the state exactly the fold of the journal again (after a failed handler):
+        the whole state of a singleton; in an entity actor, only the entities holding events
+        the journal does not are forgotten (they reload from it on next use)."""
         self._stats.rebuilds += 1
-        self._on_restored(await restore(self._live, self._journal, self._schedule))
+        if self._entities is not None:
+            self._entities.forget_uncommitted()
+            self._on_restored(RecoveryReport(journal_pos=self._journal.last_pos))
+        else:
+            self._on_restored(await restore(self._live, self._journal, self._schedule))
         self.sync_cursor()
 
     async def record(self, timer: Timer, effects: Effects) -> int:
@@ -291,8 +320,32 @@ class Pipeline:
         return len(effects.entries)
 
     async def snapshot(self) -> int:
-        """Snapshot the state once everything handled is committed; its position."""
+        """Snapshot the state once everything handled is committed; its position. An entity
+        actor snapshots each resident entity with unsaved events."""
         await self.settle()
         pos = self._journal.last_pos
+        if self._entities is not None:
+            await self._commit_snapshots(self._entities.unsaved())
+            return pos
         await self._schedule.take_now(self._journal, self._write_lock, self._live.state, pos)
         return pos
+
+    async def passivate(self, now: float | None = None) -> int:
+        """Passivate an entity actor's idle entities (their snapshots handed to the
+        committer); how many entities stay resident."""
+        if self._entities is None:
+            return 0
+        await self._commit_snapshots(self._entities.passivate(now), wait=False)
+        return len(self._entities.resident)
+
+    async def _commit_snapshots(
+        self, snapshots: list[NewEntitySnapshot], *, wait: bool = True
+    ) -> None:
+        """Entity snapshots in a transaction of their own, in order behind the batches."""
+        if not snapshots:
+            return
+        outcome = Triage(pos=self._pos, top=0, end=0)
+        job = outcome.to_job([], stream="", high=0, dlq=self._dlq, entity_snapshots=snapshots)
+        await self.committer.submit(job)
+        if wait:
+            await self.committer.drain()

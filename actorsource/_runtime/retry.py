@@ -13,19 +13,30 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 import structlog
 
 from .._errors import HandlerTimeout
 from .._journal.journal import DeadLetter
-from .._model.dispatch import LiveState
+from .._model.actor import ActorDefinition
 from .._model.effects import Effects
+from .._model.events import JournalEntry
 from .deadletters import dead_letter
 from .status import ActorStats
 from .triage import Failure
 
-__all__ = ["Retried", "retry_in_place"]
+__all__ = ["Applier", "Retried", "retry_in_place"]
+
+
+class Applier(Protocol):
+    """What applies events live: a singleton's LiveState, an entity actor's Entities."""
+
+    @property
+    def definition(self) -> ActorDefinition: ...
+
+    async def apply_live(self, event: object, entry: JournalEntry) -> Effects | None: ...
 
 
 @dataclass
@@ -38,7 +49,7 @@ class Retried:
 
 async def retry_in_place(
     failure: Failure,
-    live: LiveState,
+    live: Applier,
     *,
     restore: Callable[[], Awaitable[object]],
     stopping: Callable[[], bool],

@@ -7,6 +7,9 @@ keep-alive, the timers and the integrity check. Then :class:`~.loop.ActorLoop` d
 requests of its control channel (:mod:`.control`), one at a time: batches go down the data
 path (:mod:`.pipeline`); snapshots, timers, redos and a lost consumer are done between two
 batches. :meth:`stop` ends the loop after the request in hand; a final snapshot is written.
+
+An entity actor (:class:`~.entities.Entities`) recovers nothing eagerly: its entities load
+on demand, so its restart costs the same however many entities and events it holds.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import anyio.abc
 import structlog
 from nats.aio.client import Client as NATS
 
-from .._errors import ActorNotRunning, sole_error
+from .._errors import ActorNotRunning, ActorsourceError, sole_error
 from .._journal.journal import SQLiteJournal
 from .._journal.recovery import RecoveryReport
 from .._journal.storage import journal_path
@@ -36,10 +39,12 @@ from .control import (
     Control,
     FireTimers,
     MailboxDoorbell,
+    Passivate,
     Redo,
     Stop,
     TakeSnapshot,
 )
+from .entities import Entities, PassivationTicks
 from .keepalive import keep_alive
 from .loop import ActorLoop
 from .outbox import OutboxPublisher
@@ -97,6 +102,7 @@ class ActorRunner:
         self._control = Control(self.name)
         self._journal: SQLiteJournal | None = None
         self._pipeline: Pipeline | None = None
+        self._entities: Entities | None = None
         self._stopping = False
         # One transaction at a time on the journal: a batch commit, a snapshot and the outbox
         # publisher must not interleave their statements on the shared connection.
@@ -107,7 +113,21 @@ class ActorRunner:
     @property
     def state(self) -> Any:
         """The actor's live state (its class instance)."""
+        if self.definition.entity is not None:
+            raise ActorsourceError(
+                f"{self.name!r} is an entity actor: it has one state per key, see entity(key)"
+            )
         return self._live.state
+
+    @property
+    def entities(self) -> Entities:
+        """The resident entities of an entity actor (only while running)."""
+        if self._entities is None:
+            raise ActorNotRunning(
+                f"actor {self.name!r} has no resident entities (not running, or a singleton)",
+                actor=self.name,
+            )
+        return self._entities
 
     @property
     def journal(self) -> SQLiteJournal:
@@ -158,6 +178,12 @@ class ActorRunner:
         For tests: a timer can be driven without waiting for it, at the time the test says.
         """
         self._running_or_raise("no timers")
+        if self.definition.entity is not None:
+            # An entity actor has no timers: what time does to it is passivation.
+            await self._control.ask(Passivate(now=now)).wait()
+            if (committer := self.committer) is not None:
+                await committer.drain()
+            return 0
         request = self._control.ask(FireTimers(timers=self.definition.timers, now=now))
         await request.wait()
         if (committer := self.committer) is not None:
@@ -185,7 +211,16 @@ class ActorRunner:
                 if self._integrity_check == "before-start":
                     await journal.check_integrity()
                 self.status = ActorStatus.RECOVERING
-                self.recovery = await recover(self._live, journal, self._schedule, self._write_lock)
+                if self.definition.entity is not None:
+                    # Nothing to replay: entities load on demand.
+                    self._entities = Entities(
+                        self.definition, journal, self.log, max_payload=self._nc.max_payload
+                    )
+                    self.recovery = RecoveryReport(journal_pos=journal.last_pos)
+                else:
+                    self.recovery = await recover(
+                        self._live, journal, self._schedule, self._write_lock
+                    )
                 mailbox = mailbox_for(self.definition, self._nc, ack_wait=self._ack_wait)
                 await ensure_dlq_stream(self._nc.jetstream(), self.definition.errors, self.name)
                 self.stream = await bind_mailbox(mailbox, journal, log=self.log)
@@ -204,6 +239,8 @@ class ActorRunner:
             raise
         finally:
             self._control.close()  # whoever waits for a request: it will not be done
+            if self._entities is not None:
+                self._entities.close()
             self.mailbox = None
             self._journal = None
             self._pipeline = None
@@ -232,6 +269,7 @@ class ActorRunner:
             on_restored=self._restored,
             commit_attempts=self._commit_attempts,
             gate=verified if self._integrity_check == "background" else None,
+            entities=self._entities,
         )
         doorbell = MailboxDoorbell(mailbox, self._control)
         try:
@@ -242,6 +280,8 @@ class ActorRunner:
                 tg.start_soon(outbox.run)
                 tg.start_soon(partial(keep_alive, mailbox, pipeline, ack_wait=self._ack_wait))
                 tg.start_soon(TimerTicks(self.definition, self._control).run)
+                if self.definition.entity is not None:
+                    tg.start_soon(PassivationTicks(self.definition.entity, self._control).run)
                 if self._integrity_check == "background":
                     tg.start_soon(self._verify_journal, journal, verified)
                 outbox.notify()
@@ -264,7 +304,9 @@ class ActorRunner:
                 ).run()
                 self.status = ActorStatus.STOPPING
                 await pipeline.committer.drain()
-                unsaved = self.journal_pos > self.stats.last_snapshot_pos
+                unsaved = self.journal_pos > self.stats.last_snapshot_pos or bool(
+                    self._entities and self._entities.resident
+                )
                 if unsaved and not pipeline.committer.conflict:
                     with anyio.CancelScope(shield=True):
                         await pipeline.snapshot()

@@ -4,7 +4,9 @@ Each delivery, in order, is recognised as a duplicate (a known stream sequence o
 id), refused (too large, no or unknown ``Event-Type``, undecodable: a dead letter, or
 acknowledged silently when the policy ignores unknown types) or decoded and applied through
 ``apply``, which returns the events its handlers recorded (journaled right after it) and
-the messages they published (outbox rows). The first handler that raises stops the triage
+the messages they published (outbox rows). In an entity actor each event is given its
+entity key first (``key``); a message without one is a dead letter (``no-entity-key``).
+The first handler that raises stops the triage
 there: that delivery and the ones after it are neither journaled nor acknowledged by this
 batch.
 """
@@ -18,12 +20,14 @@ from typing import Any
 
 import msgspec
 
-from .._errors import EventCodecError, UnknownEventTypeError
+from .._errors import EntityKeyError, EventCodecError, UnknownEventTypeError
+from .._journal.entity_store import NewEntitySnapshot
 from .._journal.journal import DeadLetter, JournalBatch, NewSnapshot, OutboxMessage
 from .._mailbox.mailbox import Delivery
 from .._model.effects import Effects
 from .._model.events import EventCodec, JournalEntry
 from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER, missing_header, version_header
+from .._model.keys import KeyOf
 from .._model.policy import ErrorPolicy
 from .committer import CommitJob
 from .deadletters import dead_letter
@@ -68,16 +72,19 @@ class Triage:
         high: int,
         dlq: Callable[[DeadLetter], OutboxMessage],
         snapshot: NewSnapshot | None = None,
+        entity_snapshots: list[NewEntitySnapshot] | None = None,
     ) -> CommitJob:
         """What to commit and acknowledge for ``deliveries`` (those this outcome covers):
         the entries, the stream position if it moved past ``high``, the dead letters with
-        their messages to the DLQ subject (``dlq``), the outbox, and maybe a snapshot."""
+        their messages to the DLQ subject (``dlq``), the outbox, and maybe a snapshot (or
+        entity snapshots)."""
         batch = JournalBatch(
             entries=self.entries,
             positions={stream: self.top} if self.top > high else {},
             dead_letters=[dl for _, dl in self.dead],
             outbox=[*self.outbox, *(dlq(dl) for _, dl in self.dead)],
             snapshot=snapshot,
+            entity_snapshots=entity_snapshots or [],
         )
         return CommitJob(batch=batch, deliveries=deliveries, to_ack=self.to_ack, dead=self.dead)
 
@@ -94,6 +101,7 @@ async def triage(
     codec: EventCodec,
     apply: Callable[[object, JournalEntry], Awaitable[Effects | None]],
     plain: Mapping[str, PlainStep] | None = None,
+    key: KeyOf | None = None,
 ) -> Triage:
     """Sort ``deliveries[start:]`` in order, applying events through ``apply``.
 
@@ -101,7 +109,8 @@ async def triage(
     position assigned; ``known_seqs``/``known_ids`` are what the journal already holds.
     ``plain`` (by type name: decoder, bound handler, current version) is the short way for
     synchronous handlers without a context: decoded and called here, with nothing to
-    collect, instead of through ``apply``.
+    collect, instead of through ``apply``. ``key`` (entity actors only) gives each event
+    its entity key.
     """
     out = Triage(pos=pos, top=high, end=len(deliveries))
     seen_seqs: set[int] = set()
@@ -152,9 +161,17 @@ async def triage(
             reason = "unknown-type" if isinstance(exc, UnknownEventTypeError) else "undecodable"
             out.dead.append((d, dead_letter(d, type_name, reason, exc, now)))
             continue
+        entity = None
+        if key is not None:
+            try:
+                entity = key(d.subject, event)
+            except EntityKeyError as exc:
+                top = max(top, seq)
+                out.dead.append((d, dead_letter(d, type_name, "no-entity-key", exc, now)))
+                continue
         entry = JournalEntry(
             out.pos + 1, d.subject, type_name, data, now, d.stream, seq, msg_id, headers,
-            version=version,
+            version=version, entity=entity,
         )  # fmt: skip
         try:
             if step is not None:

@@ -147,7 +147,9 @@ def rebuild(target: str, data_dir: Path, from_stream: bool, nats: NatsOptions, f
     """Drop the snapshots of TARGET (MODULE:CLASS) and rebuild its state from its journal.
 
     Replays every event through the current handlers (with a progress bar), then writes a
-    fresh snapshot at the journal's end. Refused while a worker holds the journal.
+    fresh snapshot at the journal's end. Refused while a worker holds the journal. For an
+    entity actor: drops every entity snapshot, folds each entity from its rows and writes
+    one fresh snapshot per entity (--from-stream is not supported for entity actors yet).
 
     With --from-stream, rebuilds the journal itself by reading the actor's events again
     from its stream (an ephemeral consumer, not the actor's own), with the runtime's rules
@@ -166,12 +168,25 @@ def rebuild(target: str, data_dir: Path, from_stream: bool, nats: NatsOptions, f
         if misplaced:
             verb = "goes" if len(misplaced) == 1 else "go"
             raise click.UsageError(f"{', '.join(misplaced)} {verb} with --from-stream")
+        if definition_of(actor_cls).entity is not None:
+            rebuilt = run_or_fail(_rebuild_entities, actor_cls, data_dir)
+            click.echo(
+                f"rebuilt {definition_of(actor_cls).name}: "
+                f"{_plural(rebuilt.entities, 'entity snapshot')} written from "
+                f"{_plural(rebuilt.replayed, 'event')} in {rebuilt.seconds:.2f} s"
+            )
+            return
         report = run_or_fail(_rebuild, actor_cls, data_dir)
         click.echo(
             f"rebuilt {definition_of(actor_cls).name}: replayed {_plural(report.replayed, 'event')} in "
             f"{report.seconds:.2f} s, snapshot written at position {report.journal_pos:,}"
         )
         return
+    if definition_of(actor_cls).entity is not None:
+        raise click.UsageError(
+            f"{definition_of(actor_cls).name} is an entity actor: --from-stream is not "
+            "supported for entity actors yet"
+        )
     _rebuild_from_stream(actor_cls, data_dir, nats, force)
 
 
@@ -213,6 +228,28 @@ async def _rebuild(actor_cls: type, data_dir: Path) -> Any:
             keep=definition.snapshots.keep,
         )
     return report
+
+
+async def _rebuild_entities(actor_cls: type, data_dir: Path) -> Any:
+    from .._journal.entity_recovery import rebuild_entities
+    from .._journal.journal import SQLiteJournal
+    from .._journal.offline import open_read_only
+    from .._journal.storage import journal_path
+    from .._log import get_logger
+
+    definition = definition_of(actor_cls)
+    path = journal_path(data_dir, definition.name)
+    open_read_only(path).close()  # a clear error for a missing or foreign file
+    async with SQLiteJournal(path, actor=definition.name) as journal:
+        with click.progressbar(length=1, label="rebuilding entities", file=sys.stderr) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.length = max(total, 1)
+                bar.update(done - bar.pos)
+
+            return await rebuild_entities(
+                definition, journal, log=get_logger(actor=definition.name), on_progress=progress
+            )
 
 
 def _rebuild_from_stream(actor_cls: type, data_dir: Path, nats: NatsOptions, force: bool) -> None:

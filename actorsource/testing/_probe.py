@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.abc
@@ -116,6 +116,35 @@ class ActorProbe(Generic[S]):
         """The dead letters recorded in the journal, oldest first."""
         return await self._live_runner.journal.dead_letters()
 
+    # -- entities (of an entity actor) ---------------------------------------------------
+
+    async def entity(self, key: str) -> Any:
+        """The state of entity ``key``: the resident one, or else one loaded from the journal
+        (its newest usable snapshot and later committed rows), which is not made resident."""
+        return await self._live_runner.entities.state_of(key)
+
+    async def fold_entity(self, key: str) -> Any:
+        """A fresh fold of entity ``key``'s journal entries, ignoring snapshots."""
+        entries = [e for e in await self.entries() if e.entity == key]
+        return await fold(self._definition, entries)
+
+    @property
+    def resident(self) -> list[str]:
+        """The keys of the resident entities, least recently used first."""
+        return list(self._live_runner.entities.resident)
+
+    @property
+    def entity_loads(self) -> int:
+        """How many entities the current runner loaded into residency (from the journal)."""
+        return self._live_runner.entities.loads
+
+    async def entity_snapshots(self, key: str) -> list[int]:
+        """The positions of entity ``key``'s stored snapshots, newest first."""
+        rows = await self._live_runner.journal._execute(
+            "SELECT pos FROM entity_snapshots WHERE entity = ? ORDER BY pos DESC", (key,)
+        )
+        return [int(r[0]) for r in rows]
+
     async def snapshot(self) -> int:
         """Take a snapshot now; returns its position."""
         return await self._live_runner.snapshot()
@@ -124,7 +153,9 @@ class ActorProbe(Generic[S]):
         """Run every ``@every`` method of the actor now, as if its time had come, giving it
         ``now`` (default: the clock); returns how many events they recorded, committed.
 
-        Timers can then be tested at the times a test chooses, without waiting for them.
+        Timers can then be tested at the times a test chooses, without waiting for them. In
+        an entity actor (which has no timers) it passivates the entities idle at ``now``
+        instead, and writes their snapshots, and returns 0.
         """
         return await self._live_runner.fire_timers(now)
 
