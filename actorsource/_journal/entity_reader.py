@@ -13,10 +13,47 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._model.events import JournalEntry
 from .entity_store import EntitySnapshot
-from .schema import ENTRY_COLUMNS, REPLAY_COLUMNS, translate
+from .reader import Kind, code_sql
+from .schema import ENTRY_COLUMNS, REPLAY_COLUMNS, row_entry, translate
 
-__all__ = ["EntityReader"]
+__all__ = ["EntityReader", "EntityRows"]
+
+
+class EntityRows:
+    """One entity's rows for replay (see :class:`~.reader.ReplayChunk`): coded rows at the
+    positions ``positions``; :meth:`row` and :meth:`entry` read more of them, once."""
+
+    __slots__ = ("_entity", "_entries", "_reader", "_rows", "first", "last", "positions", "rows")
+
+    def __init__(
+        self, reader: EntityReader, entity: str, rows: list[tuple[int, int, bytes]]
+    ) -> None:
+        self._reader = reader
+        self._entity = entity
+        self.rows = [(code, payload) for _, code, payload in rows]
+        self.positions: list[int] | None = [pos for pos, _, _ in rows]
+        self.first = rows[0][0] if rows else 0
+        self.last = rows[-1][0] if rows else 0
+        self._rows: dict[int, tuple[Any, ...]] | None = None
+        self._entries: dict[int, JournalEntry] | None = None
+
+    def row(self, pos: int) -> tuple[str, bytes, int | None]:
+        """``(type, payload, version as stored)`` of the row at ``pos``."""
+        if self._rows is None:
+            self._rows = {
+                r[0]: r[1:] for r in self._reader.rows(self._entity, self.first - 1, self.last)
+            }
+        type_name, payload, version = self._rows[pos]
+        return type_name, payload, version
+
+    def entry(self, pos: int) -> JournalEntry:
+        """The whole entry at ``pos``."""
+        if self._entries is None:
+            rows = self._reader.entry_rows(self._entity, self.first, self.last)
+            self._entries = {r[0]: row_entry(r) for r in rows}
+        return self._entries[pos]
 
 
 class EntityReader:
@@ -63,11 +100,24 @@ class EntityReader:
             if rows:
                 yield EntitySnapshot(*rows[0])
 
-    def rows(self, entity: str, after: int) -> list[tuple[Any, ...]]:
-        """The entity's replay rows (pos, type, payload, version) after ``after``, in order."""
+    def replay_rows(self, entity: str, after: int, last: int, kinds: list[Kind]) -> EntityRows:
+        """The entity's rows in ``after < pos <= last``, in order, coded by ``kinds`` for
+        replay (see :meth:`~.reader.JournalReader.replay_chunks`)."""
+        code, params = code_sql(kinds)
+        rows = self._all(
+            f"SELECT pos, {code}, payload FROM events "
+            "WHERE entity = ? AND pos > ? AND pos <= ? ORDER BY pos",
+            (*params, entity, after, last),
+        )
+        return EntityRows(self, entity, rows)
+
+    def rows(self, entity: str, after: int, last: int) -> list[tuple[Any, ...]]:
+        """The entity's replay rows (pos, type, payload, version) in ``after < pos <= last``,
+        in order."""
         return self._all(
-            f"SELECT {REPLAY_COLUMNS} FROM events WHERE entity = ? AND pos > ? ORDER BY pos",
-            (entity, after),
+            f"SELECT {REPLAY_COLUMNS} FROM events "
+            "WHERE entity = ? AND pos > ? AND pos <= ? ORDER BY pos",
+            (entity, after, last),
         )
 
     def entry_rows(self, entity: str, first: int, last: int) -> list[tuple[Any, ...]]:

@@ -21,12 +21,11 @@ import structlog
 from .._errors import SnapshotError
 from .._model.actor import ActorDefinition
 from .._model.dispatch import Dispatch
-from .._model.events import JournalEntry
 from .._model.snapshots import CODEC_NAME
 from .entity_reader import EntityReader
 from .entity_store import NewEntitySnapshot
 from .journal import SQLiteJournal
-from .schema import JournalBatch, row_entry
+from .schema import JournalBatch
 
 __all__ = ["EntitiesRebuilt", "EntityLoad", "load_entity", "rebuild_entities"]
 
@@ -79,19 +78,12 @@ async def load_entity(
             continue
         after = report.snapshot_pos = report.applied = snap.pos
         break
-    rows = [r for r in reader.rows(key, after) if r[0] <= committed]
-    if rows:
-        entries: dict[int, JournalEntry] = {}
-
-        def whole(pos: int) -> JournalEntry:
-            if not entries:
-                for row in reader.entry_rows(key, rows[0][0], rows[-1][0]):
-                    entries[row[0]] = row_entry(row)
-            return entries[pos]
-
-        await Dispatch(definition, state, log).replay(rows, whole)
-        report.replayed = len(rows)
-        report.applied = rows[-1][0]
+    dispatch = Dispatch(definition, state, log, key=key)
+    rows = reader.replay_rows(key, after, committed, dispatch.replay_kinds())
+    if rows.rows:
+        await dispatch.replay(rows)
+        report.replayed = len(rows.rows)
+        report.applied = rows.last
     return state, report
 
 

@@ -20,13 +20,13 @@ from typing import Any
 from .._model.events import JournalEntry
 from .schema import ENTRY_COLUMNS, REPLAY_COLUMNS, row_entry, translate
 
-__all__ = ["JournalReader", "ReplayChunk"]
+__all__ = ["JournalReader", "Kind", "ReplayChunk", "code_sql"]
 
 #: What a replay code stands for: (type name, version as stored: None for version 1).
 Kind = tuple[str, int | None]
 
 
-def _code_sql(kinds: list[Kind]) -> tuple[str, list[Any]]:
+def code_sql(kinds: list[Kind]) -> tuple[str, list[Any]]:
     """``CASE`` SQL (and its parameters) giving each row its index in ``kinds``, else -1."""
     by_version: dict[int | None, list[tuple[int, str]]] = {}
     for code, (name, stored) in enumerate(kinds):
@@ -124,7 +124,7 @@ class JournalReader:
         self, after: int, kinds: list[Kind], *, chunk: int = 5_000
     ) -> Iterator[ReplayChunk]:
         """The rows with ``pos > after`` in order, ``chunk`` at a time, coded by ``kinds``."""
-        code, params = _code_sql(kinds)
+        code, params = code_sql(kinds)
         dense = f"SELECT {code}, payload FROM events WHERE pos BETWEEN ? AND ? ORDER BY pos"
         sparse = f"SELECT pos, {code}, payload FROM events WHERE pos BETWEEN ? AND ? ORDER BY pos"
         try:

@@ -33,9 +33,10 @@ class EffectSink(Protocol):
 
 class Scope:
     """What every Context of one actor shares, live or in a replay: its name, its logger,
-    whether it replays, and (in a replay) how a Context reads its whole entry."""
+    whether it replays, (in a replay) how a Context reads its whole entry, and (loading an
+    entity) the entity's key."""
 
-    __slots__ = ("actor", "load", "log", "replaying")
+    __slots__ = ("actor", "key", "load", "log", "replaying")
 
     def __init__(
         self,
@@ -44,11 +45,13 @@ class Scope:
         *,
         replaying: bool,
         load: Callable[[int], JournalEntry] | None = None,
+        key: str | None = None,
     ) -> None:
         self.actor = actor
         self.log = log
         self.replaying = replaying
         self.load = load
+        self.key = key
 
 
 class Context:
@@ -107,7 +110,7 @@ class Context:
     @property
     def key(self) -> str | None:
         """The key of the entity being applied to, in an entity actor; None in a singleton."""
-        return self.entry.entity
+        return self._scope.key if self._entry is None else self._entry.entity
 
     @property
     def pos(self) -> int:

@@ -49,7 +49,8 @@ class ReplayChunk(Protocol):
 
 
 class Dispatch:
-    """The handlers of one state object, resolved once; applies events to it."""
+    """The handlers of one state object (an actor's, or the entity ``key``'s), resolved
+    once; applies events to it."""
 
     __slots__ = (
         "_codec",
@@ -65,7 +66,12 @@ class Dispatch:
     )
 
     def __init__(
-        self, definition: ActorDefinition, state: Any, log: structlog.stdlib.BoundLogger
+        self,
+        definition: ActorDefinition,
+        state: Any,
+        log: structlog.stdlib.BoundLogger,
+        *,
+        key: str | None = None,
     ) -> None:
         self._name = definition.name
         self._log = log
@@ -92,7 +98,7 @@ class Dispatch:
         ]
         self._direct_steps = [step for _, _, step in self._direct]
         self._live_scope = Scope(self._name, log, replaying=False)
-        self._replay_scope = Scope(self._name, log, replaying=True)
+        self._replay_scope = Scope(self._name, log, replaying=True, key=key)
         #: The same handlers for live processing: (decoder, handler, current version). They
         #: need no context, collect no effects and have no deadline: the caller may decode
         #: and call them directly (after the same checks as :meth:`apply`).

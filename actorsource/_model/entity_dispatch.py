@@ -18,7 +18,7 @@ import structlog
 
 from .._errors import HandlerTimeout
 from .actor import ActorDefinition
-from .context import Context
+from .context import Context, Scope
 from .effects import RECORDED_SUBJECT, Effects
 from .events import JournalEntry
 
@@ -28,7 +28,16 @@ __all__ = ["EntityDispatch"]
 class EntityDispatch:
     """Applies live events to entity states through the actor's handlers, resolved once."""
 
-    __slots__ = ("_codec", "_log", "_name", "_steps", "_timeout", "definition", "max_payload")
+    __slots__ = (
+        "_codec",
+        "_log",
+        "_name",
+        "_scope",
+        "_steps",
+        "_timeout",
+        "definition",
+        "max_payload",
+    )
 
     def __init__(
         self,
@@ -43,6 +52,7 @@ class EntityDispatch:
         self._log = log
         self._codec = definition.codec
         self._timeout = definition.errors.handler_timeout
+        self._scope = Scope(self._name, log, replaying=False)
         self._steps: dict[str, tuple[Callable[..., Any], bool, bool, str]] = {
             name: (getattr(definition.cls, h.method), h.takes_context, h.is_async, h.method)
             for name, h in definition.handlers.items()
@@ -85,8 +95,7 @@ class EntityDispatch:
     ) -> None:
         handler, takes_context, is_async, method = self._steps[entry.type]
         if takes_context:
-            ctx = Context(self._name, entry, replaying=False, log=self._log, effects=effects)
-            result = handler(state, event, ctx)
+            result = handler(state, event, Context(self._scope, entry.pos, entry, effects))
         else:
             result = handler(state, event)
         if is_async:
