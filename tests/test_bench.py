@@ -6,6 +6,7 @@ machines that run the tests are too noisy for thresholds).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,29 @@ def test_throughput_reports_both_pipelines_and_equal_states() -> None:
         result,
         [
             "actorsource_events_per_s",
+            "actorsource_no_fastpath_events_per_s",
             "baseline_events_per_s",
             "baseline_fastpull_events_per_s",
             "ratio",
             "ratio_vs_fastpull",
+            "fastpath_gain",
         ],
     )
     assert result["events"] == 2000
+    # The FastStream contender runs only where the bench extra is installed.
+    if importlib.util.find_spec("faststream") is None:
+        assert result["faststream_events_per_s"] is None
+        assert result["ratio_vs_faststream"] is None
+    else:
+        _assert_positive(result, ["faststream_events_per_s", "ratio_vs_faststream"])
+
+
+def test_throughput_runs_only_the_contenders_asked_for() -> None:
+    result = _report(["bench/throughput.py", "--events", "500", "--only", "hand_tuned"])
+    _assert_positive(result, ["hand_tuned_events_per_s"])
+    assert result["actorsource_events_per_s"] is None
+    assert result["ratio_vs_hand_tuned"] is None
+    assert list(result["runs"]) == ["hand_tuned"]
 
 
 def test_recovery_reports_replay_restart_and_memory() -> None:
