@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from _baselines import Pipeline, baseline_fastpull
 from _scaffold import (
     STREAM,
     BenchError,
@@ -51,7 +52,6 @@ from _scaffold import (
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
-from throughput import Pipeline, baseline_fastpull
 
 from actorsource import Context, actor, encode_event, event, event_headers, handles
 from actorsource._model.actor import definition_of

@@ -34,6 +34,11 @@ Then, on that journal:
   dispatch: ``sqlite3``, ``SELECT type, payload``, one typed ``msgspec.json.Decoder`` for
   the three bank events, a dict fold; alternated with the two above.
   ``ratio_vs_msgspec`` = replay / msgspec fold (median of the rounds' ratios).
+* ``replay_struct_events_per_s``: the same replay through ``bench/_bank_structs.py``, the bank
+  actor with its events as ``msgspec.Struct`` s (same names, fields, handlers), alternated
+  with the others: ``struct_events_ratio_vs_msgspec`` and ``struct_events_ratio`` compare it
+  with the two folds, which decode into a Struct too; the gap between the two replays is
+  what decoding into dataclasses costs, not the framework.
 * ``restart_to_ready_ms``: with snapshots on, an ``ActorRunner`` on the journal, timed from
   just before ``runner.run`` starts until it reports the actor running (journal open and
   check, newest snapshot + tail replay, consumer re-created at the journal's position,
@@ -60,6 +65,7 @@ from typing import Any
 
 import anyio
 import msgspec
+from _bank_structs import StructAccounts
 from _scaffold import (
     STREAM,
     BankEventStruct,
@@ -216,15 +222,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-async def child_replay(path: Path) -> dict[str, Any]:
-    definition = definition_of(bank.Accounts)
+async def child_replay(path: Path, structs: bool = False) -> dict[str, Any]:
+    cls: type[Any] = StructAccounts if structs else bank.Accounts
+    definition = definition_of(cls)
     started = time.perf_counter()
     async with SQLiteJournal(path, actor=definition.name) as journal:
         opened = time.perf_counter() - started
         gc.collect()
         before = start_peak_rss()
         started = time.perf_counter()
-        state, report = await restore_state(definition, journal, use_snapshots=False)
+        state, report = await restore_state(cls, journal, use_snapshots=False)
         seconds = time.perf_counter() - started
         peak = peak_rss_mb()
     return {
@@ -387,6 +394,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
             replays: list[dict[str, Any]] = []
             folds: list[dict[str, Any]] = []
             fast_folds: list[dict[str, Any]] = []
+            struct_replays: list[dict[str, Any]] = []
             for _ in range(args.repeat):
                 replay = await in_fresh_process("replay", path)
                 replays.append(replay)
@@ -405,6 +413,11 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
                 fast = await in_fresh_process("msgspec-fold", path)
                 fast_folds.append(fast)
                 say(f"msgspec fold {fast['events'] / fast['seconds']:>10,.0f} events/s")
+                structs = await in_fresh_process("replay-structs", path)
+                struct_replays.append(structs)
+                say(
+                    f"replay, Struct events {structs['events'] / structs['seconds']:>10,.0f} events/s"
+                )
             again = await restart(nc, data_dir, n, expected)
             say(
                 f"restart      ready in {again['restart_to_ready_ms']:.0f} ms (recovery "
@@ -418,12 +431,16 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         "replay": all((r["balances"], r["declined"]) == expected for r in replays),
         "baseline_fold": all((f["balances"], f["declined"]) == expected for f in folds),
         "msgspec_fold": all((f["balances"], f["declined"]) == expected for f in fast_folds),
+        "replay_struct_events": all(
+            (r["balances"], r["declined"]) == expected for r in struct_replays
+        ),
         "restart": again["equal"],
     }
     for what, ok in equal.items():
         if not ok:
             say(f"STATE DIFFERS: {what}")
-    counts = {r["events"] for r in replays} | {f["events"] for f in [*folds, *fast_folds]}
+    counts = {r["events"] for r in [*replays, *struct_replays]}
+    counts |= {f["events"] for f in [*folds, *fast_folds]}
     if counts != {n}:
         raise BenchError(f"replayed and folded {sorted(counts)} events, not {n}")
     replay_rate = median([n / r["seconds"] for r in replays])
@@ -442,6 +459,22 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         "ratio": round(ratio, 3),
         "msgspec_fold_events_per_s": round(median([n / f["seconds"] for f in fast_folds])),
         "ratio_vs_msgspec": round(ratio_fast, 3),
+        "replay_struct_events_per_s": round(median([n / r["seconds"] for r in struct_replays])),
+        "struct_events_ratio_vs_msgspec": round(
+            median(
+                [
+                    f["seconds"] / r["seconds"]
+                    for r, f in zip(struct_replays, fast_folds, strict=True)
+                ]
+            ),
+            3,
+        ),
+        "struct_events_ratio": round(
+            median(
+                [f["seconds"] / r["seconds"] for r, f in zip(struct_replays, folds, strict=True)]
+            ),
+            3,
+        ),
         "repeat": args.repeat,
         "restart_to_ready_ms": round(again["restart_to_ready_ms"], 1),
         "recovery_ms": round(again["recovery_ms"], 1),
@@ -473,7 +506,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
     # Internal: one measurement in a fresh process (prints one JSON line).
     parser.add_argument(
-        "--child", choices=["replay", "fold", "msgspec-fold"], help=argparse.SUPPRESS
+        "--child",
+        choices=["replay", "replay-structs", "fold", "msgspec-fold"],
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--journal", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -489,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_library()
     if args.child == "replay":
         print(json.dumps(anyio.run(child_replay, args.journal)), flush=True)
+        return 0
+    if args.child == "replay-structs":
+        print(json.dumps(anyio.run(child_replay, args.journal, True)), flush=True)
         return 0
     if args.child == "fold":
         print(json.dumps(child_fold(args.journal)), flush=True)
