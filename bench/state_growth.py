@@ -21,11 +21,18 @@ Each scenario (K keys, then R keys as a same-run reference) gets its own server 
   until ``applied`` passes it (commit and ack done, polled every 0.5 ms on the same event
   loop, so a stalled loop shows as latency). ``probe_snapshots`` is how many snapshots the
   runner took meanwhile: their cost is what the p99 and max show against the reference.
-* ``restart_to_ready_ms``: after a graceful stop (final snapshot), a new runner on the
-  journal, timed from just before ``runner.run`` starts until it reports ready;
-  ``recovery_replayed`` is how many entries it replayed after its snapshot.
+* ``snapshot_encode_ms``, ``snapshot_checksum_ms``, ``snapshot_commit_ms``: one snapshot of
+  the final state taken apart (best of 3): ``StateCodec.encode`` (what runs on the event
+  loop), the SHA-256 checksum, and ``SQLiteJournal.append`` of it with pruning to the newest
+  3, in a scratch journal (what runs on the journal's thread, checksum included).
+* ``crash_restart_to_ready_ms``: the runner is then killed where it was (its task group
+  cancelled: no final snapshot) and a new runner started on the journal, timed from just
+  before ``runner.run`` until it reports ready: newest snapshot, the entries after it
+  replayed (``crash_recovery_replayed``: what the spacing of snapshots costs on restart),
+  and the fresh snapshot recovery writes after a long replay. That runner is stopped
+  gracefully (final snapshot) and ``restart_to_ready_ms`` times one more restart.
 
-Each final state (after consuming, after the restart) is checked against a plain fold of
+Each final state (after consuming, after each restart) is checked against a plain fold of
 the published events: ``states_equal``; the exit status is 1 if any differs. The last line
 on stdout is one JSON object (with ``--json``, the only line on stdout).
 """
@@ -55,7 +62,9 @@ from nats.js.api import StreamConfig
 
 from actorsource import EVENT_TYPE_HEADER, MSG_ID_HEADER, actor, encode_event, handles
 from actorsource._model.actor import definition_of
+from actorsource._model.snapshots import CODEC_NAME, SnapshotInfo, snapshot_checksum
 from actorsource._runtime.runner import ActorRunner
+from actorsource.journal import JournalBatch, NewSnapshot, SQLiteJournal
 
 STREAM = "CRM"
 STALL = 60.0  # seconds without progress before a run is declared stuck
@@ -229,50 +238,88 @@ async def scenario(
                     f"p99 {result['probe_p99_ms']:.1f} ms, max {result['probe_max_ms']:.1f} ms "
                     f"({result['probe_snapshots']} snapshots meanwhile)"
                 )
-                runner.stop()
-            total = n + probe_n
-            async with runner_journal(runner) as infos:
-                result["snapshot_bytes"] = infos[0].size if infos else 0
-            gc.collect()
-            again = ActorRunner(definition, nc, data_dir=data_dir)
-            async with anyio.create_task_group() as tg:
-                started = time.perf_counter()
-                await tg.start(again.run)
-                ready = time.perf_counter() - started
-                restarted_equal = again.state.customers == fold(total, keys)
-                again.stop()
+                tg.cancel_scope.cancel()  # killed where it was: no final snapshot
+            infos = await stored_snapshots(runner)
+            result["snapshot_bytes"] = infos[0].size if infos else 0
+            want = fold(n + probe_n, keys)
+            crash = await restart(nc, definition, data_dir, want)
+            result.update(await snapshot_costs(definition, crash.pop("state"), root / "costs.db"))
+            say(
+                f"  one snapshot: encode {result['snapshot_encode_ms']:.1f} ms (event loop), "
+                f"checksum {result['snapshot_checksum_ms']:.1f} ms and commit "
+                f"{result['snapshot_commit_ms']:.1f} ms (journal thread)"
+            )
+            graceful = await restart(nc, definition, data_dir, want)
+            del graceful["state"]
             say(
                 f"  snapshots: {result['snapshots']} while consuming, newest "
-                f"{result['snapshot_bytes'] / 2**20:.1f} MB; restart ready in "
-                f"{ready * 1000:.0f} ms ({again.recovery.replayed} replayed)"
+                f"{result['snapshot_bytes'] / 2**20:.1f} MB; ready after a kill in "
+                f"{crash['ready_ms']:.0f} ms ({crash['replayed']:,} replayed), after a "
+                f"graceful stop in {graceful['ready_ms']:.0f} ms ({graceful['replayed']:,})"
             )
         finally:
             await nc.close()
     result.update(
-        restart_to_ready_ms=ready * 1000,
-        recovery_ms=again.recovery.seconds * 1000,
-        recovery_replayed=again.recovery.replayed,
-        states_equal=consumed_equal and restarted_equal,
+        restart_to_ready_ms=graceful["ready_ms"],
+        recovery_replayed=graceful["replayed"],
+        crash_restart_to_ready_ms=crash["ready_ms"],
+        crash_recovery_replayed=crash["replayed"],
+        states_equal=consumed_equal and crash["equal"] and graceful["equal"],
     )
     return result
 
 
-class runner_journal:  # noqa: N801 - reads like a function at its one call site
+async def restart(
+    nc: NATS, definition: Any, data_dir: Path, want: dict[str, list[str | int]]
+) -> dict[str, Any]:
+    """A new runner on the journal, timed until ready, its state checked, stopped gracefully."""
+    gc.collect()
+    runner = ActorRunner(definition, nc, data_dir=data_dir)
+    async with anyio.create_task_group() as tg:
+        started = time.perf_counter()
+        await tg.start(runner.run)
+        ready = time.perf_counter() - started
+        equal = runner.state.customers == want
+        runner.stop()
+    return {
+        "ready_ms": ready * 1000,
+        "replayed": runner.recovery.replayed,
+        "equal": equal,
+        "state": runner.state,
+    }
+
+
+async def snapshot_costs(definition: Any, state: object, path: Path) -> dict[str, Any]:
+    """Time the parts of one snapshot of ``state`` (best of 3): the encoding (on the event
+    loop), the checksum and the commit with pruning (on the journal's thread, in a scratch
+    journal that holds ``keep`` earlier snapshots of the same size already)."""
+    encode, checksum, commit = [], [], []
+    async with SQLiteJournal(path, actor=definition.name) as journal:
+        for pos in range(1, definition.snapshots.keep + 4):
+            started = time.perf_counter()
+            data = definition.state_codec.encode(state)
+            encode.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            snapshot_checksum(definition.version, pos, CODEC_NAME, data)
+            checksum.append(time.perf_counter() - started)
+            snapshot = NewSnapshot(data, pos, definition.version, CODEC_NAME, 3)
+            started = time.perf_counter()
+            await journal.append(
+                JournalBatch(entries=[], positions={}, dead_letters=[], snapshot=snapshot)
+            )
+            commit.append(time.perf_counter() - started)
+    tail = slice(definition.snapshots.keep, None)
+    return {
+        "snapshot_encode_ms": min(encode) * 1000,
+        "snapshot_checksum_ms": min(checksum) * 1000,
+        "snapshot_commit_ms": min(commit[tail]) * 1000,
+    }
+
+
+async def stored_snapshots(runner: ActorRunner) -> list[SnapshotInfo]:
     """The stored snapshots' metadata of a stopped runner's journal (newest first)."""
-
-    def __init__(self, runner: ActorRunner) -> None:
-        self._path = runner.journal_path
-        self._name = runner.name
-
-    async def __aenter__(self) -> list[Any]:
-        from actorsource.journal import SQLiteJournal
-
-        self._journal = SQLiteJournal(self._path, actor=self._name)
-        await self._journal.open()
-        return await self._journal.snapshots()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._journal.aclose()
+    async with SQLiteJournal(runner.journal_path, actor=runner.name) as journal:
+        return await journal.snapshots()
 
 
 # -- the benchmark -----------------------------------------------------------------------------
@@ -281,7 +328,9 @@ class runner_journal:  # noqa: N801 - reads like a function at its one call site
 def _rounded(result: dict[str, Any], prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in result.items():
-        out[prefix + key] = round(value, 1) if isinstance(value, float) else value
+        if isinstance(value, float):
+            value = round(value, 1 if abs(value) >= 10 else 3)
+        out[prefix + key] = value
     return out
 
 
