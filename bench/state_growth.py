@@ -147,10 +147,10 @@ async def consume(runner: ActorRunner, n: int, say: Say) -> dict[str, Any]:
             raise BenchError(f"the actor stalled at {applied} of {n} events for {STALL} s")
         await anyio.sleep(0.001)
     seconds = time.perf_counter() - started
-    sixth = n / 6
-    first = sixth / (at[marks[1]] - at[marks[0]])
-    last_rate = sixth / (at[marks[6]] - at[marks[5]])
-    rates = [round(sixth / (at[marks[k + 1]] - at[marks[k]])) for k in range(6)]
+    # A sixth is at least one poll long (several marks can pass in one poll of a tiny run).
+    rates = [(n / 6) / max(0.001, at[marks[k + 1]] - at[marks[k]]) for k in range(6)]
+    first, last_rate = rates[0], rates[-1]
+    rates = [round(r) for r in rates]
     say(f"  consumed {n:,} in {seconds:.1f} s; per sixth: {rates} events/s")
     return {
         "seconds": seconds,
