@@ -135,8 +135,34 @@ def test_chaos_stores_duplicates_after_the_window_and_checks_stream_order_offlin
     assert result["export_seq_backwards"] == result["subject_order_broken"] == 0
 
 
+def test_state_growth_reports_both_states_their_snapshots_and_restarts() -> None:
+    args = ["--keys", "3000", "--events", "3000", "--reference-keys", "50"]
+    result = _report(["bench/state_growth.py", *args, "--rate", "500", "--probe-seconds", "0.5"])
+    for prefix in ("", "reference_"):
+        _assert_positive(
+            result,
+            [
+                prefix + key
+                for key in (
+                    "first_sixth_events_per_s",
+                    "last_sixth_events_per_s",
+                    "ratio_last_first",
+                    "snapshots",
+                    "snapshot_bytes",
+                    "snapshot_encode_ms",
+                    "snapshot_commit_ms",
+                    "probe_p99_ms",
+                    "restart_to_ready_ms",
+                    "crash_restart_to_ready_ms",
+                )
+            ],
+        )
+    assert result["keys"] == result["events"] == 3000
+
+
 @pytest.mark.parametrize(
-    "script", ["throughput", "recovery", "latency", "outbox", "chaos", "shop_chaos"]
+    "script",
+    ["throughput", "recovery", "latency", "outbox", "chaos", "shop_chaos", "state_growth"],
 )
 def test_every_bench_script_explains_itself(script: str) -> None:
     code, out, err = run_script([f"bench/{script}.py", "--help"], timeout=30)

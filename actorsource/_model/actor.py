@@ -138,6 +138,7 @@ def actor(
     snapshot_every: int | None = 1_000,
     snapshot_interval: float | None = None,
     keep_snapshots: int = 3,
+    snapshot_budget: float | None = 0.1,
     ack_wait: float = 30.0,
     max_batch: int = 256,
     errors: ErrorPolicy | None = None,
@@ -154,8 +155,9 @@ def actor(
     several services share.
     ``version`` is the model version: bump it when handlers or the state shape change, and
     recovery ignores older snapshots and rebuilds from the journal. ``snapshot_every``,
-    ``snapshot_interval`` and ``keep_snapshots`` form the :class:`SnapshotPolicy`; or pass
-    one whole as ``snapshots=SnapshotPolicy(...)`` (not both).
+    ``snapshot_interval``, ``keep_snapshots`` and ``snapshot_budget`` (the share of time a
+    large state's snapshots may take) form the :class:`SnapshotPolicy`; or pass one whole
+    as ``snapshots=SnapshotPolicy(...)`` (not both).
     ``ack_wait`` is how long JetStream waits for an ack before redelivering; ``max_batch``
     bounds one fetch and one journal transaction. ``errors`` is the :class:`ErrorPolicy`
     for bad input and failing handlers (retries, timeouts, dead letters).
@@ -183,7 +185,9 @@ def actor(
         raise ActorDefinitionError(f"actor {name!r}: ack_wait must be > 0 seconds")
     if not isinstance(max_batch, int) or not 1 <= max_batch <= 10_000:
         raise ActorDefinitionError(f"actor {name!r}: max_batch must be an int in 1..10000")
-    policy = _snapshot_policy(name, snapshots, snapshot_every, snapshot_interval, keep_snapshots)
+    policy = _snapshot_policy(
+        name, snapshots, (snapshot_every, snapshot_interval, keep_snapshots, snapshot_budget)
+    )
     if errors is not None and not isinstance(errors, ErrorPolicy):
         raise ActorDefinitionError(f"actor {name!r}: errors must be an ErrorPolicy, got {errors!r}")
     policy_errors = errors or ErrorPolicy()
@@ -240,26 +244,25 @@ def definition_of(target: object) -> ActorDefinition:
     return definition
 
 
-_SNAPSHOT_DEFAULTS = (1_000, None, 3)
+_SNAPSHOT_DEFAULTS = (1_000, None, 3, 0.1)
 
 
 def _snapshot_policy(
     name: str,
     snapshots: SnapshotPolicy | None,
-    every: int | None,
-    interval: float | None,
-    keep: int,
+    settings: tuple[int | None, float | None, int, float | None],
 ) -> SnapshotPolicy:
     if snapshots is None:
-        return SnapshotPolicy(every=every, interval=interval, keep=keep)
+        every, interval, keep, budget = settings
+        return SnapshotPolicy(every=every, interval=interval, keep=keep, budget=budget)
     if not isinstance(snapshots, SnapshotPolicy):
         raise ActorDefinitionError(
             f"actor {name!r}: snapshots must be a SnapshotPolicy, got {snapshots!r}"
         )
-    if (every, interval, keep) != _SNAPSHOT_DEFAULTS:
+    if settings != _SNAPSHOT_DEFAULTS:
         raise ActorDefinitionError(
             f"actor {name!r}: pass snapshots=SnapshotPolicy(...) or snapshot_every/"
-            "snapshot_interval/keep_snapshots, not both"
+            "snapshot_interval/keep_snapshots/snapshot_budget, not both"
         )
     return snapshots
 

@@ -27,11 +27,24 @@ import msgspec
 
 from .._errors import ActorDefinitionError, SnapshotError
 
-__all__ = ["Snapshot", "SnapshotInfo", "SnapshotPolicy", "StateCodec", "snapshot_checksum"]
+__all__ = [
+    "SMALL_STATE_BYTES",
+    "STRETCH_LIMIT",
+    "Snapshot",
+    "SnapshotInfo",
+    "SnapshotPolicy",
+    "StateCodec",
+    "snapshot_checksum",
+]
 
 _encoder = msgspec.json.Encoder()
 _untyped = msgspec.json.Decoder()
 CODEC_NAME = "msgspec-json"
+
+#: A snapshot this small is never spaced out by its cost: it cannot weigh on the actor.
+SMALL_STATE_BYTES = 64 * 1024
+#: Whatever a snapshot costs, one is due after at most this many times ``every`` events.
+STRETCH_LIMIT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +55,20 @@ class SnapshotPolicy:
     this many seconds with at least one new event (``None``: never by time). ``keep``: how many
     of the newest snapshots to keep; older ones are pruned in the same transaction. A final
     snapshot is also taken on graceful shutdown when events arrived since the last one.
+
+    ``budget``: the share of the actor's time its snapshots may take (default 0.1). A running
+    actor measures what each snapshot of a large state costs (encoding it on the event loop,
+    committing it) and spaces the next one so that this cost stays within ``budget`` of the
+    time between two snapshots: ``every`` is then the least spacing, and at most 100 times
+    ``every`` events go by without one, so that replay after a crash stays bounded. Fewer
+    snapshots mean a longer replay on restart. States under 64 KiB snapshot exactly by
+    ``every`` and ``interval``; ``None`` turns the spacing off for every state.
     """
 
     every: int | None = 1_000
     interval: float | None = None
     keep: int = 3
+    budget: float | None = 0.1
 
     def __post_init__(self) -> None:
         if self.every is not None and (not isinstance(self.every, int) or self.every < 1):
@@ -59,6 +81,14 @@ class SnapshotPolicy:
             )
         if not isinstance(self.keep, int) or self.keep < 1:
             raise ActorDefinitionError(f"keep_snapshots must be an int >= 1, got {self.keep!r}")
+        budget = self.budget
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget <= 1
+        ):
+            raise ActorDefinitionError(
+                f"snapshot_budget must be a share of time in (0, 1], e.g. 0.1, or None, "
+                f"got {budget!r}"
+            )
 
     def due(self, events_since: int, last_at: float, now: float | None = None) -> bool:
         """Tell whether a snapshot is due after ``events_since`` new events since ``last_at``."""
