@@ -7,7 +7,10 @@ must equal the fold of its own journal.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,18 +22,23 @@ from actorsource._model.actor import definition_of
 from actorsource._runtime.stream_rebuild import rebuild_from_stream
 from actorsource.journal import fold, read_entries, summarize
 from actorsource.testing import ActorKit, ActorProbe
-from examples.shop import Orders, Payments, Shipping
+from examples.shop import Order, Payments, Shipping
 from examples.shop.frontend import place, random_requests
 from examples.shop.orders import CANCELLED, SHIPPED
 from examples.shop.payments import CREDIT_LIMIT
 from examples.shop.shipping import INITIAL_STOCK
 
 
-async def _all_final(orders: ActorProbe[Orders], n: int, timeout: float = 60) -> None:
+async def _book(orders: ActorProbe[Order], ids: list[str]) -> dict[str, Order]:
+    """Each order entity by id (resident, or loaded from the journal)."""
+    return {oid: await orders.entity(oid) for oid in ids}
+
+
+async def _all_final(orders: ActorProbe[Order], ids: list[str], timeout: float = 60) -> None:
     with anyio.fail_after(timeout):
         while True:
-            book = orders.state.orders
-            if len(book) == n and all(o.status in (SHIPPED, CANCELLED) for o in book.values()):
+            book = await _book(orders, ids)
+            if all(o.stage in (SHIPPED, CANCELLED) for o in book.values()):
                 return
             await anyio.sleep(0.05)
 
@@ -68,8 +76,9 @@ async def test_every_order_ends_in_one_final_state_when_a_service_dies_mid_flow(
     actor_kit: ActorKit, victim: str, point: str
 ) -> None:
     requests = random_requests(80, seed=11)
+    ids = [r.order_id for r in requests]
     async with (
-        actor_kit.start(Orders) as orders,
+        actor_kit.start(Order) as orders,
         actor_kit.start(Payments) as payments,
         actor_kit.start(Shipping) as shipping,
     ):
@@ -81,27 +90,25 @@ async def test_every_order_ends_in_one_final_state_when_a_service_dies_mid_flow(
         probe.arm_crash(point)  # type: ignore[arg-type]
         await place(actor_kit.js, requests[30:])
         await probe.crashed()
-        await _all_final(orders, len(requests))
+        await _all_final(orders, ids)
         await _settled(orders, payments, shipping)
         assert probe.crashes == 1
 
-        book = orders.state.orders
+        book = await _book(orders, ids)
         paid = payments.state.payments
         shipped = shipping.state.shipments
         events = await _stream_events(actor_kit)
         per_order = Counter((kind, body["order_id"]) for kind, body in events)
 
         # Each order: exactly one final state, reached once, consistent with the others.
-        for request in requests:
-            oid = request.order_id
-            order = book[oid]
-            assert order.history[-1] == order.status
-            assert [s for s in order.history if s in (SHIPPED, CANCELLED)] == [order.status]
+        for oid, order in book.items():
+            assert order.history[-1] == order.stage
+            assert [s for s in order.history if s in (SHIPPED, CANCELLED)] == [order.stage]
             assert per_order["shop.OrderPlaced", oid] == 1
             for kind in ("PaymentCaptured", "PaymentDeclined", "PaymentRefunded"):
                 assert per_order[f"shop.{kind}", oid] <= 1, (kind, oid)
             assert per_order["shop.ShipmentScheduled", oid] <= 1
-            if order.status == SHIPPED:
+            if order.stage == SHIPPED:
                 assert paid[oid].status == "captured"
                 assert shipped[oid] == order.shipment_id
             elif paid[oid].status == "declined":
@@ -111,7 +118,8 @@ async def test_every_order_ends_in_one_final_state_when_a_service_dies_mid_flow(
                 assert paid[oid].status == "refunded"
                 assert order.reason.startswith("refunded: out of stock")
                 assert oid in shipping.state.failed
-        assert Counter(o.status for o in book.values())[SHIPPED] == len(shipped)
+            assert order.paid == (paid[oid].status == "captured")
+        assert Counter(o.stage for o in book.values())[SHIPPED] == len(shipped)
 
         # Money and stock add up.
         for customer, spent in payments.state.spent.items():
@@ -126,11 +134,16 @@ async def test_every_order_ends_in_one_final_state_when_a_service_dies_mid_flow(
         for sku, initial in INITIAL_STOCK.items():
             assert shipping.state.stock[sku] == initial - units[sku] >= 0
 
-        # Every service's state is the fold of its own journal, nothing applied twice.
+        # Every service's state is the fold of its own journal (each order: of its own
+        # entries), nothing applied twice.
         for service in (orders, payments, shipping):
             entries = await service.entries()
             seqs = [e.stream_seq for e in entries if e.stream_seq is not None]
             assert len(seqs) == len(set(seqs))
+        assert {e.entity for e in await orders.entries()} == set(ids)
+        for oid, order in book.items():
+            assert await orders.fold_entity(oid) == order, oid
+        for service in (payments, shipping):
             assert await service.fold() == service.state
 
         # The flow exercised every path, compensations included.
@@ -141,13 +154,14 @@ async def test_a_service_whose_journal_is_lost_rebuilds_from_the_shared_stream(
     actor_kit: ActorKit,
 ) -> None:
     requests = random_requests(40, seed=5)
+    ids = [r.order_id for r in requests]
     async with (
-        actor_kit.start(Orders) as orders,
+        actor_kit.start(Order) as orders,
         actor_kit.start(Payments) as payments,
         actor_kit.start(Shipping) as shipping,
     ):
         await place(actor_kit.js, requests)
-        await _all_final(orders, len(requests))
+        await _all_final(orders, ids)
         await _settled(orders, payments, shipping)
         before = payments.state
         stored = (await actor_kit.js.stream_info("SHOP")).state.messages
@@ -168,13 +182,14 @@ async def test_payments_rebuilt_offline_from_the_stream_records_its_decisions_an
     actor_kit: ActorKit,
 ) -> None:
     requests = random_requests(50, seed=3)
+    ids = [r.order_id for r in requests]
     async with (
-        actor_kit.start(Orders) as orders,
+        actor_kit.start(Order) as orders,
         actor_kit.start(Payments) as payments,
         actor_kit.start(Shipping) as shipping,
     ):
         await place(actor_kit.js, requests[:30])
-        await _all_final(orders, 30)
+        await _all_final(orders, ids[:30])
         await _settled(orders, payments, shipping)
         await payments.stop()
         before, journal = payments.state, payments.journal_path
@@ -194,6 +209,43 @@ async def test_payments_rebuilt_offline_from_the_stream_records_its_decisions_an
         await payments.settled()
         assert (await actor_kit.js.stream_info("SHOP")).state.messages == stored
         await place(actor_kit.js, requests[30:])  # and it goes on where it was
-        await _all_final(orders, len(requests))
+        await _all_final(orders, ids)
         await _settled(orders, payments, shipping)
         assert len(payments.state.payments) == len(requests)
+
+
+async def test_each_order_is_an_entity_passivated_and_reloaded_with_its_status(
+    actor_kit: ActorKit,
+) -> None:
+    requests = random_requests(20, seed=2)
+    ids = [r.order_id for r in requests]
+    async with (
+        actor_kit.start(Order) as orders,
+        actor_kit.start(Payments) as payments,
+        actor_kit.start(Shipping) as shipping,
+    ):
+        await place(actor_kit.js, requests)
+        await _all_final(orders, ids)
+        await _settled(orders, payments, shipping)
+        assert sorted(orders.resident) == ids
+        before = {oid: copy.deepcopy(order) for oid, order in (await _book(orders, ids)).items()}
+
+        await orders.tick(now=time.time() + 3_600)  # all idle: passivated, snapshotted
+        assert orders.resident == []
+        assert all([await orders.entity_snapshots(oid) for oid in ids])
+        await orders.restart()
+        assert orders.entity_loads == 0  # a restart loads no order
+        assert await _book(orders, ids) == before
+
+        request = requests[0]
+        status = (await orders.entity(request.order_id)).status()
+        assert json.loads(json.dumps(dataclasses.asdict(status))) == {
+            "order_id": request.order_id,
+            "status": before[request.order_id].stage,
+            "lines": [dataclasses.asdict(item) for item in request.items],
+            "total": request.total,
+            "paid": before[request.order_id].stage == SHIPPED,
+            "shipped": before[request.order_id].stage == SHIPPED,
+            "reason": before[request.order_id].reason,
+        }
+        assert await orders.entity("o9999") == Order()  # never requested: an empty order

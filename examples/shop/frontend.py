@@ -28,8 +28,8 @@ def random_requests(n: int, *, seed: int = 1, customers: int = 8) -> list[OrderR
 
 
 async def place(js: JetStreamContext, requests: list[OrderRequested]) -> None:
-    """Publish each request on ``shop.requests.<order id>``, its order id as message id."""
+    """Publish each request on ``shop.requests.order.<order id>``, its order id as message id."""
     for request in requests:
         _, payload = encode_event(request)
         headers = {**event_headers(OrderRequested), MSG_ID_HEADER: f"request-{request.order_id}"}
-        await js.publish(f"shop.requests.{request.order_id}", payload, headers=headers)
+        await js.publish(f"shop.requests.order.{request.order_id}", payload, headers=headers)

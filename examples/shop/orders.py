@@ -1,4 +1,12 @@
-"""The orders service: an order's life from the customer's request to its one final state.
+"""The orders service: one entity per order, from the customer's request to its one final
+state.
+
+Every subject it receives ends in the order id (``shop.requests.order.<id>``,
+``shop.payments.captured.<id>`` ...): that token is the entity key, so each handler is
+written for one order and ``self`` is that order. No decision of this service reads two
+orders (a repeated request is the same order's own business), so nothing needs a
+singleton; the decisions that do (a customer's credit, the shared stock) are payments'
+and shipping's, which stay singletons.
 
 It owns ``shop.OrderPlaced`` and ``shop.OrderCancelled``; of payments and shipping it knows
 only the few fields it needs.
@@ -8,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from actorsource import Context, actor, event, handles
+from actorsource import Context, entity, event, handles
 
 #: Final states: every order ends in exactly one of them.
 SHIPPED = "shipped"
@@ -75,31 +83,50 @@ class ShipmentScheduled:
     shipment_id: str
 
 
-@dataclass
-class Order:
-    customer: str
+@dataclass(frozen=True)
+class OrderStatus:
+    """What an order says of itself (JSON-able: ``dataclasses.asdict`` or msgspec)."""
+
+    order_id: str
+    status: str
+    lines: list[Item]
     total: int
-    status: str = "placed"
-    history: list[str] = field(default_factory=list)
-    reason: str = ""
-    shipment_id: str = ""
+    paid: bool
+    shipped: bool
+    reason: str
 
 
-@actor(
+@entity(
     "orders",
-    subjects=["shop.requests.>", "shop.payments.>", "shop.shipping.scheduled.>"],
+    # The order id is token 3 of each: shop.requests.order.<id>, shop.payments.<what>.<id>,
+    # shop.shipping.scheduled.<id>.
+    subjects=["shop.requests.order.*", "shop.payments.*.*", "shop.shipping.scheduled.*"],
+    key_token=3,
     stream="SHOP",
     stream_subjects=["shop.>"],
 )
 @dataclass
-class Orders:
-    orders: dict[str, Order] = field(default_factory=dict)
+class Order:
+    """ONE order: the entity keyed by its id (its ``stage`` is ``""`` until it is requested)."""
+
+    order_id: str = ""
+    customer: str = ""
+    items: list[Item] = field(default_factory=list)
+    total: int = 0
+    stage: str = ""  # placed, paid, then shipped or cancelled
+    history: list[str] = field(default_factory=list)
+    paid: bool = False
+    reason: str = ""
+    shipment_id: str = ""
 
     @handles(OrderRequested)
     def requested(self, e: OrderRequested, ctx: Context) -> None:
-        if e.order_id in self.orders:
+        if self.stage:
             return  # the same request twice (a different message id): one order
-        self.orders[e.order_id] = Order(e.customer, e.total, history=["placed"])
+        self.order_id, self.customer = e.order_id, e.customer
+        self.items, self.total = e.items, e.total
+        self.stage = "placed"
+        self.history.append("placed")
         ctx.publish(
             f"shop.orders.placed.{e.order_id}",
             OrderPlaced(e.order_id, e.customer, e.items, e.total),
@@ -107,30 +134,44 @@ class Orders:
 
     @handles(PaymentCaptured)
     def captured(self, e: PaymentCaptured) -> None:
-        self._move(e.order_id, "paid")
+        if self._move("paid"):
+            self.paid = True
 
     @handles(PaymentDeclined)
     def declined(self, e: PaymentDeclined, ctx: Context) -> None:
-        self._cancel(e.order_id, f"payment declined: {e.reason}", ctx)
+        self._cancel(f"payment declined: {e.reason}", ctx)
 
     @handles(PaymentRefunded)
     def refunded(self, e: PaymentRefunded, ctx: Context) -> None:
-        self._cancel(e.order_id, f"refunded: {e.reason}", ctx)
+        if self._cancel(f"refunded: {e.reason}", ctx):
+            self.paid = False
 
     @handles(ShipmentScheduled)
     def shipped(self, e: ShipmentScheduled) -> None:
-        if self._move(e.order_id, SHIPPED):
-            self.orders[e.order_id].shipment_id = e.shipment_id
+        if self._move(SHIPPED):
+            self.shipment_id = e.shipment_id
 
-    def _move(self, order_id: str, status: str) -> bool:
-        order = self.orders.get(order_id)
-        if order is None or order.status in (SHIPPED, CANCELLED):
-            return False
-        order.status = status
-        order.history.append(status)
+    def status(self) -> OrderStatus:  # the order-status answer
+        return OrderStatus(
+            self.order_id,
+            self.stage,
+            list(self.items),
+            self.total,
+            self.paid,
+            self.stage == SHIPPED,
+            self.reason,
+        )
+
+    def _move(self, stage: str) -> bool:
+        if not self.stage or self.stage in (SHIPPED, CANCELLED):
+            return False  # never requested, or already final
+        self.stage = stage
+        self.history.append(stage)
         return True
 
-    def _cancel(self, order_id: str, reason: str, ctx: Context) -> None:
-        if self._move(order_id, CANCELLED):
-            self.orders[order_id].reason = reason
-            ctx.publish(f"shop.orders.cancelled.{order_id}", OrderCancelled(order_id, reason))
+    def _cancel(self, reason: str, ctx: Context) -> bool:
+        if not self._move(CANCELLED):
+            return False
+        self.reason = reason
+        ctx.publish(f"shop.orders.cancelled.{self.order_id}", OrderCancelled(self.order_id, reason))
+        return True
