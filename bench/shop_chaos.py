@@ -20,7 +20,8 @@ the ``SHOP`` stream:
   (spent differs from captured minus refunded, or exceeds the credit limit) or stock that
   does not (initial minus shipped);
 * ``diverged``: services whose live state (the final snapshot) differs from a fresh fold of
-  their journal;
+  their journal; for orders, an entity actor, each order counts: its state loaded as the
+  runtime loads it (newest snapshot, later rows) against a fold of its own entries;
 * ``out_of_order``: entries of a service's journal, read with ``actorsource journal export``,
   whose stream sequence does not increase, overall or per subject.
 
@@ -51,15 +52,25 @@ from _scaffold import (
 )
 from chaos import Fleet, WorkerProcess, export_order
 
+from actorsource._journal.entity_reader import EntityReader
+from actorsource._journal.entity_recovery import load_entity
+from actorsource._log import get_logger
 from actorsource._model.actor import definition_of
-from actorsource.journal import SQLiteJournal, fold, journal_path, read_entries, restore_state
-from examples.shop import Orders, Payments, Shipping
+from actorsource.journal import (
+    JournalEntry,
+    SQLiteJournal,
+    fold,
+    journal_path,
+    read_entries,
+    restore_state,
+)
+from examples.shop import Order, Payments, Shipping
 from examples.shop.frontend import place, random_requests
 from examples.shop.orders import CANCELLED, SHIPPED
 from examples.shop.payments import CREDIT_LIMIT
 from examples.shop.shipping import INITIAL_STOCK
 
-SERVICES = (Orders, Payments, Shipping)
+SERVICES = (Order, Payments, Shipping)
 
 
 async def _running(worker: WorkerProcess, timeout: float = 60) -> None:
@@ -71,16 +82,36 @@ async def _running(worker: WorkerProcess, timeout: float = 60) -> None:
             worker.read_log()
 
 
-async def _all_final(data_dir: Path, n: int, timeout: float = 120) -> None:
-    """Wait until the orders journal, folded, has every order in a final state."""
-    definition = definition_of(Orders)
+async def _fold_orders(entries: list[JournalEntry]) -> dict[str, Order]:
+    """Each order entity folded over its own entries (a fresh fold, no snapshot)."""
+    by_key: dict[str, list[JournalEntry]] = {}
+    for entry in entries:
+        assert entry.entity is not None
+        by_key.setdefault(entry.entity, []).append(entry)
+    return {key: await fold(Order, rows) for key, rows in by_key.items()}
+
+
+async def _all_final(data_dir: Path, ids: list[str], timeout: float = 120) -> None:
+    """Wait until the orders journal, folded per order, has every order in a final state."""
     with anyio.fail_after(timeout):
         while True:
-            state = await fold(definition, read_entries(journal_path(data_dir, "orders")))
-            book = state.orders
-            if len(book) == n and all(o.status in (SHIPPED, CANCELLED) for o in book.values()):
+            book = await _fold_orders(list(read_entries(journal_path(data_dir, "orders"))))
+            if all(oid in book and book[oid].stage in (SHIPPED, CANCELLED) for oid in ids):
                 return
             await anyio.sleep(0.2)
+
+
+async def _loaded_orders(path: Path, keys: list[str]) -> dict[str, Order]:
+    """Each order as the runtime loads it: its newest usable snapshot, then its later rows."""
+    definition = definition_of(Order)
+    log = get_logger(actor=definition.name)
+    async with SQLiteJournal(path, actor=definition.name) as journal:
+        committed = journal.last_pos
+    out: dict[str, Order] = {}
+    with EntityReader(path) as reader:
+        for key in keys:
+            out[key], _ = await load_entity(definition, reader, key, committed=committed, log=log)
+    return out
 
 
 async def _stream_events(js: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -108,27 +139,36 @@ async def _states(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int, 
         entries = list(read_entries(path))
         seqs = [e.stream_seq for e in entries if e.stream_seq is not None]
         twice += len(seqs) - len(set(seqs))
-        folded[definition.name] = await fold(definition, entries)
+        if cls is Order:  # an entity actor: each order on its own
+            book = await _fold_orders(entries)
+            folded[definition.name] = book
+            live[definition.name] = await _loaded_orders(path, sorted(book))
+            diverged += sum(live["orders"][k] != v for k, v in book.items())
+            continue
+        folded[definition.name] = await fold(cls, entries)
         async with SQLiteJournal(path, actor=definition.name) as journal:
-            live[definition.name], _ = await restore_state(definition, journal)
+            live[definition.name], _ = await restore_state(cls, journal)
         diverged += live[definition.name] != folded[definition.name]
     return live, folded, twice, diverged, out_of_order
 
 
-def _check(state: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
-    book = state["orders"].orders
+def _check(
+    state: dict[str, Any], events: list[tuple[str, dict[str, Any]]], ids: list[str]
+) -> dict[str, int]:
+    book: dict[str, Order] = state["orders"]
     paid = state["payments"].payments
     shipping = state["shipping"]
     per_order = Counter((kind, body["order_id"]) for kind, body in events)
-    unfinished = duplicated = inconsistent = 0
+    unfinished = sum(oid not in book for oid in ids)
+    duplicated = inconsistent = 0
     for oid, order in book.items():
         finals = [s for s in order.history if s in (SHIPPED, CANCELLED)]
-        unfinished += finals != [order.status]
+        unfinished += finals != [order.stage]
         for kind in ("OrderPlaced", "PaymentCaptured", "PaymentDeclined", "PaymentRefunded"):
             duplicated += per_order["shop." + kind, oid] > 1
         duplicated += per_order["shop.ShipmentScheduled", oid] > 1
         payment = paid.get(oid)
-        if order.status == SHIPPED:
+        if order.stage == SHIPPED:
             ok = payment is not None and payment.status == "captured"
             ok = ok and shipping.shipments.get(oid) == order.shipment_id
         elif payment is not None and payment.status == "declined":
@@ -136,6 +176,7 @@ def _check(state: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> d
         else:
             ok = payment is not None and payment.status == "refunded"
             ok = ok and oid in shipping.failed
+        ok = ok and order.paid == (payment is not None and payment.status == "captured")
         inconsistent += not ok
     for customer, spent in state["payments"].spent.items():
         captured = [p for p in paid.values() if p.customer == customer]
@@ -154,6 +195,7 @@ def _check(state: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> d
 async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any]:
     rng = random.Random(args.seed)
     requests = random_requests(args.orders, seed=args.seed)
+    ids = [r.order_id for r in requests]
     data_dir = root / "data"
     logs = root / "logs"
     logs.mkdir()
@@ -178,7 +220,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
                     worker = fleet.spawn()
                     await _running(worker)
             say(f"placed       {len(requests):,} orders, killed the worker {kills} times")
-            await _all_final(data_dir, len(requests))
+            await _all_final(data_dir, ids)
             events = await _stream_events(js)
             worker.process.send_signal(signal.SIGTERM)
             worker.process.wait(timeout=30)
@@ -186,7 +228,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
             await nc.close()
             fleet.kill_all()
     live, _folded, twice, diverged, out_of_order = await _states(data_dir)
-    checks = _check(live, events)
+    checks = _check(live, events, ids)
     checks["duplicated"] += twice
     outcomes = Counter(p.status for p in live["payments"].payments.values())
     say(
@@ -197,6 +239,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
     ok = not any(checks.values()) and diverged == 0 and out_of_order == 0
     return {
         "orders": len(requests),
+        "order_entities": len(live["orders"]),
         "kills": kills,
         "seed": args.seed,
         **checks,
