@@ -118,6 +118,7 @@ def test_outbox_reports_the_actor_and_both_publishing_baselines() -> None:
 def test_shop_chaos_kills_the_worker_and_finds_every_order_final_once() -> None:
     result = _report(["bench/shop_chaos.py", "--orders", "40", "--kills", "2"])
     assert (result["orders"], result["kills"]) == (40, 2)
+    assert result["order_entities"] == 40  # one entity per order
     for key in ("unfinished", "duplicated", "inconsistent", "diverged", "out_of_order"):
         assert result[key] == 0, (key, result)
 

@@ -232,11 +232,14 @@ async def test_each_order_is_an_entity_passivated_and_reloaded_with_its_status(
 
         await orders.tick(now=time.time() + 3_600)  # all idle: passivated, snapshotted
         assert orders.resident == []
-        assert all([await orders.entity_snapshots(oid) for oid in ids])
         await orders.restart()
         assert orders.entity_loads == 0  # a restart loads no order
-        assert await _book(orders, ids) == before
+        order = await orders.entity("o0001")  # loaded: its snapshot, then any later rows
+        assert order == before["o0001"] == await orders.fold_entity("o0001")
+        assert order.status().shipped == (order.stage == SHIPPED)
 
+        assert all([await orders.entity_snapshots(oid) for oid in ids])
+        assert await _book(orders, ids) == before
         request = requests[0]
         status = (await orders.entity(request.order_id)).status()
         assert json.loads(json.dumps(dataclasses.asdict(status))) == {
