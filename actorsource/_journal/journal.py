@@ -53,7 +53,7 @@ from .schema import (
     write_batch,
 )
 from .snapshot_parts import PART_BYTES, PartedSnapshot
-from .storage import is_access_error
+from .storage import is_access_error, quick_check
 
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
@@ -288,7 +288,7 @@ class SQLiteJournal:
         it beside the actor rather than before it; commits are not blocked meanwhile.
         """
         self._check_open()
-        problems = await anyio.to_thread.run_sync(_quick_check, self.path, abandon_on_cancel=True)
+        problems = await anyio.to_thread.run_sync(quick_check, self.path, abandon_on_cancel=True)
         if problems != ["ok"]:
             raise corrupt(self.path, f"fails SQLite's integrity check: {'; '.join(problems)}")
 
@@ -406,15 +406,3 @@ def _prepare_checked(conn: sqlite3.Connection, path: Path, actor: str, synchrono
         unsent=int(scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")),
         positions=positions,
     )
-
-
-def _quick_check(path: Path) -> list[str]:
-    """SQLite's ``quick_check`` of the file at ``path``: ``["ok"]``, or what is wrong."""
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return [str(r[0]) for r in db.execute("PRAGMA quick_check(5)")]
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        return [str(exc)]
