@@ -209,6 +209,14 @@ async def note(kit: ActorKit, i: int) -> None:
     await kit.publish(f"notes.{i}", Noted(f"k{i}", f"{i}:" + "x" * NOTE))
 
 
+async def notes_each_snapshotted(kit: ActorKit, probe: ActorProbe[Notes], n: int) -> None:
+    """Notes 0 .. n-1, each applied and snapshotted (at its position) before the next."""
+    for i in range(n):
+        await note(kit, i)
+        await probe.settled()
+        await newest_snapshot_at(probe, i + 1)
+
+
 async def newest_snapshot_at(probe: ActorProbe[Notes], pos: int) -> None:
     with anyio.fail_after(10):
         while not (s := await probe.snapshots()) or s[0].pos != pos:
@@ -227,10 +235,7 @@ async def test_a_crash_half_way_through_a_parted_snapshot_recovers_from_the_one_
     actor_kit: ActorKit,
 ) -> None:
     async with actor_kit.start(Notes) as notes:
-        for i in range(3):
-            await note(actor_kit, i)
-        await notes.settled()
-        await newest_snapshot_at(notes, 3)
+        await notes_each_snapshotted(actor_kit, notes, 3)
         assert rows(notes.journal_path, "SELECT parts FROM snapshots WHERE pos = 3") == [(3,)]
         notes.arm_crash("between_snapshot_parts")
         await note(actor_kit, 3)  # its snapshot dies after its first part
@@ -246,10 +251,8 @@ async def test_a_crash_half_way_through_a_parted_snapshot_recovers_from_the_one_
 
 async def test_a_corrupt_part_falls_back_to_the_snapshot_before(actor_kit: ActorKit) -> None:
     async with actor_kit.start(Notes) as notes:
-        for i in range(4):
-            await note(actor_kit, i)
-        await notes.settled()
-        await newest_snapshot_at(notes, 4)
+        await notes_each_snapshotted(actor_kit, notes, 4)
+        assert [s.pos for s in await notes.snapshots()] == [4, 3, 2]
         await notes.stop()
         with sqlite3.connect(notes.journal_path) as db:
             db.execute(
