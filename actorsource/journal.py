@@ -27,6 +27,7 @@ from ._journal.offline import JournalSummary, read_dead_letters, read_entries, s
 from ._journal.recovery import RecoveryReport
 from ._journal.recovery import restore_state as _restore_state
 from ._journal.schema import DeadLetter, JournalBatch, NewSnapshot
+from ._journal.snapshot_parts import PartedSnapshot
 from ._journal.storage import journal_path
 from ._model.actor import ActorDefinition as _ActorDefinition
 from ._model.actor import definition_of as _definition_of
@@ -44,6 +45,7 @@ __all__ = [
     "NewEntitySnapshot",
     "NewSnapshot",
     "OutboxMessage",
+    "PartedSnapshot",
     "RecoveryReport",
     "SQLiteJournal",
     "Snapshot",

@@ -23,8 +23,11 @@ Each scenario (K keys, then R keys as a same-run reference) gets its own server 
   runner took meanwhile: their cost is what the p99 and max show against the reference.
 * ``snapshot_encode_ms``, ``snapshot_checksum_ms``, ``snapshot_commit_ms``: one snapshot of
   the final state taken apart (best of 3): ``StateCodec.encode`` (what runs on the event
-  loop), the SHA-256 checksum, and ``SQLiteJournal.append`` of it with pruning to the newest
-  3, in a scratch journal (what runs on the journal's thread, checksum included).
+  loop), the SHA-256 checksum, and writing it with pruning to the newest 3, in a scratch
+  journal (what runs on the journal's thread, checksum included): a large state in
+  ``snapshot_parts`` parts, a transaction each, then its header and the pruning steps, as the
+  runner does; a small one with ``SQLiteJournal.append``. ``snapshot_longest_step_ms`` is the
+  longest of those transactions (worst of 3): what a batch may wait for behind a snapshot.
 * ``crash_restart_to_ready_ms``: the runner is then killed where it was (its task group
   cancelled: no final snapshot) and a new runner started on the journal, timed from just
   before ``runner.run`` until it reports ready: newest snapshot, the entries after it
@@ -42,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -247,7 +251,9 @@ async def scenario(
             say(
                 f"  one snapshot: encode {result['snapshot_encode_ms']:.1f} ms (event loop), "
                 f"checksum {result['snapshot_checksum_ms']:.1f} ms and commit "
-                f"{result['snapshot_commit_ms']:.1f} ms (journal thread)"
+                f"{result['snapshot_commit_ms']:.1f} ms (journal thread, in "
+                f"{result['snapshot_parts']} parts, longest step "
+                f"{result['snapshot_longest_step_ms']:.1f} ms)"
             )
             graceful = await restart(nc, definition, data_dir, want)
             del graceful["state"]
@@ -293,7 +299,7 @@ async def snapshot_costs(definition: Any, state: object, path: Path) -> dict[str
     """Time the parts of one snapshot of ``state`` (best of 3): the encoding (on the event
     loop), the checksum and the commit with pruning (on the journal's thread, in a scratch
     journal that holds ``keep`` earlier snapshots of the same size already)."""
-    encode, checksum, commit = [], [], []
+    encode, checksum, commit, longest = [], [], [], []
     async with SQLiteJournal(path, actor=definition.name) as journal:
         for pos in range(1, definition.snapshots.keep + 4):
             started = time.perf_counter()
@@ -304,15 +310,32 @@ async def snapshot_costs(definition: Any, state: object, path: Path) -> dict[str
             checksum.append(time.perf_counter() - started)
             snapshot = NewSnapshot(data, pos, definition.version, CODEC_NAME, 3)
             started = time.perf_counter()
-            await journal.append(
-                JournalBatch(entries=[], positions={}, dead_letters=[], snapshot=snapshot)
-            )
+            if journal.in_parts(snapshot):
+                # As the runner writes it: a transaction per part, the header, then pruning.
+                write = journal.parted(snapshot)
+                steps = [started]
+                while not await journal.snapshot_step(write):
+                    steps.append(time.perf_counter())
+                steps.append(time.perf_counter())
+                while await journal.prune_step(3, write):
+                    steps.append(time.perf_counter())
+                steps.append(time.perf_counter())
+                longest.append(max(b - a for a, b in itertools.pairwise(steps)))
+                parts = write.parts
+            else:
+                await journal.append(
+                    JournalBatch(entries=[], positions={}, dead_letters=[], snapshot=snapshot)
+                )
+                longest.append(time.perf_counter() - started)
+                parts = 0
             commit.append(time.perf_counter() - started)
     tail = slice(definition.snapshots.keep, None)
     return {
         "snapshot_encode_ms": min(encode) * 1000,
         "snapshot_checksum_ms": min(checksum) * 1000,
         "snapshot_commit_ms": min(commit[tail]) * 1000,
+        "snapshot_longest_step_ms": max(longest[tail]) * 1000,
+        "snapshot_parts": parts,
     }
 
 

@@ -33,7 +33,7 @@ from .._errors import JournalClosedError, JournalError, JournalLockedError
 from .._log import get_logger
 from .._model.events import JournalEntry
 from .._model.snapshots import Snapshot, SnapshotInfo
-from . import tables
+from . import snapshot_parts, tables
 from .connection import ThreadedConnection
 from .lock import take_lock
 from .reader import JournalReader
@@ -52,7 +52,8 @@ from .schema import (
     translate,
     write_batch,
 )
-from .storage import is_access_error
+from .snapshot_parts import PART_BYTES, PartedSnapshot
+from .storage import is_access_error, quick_check
 
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
@@ -64,6 +65,7 @@ __all__ = [
     "JournalBatch",
     "NewSnapshot",
     "OutboxMessage",
+    "PartedSnapshot",
     "SQLiteJournal",
 ]
 
@@ -82,8 +84,11 @@ class SQLiteJournal:
         actor: str,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         integrity_check: bool = False,
+        snapshot_part_bytes: int = PART_BYTES,
     ) -> None:
         self.path = Path(path)
+        #: A snapshot of at least twice this many bytes can be written in parts of this size.
+        self.snapshot_part_bytes = snapshot_part_bytes
         self._integrity_check = integrity_check
         self.actor = actor
         self._synchronous = synchronous
@@ -188,11 +193,40 @@ class SQLiteJournal:
     async def save_snapshot(
         self, *, pos: int, model_version: int, codec: str, state: bytes, keep: int
     ) -> None:
-        """Store a snapshot on its own (no events) and prune to the newest ``keep``."""
+        """Store a snapshot on its own (no events) and prune to the newest ``keep``; a large
+        one in parts (:meth:`in_parts`), each in a transaction of its own."""
         snapshot = NewSnapshot(state, pos, model_version, codec, keep)
-        await self.append(
-            JournalBatch(entries=[], positions={}, dead_letters=[], snapshot=snapshot)
-        )
+        if not self.in_parts(snapshot):
+            await self.append(
+                JournalBatch(entries=[], positions={}, dead_letters=[], snapshot=snapshot)
+            )
+            return
+        write = self.parted(snapshot)
+        while not await self.snapshot_step(write):
+            pass
+        while await self.prune_step(keep):
+            pass
+
+    # -- large snapshots, in parts (snapshot_parts.py) ----------------------------------------
+
+    def in_parts(self, snapshot: NewSnapshot) -> bool:
+        """Tell whether ``snapshot`` is large enough to be written in parts."""
+        return len(snapshot.state) >= 2 * self.snapshot_part_bytes
+
+    def parted(self, snapshot: NewSnapshot) -> PartedSnapshot:
+        """A write of ``snapshot`` in parts: call :meth:`snapshot_step` until it returns True.
+        Its position must be committed before the last step writes the header."""
+        return PartedSnapshot(snapshot, self.snapshot_part_bytes)
+
+    async def snapshot_step(self, write: PartedSnapshot) -> bool:
+        """One transaction of ``write``: a part, or at last its header; True once written."""
+        return await self._run("write a snapshot to", write.step)
+
+    async def prune_step(self, keep: int, writing: PartedSnapshot | None = None) -> bool:
+        """Delete one snapshot beyond the newest ``keep``, or else one part of no snapshot
+        (the parts of ``writing`` are spared), in one transaction; True while more may follow."""
+        busy = writing.id if writing is not None else None
+        return await self._run("prune snapshots in", snapshot_parts.prune_step, keep, busy)
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
         """Record that these outbox messages were acknowledged by JetStream."""
@@ -254,7 +288,7 @@ class SQLiteJournal:
         it beside the actor rather than before it; commits are not blocked meanwhile.
         """
         self._check_open()
-        problems = await anyio.to_thread.run_sync(_quick_check, self.path, abandon_on_cancel=True)
+        problems = await anyio.to_thread.run_sync(quick_check, self.path, abandon_on_cancel=True)
         if problems != ["ok"]:
             raise corrupt(self.path, f"fails SQLite's integrity check: {'; '.join(problems)}")
 
@@ -269,7 +303,7 @@ class SQLiteJournal:
 
     async def read_snapshot(self, snapshot_id: int) -> Snapshot | None:
         """One snapshot with its state bytes, or None if it was pruned meanwhile."""
-        return await self._run("read", tables.read_snapshot, snapshot_id)
+        return await self._run("read", snapshot_parts.read_snapshot, snapshot_id)
 
     async def dead_letter_count(self) -> int:
         """How many dead letters the journal holds."""
@@ -324,6 +358,10 @@ def _prepare_checked(conn: sqlite3.Connection, path: Path, actor: str, synchrono
     if str(mode).lower() != "wal":
         raise JournalError(f"cannot put {path} in WAL mode (got {mode})", path=path)
     conn.execute(f"PRAGMA synchronous={synchronous}")
+    # Debian's SQLite zeroes every page it frees (secure_delete=ON): pruning a snapshot then
+    # wrote as many bytes as writing it. FAST zeroes only what it writes anyway; what pruned
+    # snapshots held is still in the journal's events.
+    conn.execute("PRAGMA secure_delete=FAST")
     if version == 0:
         # One transaction for the schema, the owner and the version stamp: a process killed
         # half-way leaves either an empty file or a complete journal.
@@ -360,21 +398,11 @@ def _prepare_checked(conn: sqlite3.Connection, path: Path, actor: str, synchrono
     if owner != actor:
         raise JournalError(f"{path} is the journal of actor {owner!r}, not {actor!r}", path=path)
     positions = dict(conn.execute("SELECT stream, last_seq FROM positions").fetchall())
+    # The parts of a snapshot whose writing was cut short, or whose pruning was.
+    snapshot_parts.delete_orphans(conn)
     return _Opened(
         version=version,
         last_pos=int(scalar("SELECT coalesce(max(pos), 0) FROM events")),
         unsent=int(scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")),
         positions=positions,
     )
-
-
-def _quick_check(path: Path) -> list[str]:
-    """SQLite's ``quick_check`` of the file at ``path``: ``["ok"]``, or what is wrong."""
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return [str(r[0]) for r in db.execute("PRAGMA quick_check(5)")]
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        return [str(exc)]

@@ -88,17 +88,19 @@ def summarize(path: str | os.PathLike[str]) -> JournalSummary:
         count, first, last = one("SELECT count(*), min(pos), max(pos) FROM events")
         first_at = one("SELECT received_at FROM events ORDER BY pos LIMIT 1")
         last_at = one("SELECT received_at FROM events ORDER BY pos DESC LIMIT 1")
+        (schema,) = one("PRAGMA user_version")
+        size = "coalesce(size, length(state))" if schema >= 4 else "length(state)"
         snapshots = [
             SnapshotInfo(*row)
             for row in db.execute(
-                "SELECT id, pos, model_version, codec, length(state), created_at "
+                f"SELECT id, pos, model_version, codec, {size}, created_at "
                 "FROM snapshots ORDER BY pos DESC, id DESC"
             )
         ]
         return JournalSummary(
             path=p,
             actor=actor[0] if actor else None,
-            schema_version=one("PRAGMA user_version")[0],
+            schema_version=schema,
             events=count,
             first_pos=first,
             last_pos=last,

@@ -2,7 +2,8 @@
 
 Used by the runner at every start and after a failed handler, and offline by tools that
 check or rebuild a journal. A snapshot is used only if its model version matches, its codec
-is known, its position is within the journal, its checksum verifies and its bytes decode;
+is known, its position is within the journal, all its parts are there (a large one is stored
+in parts), its checksum verifies and its bytes decode;
 every other one is skipped with the reason, and older ones are tried. With no usable
 snapshot the whole journal is replayed. Replay streams the journal in chunks (constant
 memory) through the same handlers as live processing, with ``ctx.replaying`` set.
@@ -73,7 +74,9 @@ async def restore_state(
             snapshot = await journal.read_snapshot(info.id)
             if snapshot is None:
                 continue
-            if not snapshot.verifies():
+            if snapshot.parts_missing:
+                why = f"{snapshot.parts_missing} of its parts missing"
+            elif not snapshot.verifies():
                 why = "checksum mismatch"
             else:
                 try:

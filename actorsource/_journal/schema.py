@@ -26,13 +26,14 @@ from .._errors import (
 from .._model.effects import OutboxMessage
 from .._model.events import JournalEntry
 from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER
-from .._model.snapshots import snapshot_checksum
+from .._model.snapshots import NewSnapshot, snapshot_checksum
 from .entity_store import (
     ENTITY_MIGRATION,
     ENTITY_SCHEMA,
     NewEntitySnapshot,
     write_entity_snapshots,
 )
+from .snapshot_parts import PARTS_MIGRATION, PARTS_SCHEMA
 from .storage import is_access_error, os_error
 
 __all__ = [
@@ -62,7 +63,7 @@ __all__ = [
 ]
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Statements that bring a journal of schema ``n`` to ``n + 1``, each run in one transaction.
 MIGRATIONS = {
@@ -72,6 +73,9 @@ MIGRATIONS = {
     # Keyed entities: the entity an event belongs to (NULL in a singleton actor's journal,
     # and for every event journaled before), its index and the entities' snapshots.
     2: ENTITY_MIGRATION,
+    # Large snapshots in parts (snapshot_parts.py): the parts' table, and a header's part
+    # count and size; every snapshot written before is one blob (NULL parts).
+    3: PARTS_MIGRATION,
 }
 
 SCHEMA = """
@@ -108,7 +112,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
     codec         TEXT    NOT NULL,
     checksum      TEXT    NOT NULL,
     state         BLOB    NOT NULL,
-    created_at    REAL    NOT NULL
+    created_at    REAL    NOT NULL,
+    parts         INTEGER,
+    size          INTEGER
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -138,6 +144,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
 """
 SCHEMA += ENTITY_SCHEMA  # the entities' index and snapshots (entity_store.py)
+SCHEMA += PARTS_SCHEMA  # large snapshots' parts (snapshot_parts.py)
 
 headers_encoder = msgspec.json.Encoder()
 headers_decoder = msgspec.json.Decoder(dict[str, str])
@@ -157,17 +164,6 @@ class DeadLetter:
     msg_id: str | None = None
     headers: dict[str, str] | None = None
     at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class NewSnapshot:
-    """A snapshot to store with a batch: the state's bytes at ``pos``, and how many to keep."""
-
-    state: bytes
-    pos: int
-    model_version: int
-    codec: str
-    keep: int = 3
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .._errors import JournalAccessError, JournalError
 
-__all__ = ["is_access_error", "journal_path", "os_error", "prepare_data_dir"]
+__all__ = ["is_access_error", "journal_path", "os_error", "prepare_data_dir", "quick_check"]
 
 
 def journal_path(data_dir: Path, actor: str) -> Path:
@@ -76,3 +76,15 @@ def prepare_data_dir(path: Path) -> None:
             pass
     except OSError as exc:
         raise os_error(exc, path, doing, detail=False) from exc
+
+
+def quick_check(path: Path) -> list[str]:
+    """SQLite's ``quick_check`` of the file at ``path``: ``["ok"]``, or what is wrong."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return [str(r[0]) for r in db.execute("PRAGMA quick_check(5)")]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]

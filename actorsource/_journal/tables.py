@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._model.events import JournalEntry
-from .._model.snapshots import Snapshot, SnapshotInfo
+from .._model.snapshots import SnapshotInfo
 from .schema import (
     DEAD_LETTER_COLUMNS,
     ENTRY_COLUMNS,
@@ -33,7 +33,6 @@ __all__ = [
     "fetchall",
     "known",
     "mark_sent",
-    "read_snapshot",
     "snapshots",
     "unsent_outbox",
 ]
@@ -85,25 +84,25 @@ def entries_after(conn: sqlite3.Connection, after: int, limit: int) -> list[Jour
 def snapshots(conn: sqlite3.Connection) -> list[SnapshotInfo]:
     """Every snapshot's metadata (not its state), newest first (position, then id)."""
     rows = conn.execute(
-        "SELECT id, pos, model_version, codec, length(state), created_at FROM snapshots "
+        "SELECT id, pos, model_version, codec, coalesce(size, length(state)), created_at "
+        "FROM snapshots "
         "ORDER BY pos DESC, id DESC"
     )
     return [SnapshotInfo(*row) for row in rows]
 
 
-def read_snapshot(conn: sqlite3.Connection, snapshot_id: int) -> Snapshot | None:
-    """One snapshot with its state bytes, or None if there is none with this id."""
-    row = conn.execute(
-        "SELECT id, pos, model_version, codec, checksum, state, created_at FROM snapshots "
-        "WHERE id = ?",
-        (snapshot_id,),
-    ).fetchone()
-    return Snapshot(*row) if row else None
-
-
 def delete_snapshots(conn: sqlite3.Connection) -> int:
-    """Delete every snapshot; how many there were."""
-    return conn.execute("DELETE FROM snapshots").rowcount
+    """Delete every snapshot (and every part of one), in one transaction; how many there were."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        deleted = conn.execute("DELETE FROM snapshots").rowcount
+        conn.execute("DELETE FROM snapshot_parts")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return deleted
 
 
 def delete_entity_snapshots(conn: sqlite3.Connection) -> int:

@@ -28,6 +28,7 @@ import msgspec
 from .._errors import ActorDefinitionError, SnapshotError
 
 __all__ = [
+    "NewSnapshot",
     "SMALL_STATE_BYTES",
     "STRETCH_LIMIT",
     "Snapshot",
@@ -35,6 +36,7 @@ __all__ = [
     "SnapshotPolicy",
     "StateCodec",
     "snapshot_checksum",
+    "snapshot_hasher",
 ]
 
 _encoder = msgspec.json.Encoder()
@@ -102,6 +104,20 @@ class SnapshotPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class NewSnapshot:
+    """A snapshot to store: the state's bytes at ``pos``, and how many to keep.
+
+    The journal writes it in its batch's transaction, or a large one in parts
+    (:class:`~actorsource._journal.snapshot_parts.PartedSnapshot`)."""
+
+    state: bytes
+    pos: int
+    model_version: int
+    codec: str
+    keep: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotInfo:
     """A stored snapshot's metadata: where it stands and what it weighs, without its bytes."""
 
@@ -124,18 +140,28 @@ class Snapshot:
     checksum: str
     state: bytes
     created_at: float
+    #: How many of a parted snapshot's parts are not in the journal (it is then unusable).
+    parts_missing: int = 0
 
     def verifies(self) -> bool:
-        """Tell whether the stored checksum matches the stored bytes."""
-        return self.checksum == snapshot_checksum(
+        """Tell whether every part is there and the stored checksum matches the bytes."""
+        return not self.parts_missing and self.checksum == snapshot_checksum(
             self.model_version, self.pos, self.codec, self.state
         )
 
 
-def snapshot_checksum(model_version: int, pos: int, codec: str, state: bytes) -> str:
-    """The SHA-256 checksum that binds state bytes to their position, version and codec."""
+def snapshot_hasher(model_version: int, pos: int, codec: str) -> hashlib._Hash:
+    """A SHA-256 hash already fed with what binds state bytes to their position, version
+    and codec: update it with the bytes (all at once or piece by piece), then take its hex
+    digest to have :func:`snapshot_checksum`."""
     h = hashlib.sha256()
     h.update(f"{model_version}:{pos}:{codec}:".encode())
+    return h
+
+
+def snapshot_checksum(model_version: int, pos: int, codec: str, state: bytes) -> str:
+    """The SHA-256 checksum that binds state bytes to their position, version and codec."""
+    h = snapshot_hasher(model_version, pos, codec)
     h.update(state)
     return h.hexdigest()
 

@@ -8,6 +8,12 @@ bigger instead of stopping the loop. Only when the waiting job holds ``merge_lim
 deliveries does :meth:`Committer.submit` wait. Nothing is acknowledged before its commit
 returned.
 
+A job's snapshot too large for its transaction is taken out of it and handed, once the job
+is committed, to the :class:`~.snapshot_writer.SnapshotWriter`, which writes it in parts:
+the commit task takes one of its steps after each job it commits and keeps stepping while
+no job waits, so the batches behind a large snapshot wait for one short step, not for all
+of it.
+
 A batch that holds a message id the journal already has (:class:`DuplicateMessageIdError`)
 is not stored. The committer then stops committing: that batch and every batch after it
 are set aside, unacknowledged and in stream order, in :attr:`Committer.redo`, and the
@@ -27,6 +33,7 @@ import structlog
 from .._errors import JournalCorruptError, JournalError, JournalOrderError
 from .._journal.journal import DeadLetter, DuplicateMessageIdError, JournalBatch, SQLiteJournal
 from .._mailbox.mailbox import Delivery, JetStreamMailbox
+from .snapshot_writer import SnapshotWriter
 from .status import ActorStats, CrashSwitch
 
 __all__ = ["CommitJob", "Committer"]
@@ -75,8 +82,10 @@ class Committer:
         attempts: int = 8,
         gate: anyio.Event | None = None,
         merge_limit: int = 1_024,
+        snapshots: SnapshotWriter | None = None,
     ) -> None:
         self._journal = journal
+        self._snapshots = snapshots
         self._gate = gate
         self._mailbox = mailbox
         self._lock = write_lock
@@ -166,12 +175,16 @@ class Committer:
 
     async def run(self) -> None:
         """The committer task: commit and acknowledge each job in turn."""
+        snapshots = self._snapshots
         while True:
-            await self._handed.wait()
             job = self._waiting
             if job is None:
                 if self._closed:
                     return
+                if snapshots is not None and snapshots.pending:
+                    await snapshots.step()  # nothing waits: the large snapshot goes on
+                    continue
+                await self._handed.wait()
                 self._handed = anyio.Event()
                 continue
             self._waiting = None
@@ -183,6 +196,8 @@ class Committer:
                 self._inflight.remove(job)
                 if not self._inflight:
                     self._idle.set()
+            if snapshots is not None and snapshots.pending:
+                await snapshots.step()  # one step between two jobs: it never starves
 
     async def _commit_and_ack(self, job: CommitJob) -> None:
         if self._gate is not None:
@@ -190,6 +205,11 @@ class Committer:
             # acknowledged until it has passed.
             await self._gate.wait()
         self._crash.check("before_commit")
+        snapshot, writer = job.batch.snapshot, self._snapshots
+        if snapshot is not None and writer is not None and writer.accepts(snapshot):
+            job.batch.snapshot = None  # written in parts once its position is committed
+        else:
+            snapshot = None
         try:
             await self._commit(job.batch)
         except DuplicateMessageIdError:
@@ -197,6 +217,8 @@ class Committer:
             self._set_aside(job)
             self._on_conflict()
             return
+        if snapshot is not None and writer is not None:
+            writer.start(snapshot)
         self._on_committed(job)
         self._crash.check("after_commit")
         await self._mailbox.ack(job.to_ack)

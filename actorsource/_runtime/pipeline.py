@@ -42,6 +42,7 @@ from .deadletters import dlq_message
 from .entities import Entities
 from .retry import Retried, retry_in_place
 from .snapshot_schedule import SnapshotSchedule
+from .snapshot_writer import SnapshotWriter
 from .status import ActorStats, CrashSwitch
 from .triage import Failure, Triage, triage
 
@@ -59,7 +60,11 @@ async def restore(
 
 
 async def recover(
-    live: LiveState, journal: SQLiteJournal, schedule: SnapshotSchedule, write_lock: anyio.Lock
+    live: LiveState,
+    journal: SQLiteJournal,
+    schedule: SnapshotSchedule,
+    write_lock: anyio.Lock,
+    writer: SnapshotWriter | None = None,
 ) -> RecoveryReport:
     """Recovery at start: restore the state, and snapshot it when the replay was long (at
     least a snapshot interval) or the model version changed (old snapshots are useless)."""
@@ -76,7 +81,7 @@ async def recover(
     every = live.definition.snapshots.every
     version_bumped = any("model version" in why for _, why in report.skipped)
     if report.replayed and (version_bumped or (every is not None and report.replayed >= every)):
-        await schedule.take_now(journal, write_lock, live.state, report.journal_pos)
+        await schedule.take_now(journal, write_lock, live.state, report.journal_pos, writer)
     return report
 
 
@@ -101,8 +106,10 @@ class Pipeline:
         commit_attempts: int,
         gate: anyio.Event | None,
         entities: Entities | None = None,
+        snapshots: SnapshotWriter | None = None,
     ) -> None:
         self._live = live
+        self._snapshots = snapshots
         self._entities = entities
         self._journal = journal
         self._schedule = schedule
@@ -127,6 +134,7 @@ class Pipeline:
             on_conflict=on_conflict,
             attempts=commit_attempts,
             gate=gate,
+            snapshots=snapshots,
         )
         # The cursor: the last position assigned and the highest stream sequence handled,
         # ahead of the journal by the jobs not yet committed.
@@ -202,7 +210,7 @@ class Pipeline:
         entity_snapshots = None
         if entities is not None:
             entity_snapshots = entities.collect(failed=failure is not None)
-        elif outcome.entries and failure is None:
+        elif outcome.entries and failure is None and not self._writing():
             snapshot = self._schedule.due(outcome.pos, self._live.state)
         job = outcome.to_job(
             deliveries[start : outcome.end],
@@ -252,6 +260,10 @@ class Pipeline:
         job = outcome.to_job([d], stream=stream, high=high, dlq=self._dlq)
         await self._submit(job, outcome.pos, stream, outcome.top)
         await self.committer.drain()
+
+    def _writing(self) -> bool:
+        """True while a large snapshot is being written in parts (none is due meanwhile)."""
+        return self._snapshots is not None and self._snapshots.writing
 
     async def _submit(self, job: CommitJob, pos: int, stream: str, top: int) -> None:
         self._pos = pos
@@ -327,7 +339,13 @@ class Pipeline:
         if self._entities is not None:
             await self._commit_snapshots(self._entities.unsaved())
             return pos
-        await self._schedule.take_now(self._journal, self._write_lock, self._live.state, pos)
+        if self._snapshots is not None:
+            await self._snapshots.finish()  # a large one under way may be at ``pos`` already
+            if self._stats.last_snapshot_pos == pos:
+                return pos
+        await self._schedule.take_now(
+            self._journal, self._write_lock, self._live.state, pos, self._snapshots
+        )
         return pos
 
     async def passivate(self, now: float | None = None) -> int:

@@ -50,6 +50,7 @@ from .loop import ActorLoop
 from .outbox import OutboxPublisher
 from .pipeline import Pipeline, recover
 from .snapshot_schedule import SnapshotSchedule
+from .snapshot_writer import SnapshotWriter
 from .status import ActorStats, ActorStatus, CrashSwitch, SimulatedCrash
 from .timers import TimerTicks
 
@@ -208,6 +209,7 @@ class ActorRunner:
                 self.journal_path, actor=self.name, synchronous=self._synchronous
             ) as journal:
                 self._journal = journal
+                writer = self._schedule.writer(journal, self._write_lock, crash=self._crash)
                 if self._integrity_check == "before-start":
                     await journal.check_integrity()
                 self.status = ActorStatus.RECOVERING
@@ -219,13 +221,13 @@ class ActorRunner:
                     self.recovery = RecoveryReport(journal_pos=journal.last_pos)
                 else:
                     self.recovery = await recover(
-                        self._live, journal, self._schedule, self._write_lock
+                        self._live, journal, self._schedule, self._write_lock, writer
                     )
                 mailbox = mailbox_for(self.definition, self._nc, ack_wait=self._ack_wait)
                 await ensure_dlq_stream(self._nc.jetstream(), self.definition.errors, self.name)
                 self.stream = await bind_mailbox(mailbox, journal, log=self.log)
                 try:
-                    await self._serve(journal, mailbox, task_status)
+                    await self._serve(journal, mailbox, writer, task_status)
                 except BaseExceptionGroup as group:
                     raise sole_error(group, anyio.get_cancelled_exc_class())  # noqa: B904
             self.status = ActorStatus.STOPPED
@@ -249,6 +251,7 @@ class ActorRunner:
         self,
         journal: SQLiteJournal,
         mailbox: JetStreamMailbox,
+        writer: SnapshotWriter,
         task_status: anyio.abc.TaskStatus[None],
     ) -> None:
         js = self._nc.jetstream()
@@ -270,6 +273,7 @@ class ActorRunner:
             commit_attempts=self._commit_attempts,
             gate=verified if self._integrity_check == "background" else None,
             entities=self._entities,
+            snapshots=writer,
         )
         doorbell = MailboxDoorbell(mailbox, self._control)
         try:

@@ -17,10 +17,23 @@ __all__ = [
 ]
 
 #: Where a runner can be made to crash: around its journal commit and acknowledgement, and
-#: around the outbox publishing what was committed (before sending; sent but not marked).
-CRASH_POINTS = ("before_commit", "after_commit", "after_ack", "before_publish", "after_publish")
+#: around the outbox publishing what was committed (before sending; sent but not marked),
+#: and half-way through a large snapshot written in parts (some parts in, no header).
+CRASH_POINTS = (
+    "before_commit",
+    "after_commit",
+    "after_ack",
+    "before_publish",
+    "after_publish",
+    "between_snapshot_parts",
+)
 CrashPoint = Literal[
-    "before_commit", "after_commit", "after_ack", "before_publish", "after_publish"
+    "before_commit",
+    "after_commit",
+    "after_ack",
+    "before_publish",
+    "after_publish",
+    "between_snapshot_parts",
 ]
 
 

@@ -252,8 +252,9 @@ class ActorProbe(Generic[S]):
 
     def arm_crash(self, at: CrashPoint) -> None:
         """Make the actor die the next time it reaches ``at``: ``"before_commit"``,
-        ``"after_commit"``, ``"after_ack"``, or around its outbox ``"before_publish"`` and
-        ``"after_publish"`` (sent, not yet marked sent); then :meth:`crashed` waits for it."""
+        ``"after_commit"``, ``"after_ack"``, around its outbox ``"before_publish"`` and
+        ``"after_publish"`` (sent, not yet marked sent), or ``"between_snapshot_parts"`` (a
+        large snapshot half written); then :meth:`crashed` waits for it."""
         self._switch.arm(at)
 
     async def crashed(self, *, restart: bool = True, timeout: float = 15.0) -> None:

@@ -26,6 +26,7 @@ from actorsource._log import get_logger
 from actorsource._mailbox.mailbox import Delivery
 from actorsource._model.events import JournalEntry
 from actorsource._runtime.committer import CommitJob, Committer
+from actorsource._runtime.snapshot_writer import SnapshotWriter
 from actorsource._runtime.status import ActorStats, CrashSwitch
 
 STREAM = "LEDGER"
@@ -109,10 +110,12 @@ class RecordingMailbox:
 
 
 class Harness:
-    def __init__(self, journal: SQLiteJournal, **options: object) -> None:
+    def __init__(
+        self, journal: SQLiteJournal, *, lock: anyio.Lock | None = None, **options: object
+    ) -> None:
         self.journal = journal
         self.mailbox = RecordingMailbox(journal.path)
-        self.lock = anyio.Lock()
+        self.lock = lock or anyio.Lock()
         self.stats = ActorStats()
         self.committed: list[CommitJob] = []
         self.conflicts = 0
@@ -408,3 +411,50 @@ async def test_after_a_conflict_is_cleared_the_committer_commits_again(
         await committer.submit(make_job(2, [2, 4]))
         await committer.drain()
     assert h.mailbox.acked == [([2, 4], 4)]
+
+
+# -- large snapshots -----------------------------------------------------------------------
+
+
+async def test_a_large_snapshot_is_written_in_parts_with_batches_committed_between_them(
+    tmp_path: Path,
+) -> None:
+    taken: list[tuple[int, int]] = []
+    async with SQLiteJournal(
+        tmp_path / "ledger.journal.sqlite", actor="ledger", snapshot_part_bytes=1_024
+    ) as journal:
+        lock = anyio.Lock()
+        writer = SnapshotWriter(
+            journal,
+            lock,
+            get_logger(actor="ledger"),
+            on_taken=lambda pos, seconds, parts: taken.append((pos, parts)),
+            on_failed=lambda pos: None,
+        )
+        harness = Harness(journal, lock=lock, snapshots=writer)
+        seen: list[tuple[int, int, int]] = []  # per ack: (stream seq, parts, headers) in the file
+
+        async def ack(deliveries: list[Delivery]) -> None:
+            with sqlite3.connect(journal.path) as db:
+                [(parts,)] = db.execute("SELECT count(*) FROM snapshot_parts").fetchall()
+                [(headers,)] = db.execute("SELECT count(*) FROM snapshots").fetchall()
+            seen.append((deliveries[0].stream_seq, parts, headers))
+
+        harness.mailbox.ack = ack  # type: ignore[method-assign]
+        state = b"{" + b" " * 10_000 + b"}"  # ten parts of 1 KiB (the last one shorter)
+        async with running(harness) as committer:
+            await committer.submit(make_job(1, [1], snapshot=NewSnapshot(state, 1, 1, "json")))
+            for seq in range(2, 5):
+                await until(lambda: committer._waiting is None)
+                await committer.submit(make_job(seq, [seq]))
+            await committer.drain()
+            await until(lambda: not writer.pending)
+        snapshot = await journal.read_snapshot((await journal.snapshots())[0].id)
+    assert taken == [(1, 10)]
+    assert snapshot is not None
+    assert snapshot.verifies()
+    assert snapshot.state == state
+    assert seen[0] == (1, 0, 0)  # the batch, then its snapshot's parts
+    between = [(seq, parts) for seq, parts, headers in seen[1:] if 0 < parts < 10]
+    assert between, f"no batch was committed between two parts: {seen}"
+    assert all(headers == 0 for _, parts, headers in seen if parts < 10)
