@@ -107,6 +107,13 @@ class AnswerQueries(Request):
 
     queries: list[Any] = field(default_factory=list)
 
+    def finish(self, failed: BaseException | None = None) -> None:
+        """Done; if it could not be, each of its queries fails with the reason."""
+        super().finish(failed)
+        if failed is not None:
+            for pending in self.queries:
+                pending.fail(failed)
+
 
 @dataclass(eq=False)
 class Stop(Request):

@@ -98,8 +98,14 @@ class ActorLoop:
         elif isinstance(request, Passivate):
             await pipeline.passivate(request.now)
         elif isinstance(request, AnswerQueries):
+            committer = pipeline.committer
             await self._queries.answer(
-                request, settle=pipeline.settle, state_of=self._state_of, at=self._reflected
+                request,
+                settle=pipeline.settle,
+                state_of=self._state_of,
+                at=self._reflected,
+                committing=bool(committer.in_flight or committer.conflict),
+                mail_waiting=self._mailbox.buffered_count > 0,
             )
 
     async def _state_of(self, key: str | None) -> Any:

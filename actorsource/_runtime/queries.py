@@ -5,11 +5,14 @@ arrives (:meth:`QueryDesk.prepare`), then handed to the actor's loop: the querie
 while the loop is busy join one :class:`~.control.AnswerQueries` request (one waits in
 the control channel at most), so a burst of queries costs the loop one stop, not one each.
 
-**Committed only.** When the loop takes that request it first waits for the commit in
-flight (``pipeline.settle()``): the state is then exactly the fold of the journal, with
-nothing applied that a crash could still undo, and each answer carries the journal
-position and the stream sequence it reflects. Until that commit returns the loop applies
-nothing more; the mailbox keeps receiving meanwhile and the next batch is bigger.
+**Committed only.** When the loop answers it first waits for the commit in flight
+(``pipeline.settle()``): the state is then exactly the fold of the journal, with nothing
+applied that a crash could still undo, and each answer carries the journal position and
+the stream sequence it reflects. Until that commit returns the loop applies nothing more,
+which costs consumption only when mail is waiting: then the loop stops for queries at
+most once per :data:`STOP_GAP` seconds and otherwise hands them on behind the next batch
+(at most ``STOP_GAP`` plus a batch and a commit later). With no mail waiting, or no
+commit in flight, they are answered at once.
 
 **Entities.** A query on an entity that is not resident loads it from its snapshot and
 committed rows, and does *not* make it resident: reads must not push out the entities
@@ -25,6 +28,7 @@ one that changed it is answered with :class:`QueryMutatedStateError` and reporte
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +38,6 @@ import msgspec
 import structlog
 
 from .._errors import (
-    ActorNotRunning,
     NoSuchEntityError,
     QueryArgumentsError,
     QueryError,
@@ -50,7 +53,11 @@ from .._model.query import Query, encode_result
 from .._model.query_wire import QueryAnswer
 from .control import AnswerQueries, Control
 
-__all__ = ["PendingQuery", "QueryDesk", "ReflectedPosition"]
+__all__ = ["STOP_GAP", "PendingQuery", "QueryDesk", "ReflectedPosition"]
+
+#: While mail is waiting, the loop waits for a commit to answer queries at most once per
+#: this many seconds (each such wait costs consumption the rest of a commit's time).
+STOP_GAP = 0.025
 
 
 @dataclass(eq=False)
@@ -63,7 +70,15 @@ class PendingQuery:
     answer: bytes | None = None
     error: QueryError | None = None
     abandoned: bool = False
-    request: AnswerQueries | None = field(default=None, repr=False)
+    done: anyio.Event = field(default_factory=anyio.Event, repr=False)
+
+    def fail(self, why: BaseException) -> None:
+        """The actor stopped before answering (the request failed with ``why``)."""
+        if not self.done.is_set():
+            self.error = QueryNotRunningError(
+                f"the actor stopped before answering: {why}", query=self.query.name, key=self.key
+            )
+            self.done.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +108,7 @@ class QueryDesk:
         self._check = check_read_only
         self._on_violation = on_violation
         self._open: AnswerQueries | None = None
+        self._last_stop = 0.0
         self._bell = anyio.Event()
         #: Queries answered (with a result or an error) since start.
         self.answered = 0
@@ -147,36 +163,31 @@ class QueryDesk:
         """Hand ``pending`` to the loop and wait for its answer (the encoded
         :class:`QueryAnswer`); raises the :class:`QueryError` it got, or
         :class:`QueryTimeoutError` / :class:`QueryNotRunningError`."""
+        self._submit(pending)
+        with anyio.move_on_after(timeout):
+            await pending.done.wait()
+        if pending.error is not None:
+            pending.error.actor = self.definition.name
+            raise pending.error
+        if pending.answer is None:
+            pending.abandoned = True
+            raise QueryTimeoutError(
+                f"actor {self.definition.name!r} did not answer query {pending.query.name!r} "
+                f"within {timeout:.3g} s (its loop was busy with a long batch, a retry or a "
+                "snapshot)",
+                actor=self.definition.name,
+                query=pending.query.name,
+                key=pending.key,
+            )
+        return pending.answer
+
+    def _submit(self, pending: PendingQuery) -> None:
         request = self._open
         if request is None:
             request = self._open = AnswerQueries(queries=[pending])
             self._control.ask(request)
         else:
             request.queries.append(pending)
-        pending.request = request
-        name, actor = pending.query.name, self.definition.name
-        with anyio.move_on_after(timeout):
-            try:
-                await request.wait()
-            except ActorNotRunning as exc:
-                raise QueryNotRunningError(
-                    f"actor {actor!r} stopped before answering: {exc}",
-                    actor=actor,
-                    query=name,
-                    key=pending.key,
-                ) from None
-        if pending.error is not None:
-            raise pending.error
-        if pending.answer is None:
-            pending.abandoned = True
-            raise QueryTimeoutError(
-                f"actor {actor!r} did not answer query {name!r} within {timeout:.3g} s "
-                "(its loop was busy with a long batch, a retry or a snapshot)",
-                actor=actor,
-                query=name,
-                key=pending.key,
-            )
-        return pending.answer
 
     # -- on the loop -------------------------------------------------------------------------
 
@@ -187,13 +198,25 @@ class QueryDesk:
         settle: Callable[[], Awaitable[None]],
         state_of: Callable[[str | None], Awaitable[Any]],
         at: Callable[[], ReflectedPosition],
+        committing: bool,
+        mail_waiting: bool,
     ) -> None:
-        """Answer every query of ``request`` (the loop's part): settle, then call each."""
+        """Answer every query of ``request`` (the loop's part): settle, then call each; or,
+        when that would hold up waiting mail too often, hand them on behind it."""
         if self._open is request:
             self._open = None  # queries asked from now on join the next request
+        queries, request.queries = request.queries, []
+        now = time.monotonic()
+        if committing and mail_waiting and now - self._last_stop < STOP_GAP:
+            for pending in queries:
+                if not pending.abandoned:
+                    self._submit(pending)  # behind the mail (its MailReady is asked)
+            return
+        if committing:
+            self._last_stop = now
         await settle()
         position = at()
-        for pending in request.queries:
+        for pending in queries:
             if pending.abandoned:
                 continue
             try:
@@ -222,6 +245,7 @@ class QueryDesk:
                     pending.key,
                 )
                 pending.error = exc
+            pending.done.set()
             self.answered += 1
 
     def _call(self, pending: PendingQuery, state: Any) -> bytes:
