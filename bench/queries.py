@@ -20,8 +20,8 @@ CPU is not the actors' event loop) does the work of each phase:
    it is started and its applied count measured over a W-second window
    (``consumption_per_s``); again with B more events and the client asking in a closed
    loop with 4 queries in flight meanwhile (``consumption_with_queries_per_s``, and
-   ``queries_per_s_during``). ``ratio_consumption_with_queries`` is the second over the
-   first (same run).
+   ``queries_per_s_during``); the pair is repeated ``--repeat`` times, alternating.
+   ``ratio_consumption_with_queries`` is the median of the pairs' ratios (``ratios``).
 
 The singleton's final balances are checked against ``examples.bank.expected_balances`` of
 everything published to it. The last line on stdout is one JSON object.
@@ -41,7 +41,16 @@ from typing import Any
 import anyio
 import anyio.abc
 import nats.micro
-from _scaffold import BenchError, Say, bank, connect, quiet_library, run_bench, scratch_server
+from _scaffold import (
+    BenchError,
+    Say,
+    bank,
+    connect,
+    median,
+    quiet_library,
+    run_bench,
+    scratch_server,
+)
 from nats.aio.client import Client as NATS
 from nats.micro.service import ServiceConfig
 
@@ -297,6 +306,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
                 await tg.start(
                     endpoints.serve, service, [definition_of(Accounts), definition_of(Ledger)]
                 )
+                backlog_seeds: list[int] = []
                 accounts = await host.start(Accounts)
                 await host.start(Ledger)
                 ack = await nc.jetstream().publish(
@@ -318,26 +328,35 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
                     key = "queries_per_s_sequential" if n == 1 else f"queries_per_s_{n}_in_flight"
                     result[key] = round(got["per_s"])
                     say(f"{key}: {got['per_s']:.0f}")
-                rates = {}
-                for load, seed in ((False, 2), (True, 3)):
-                    await host.stop(accounts)
-                    await _publish(nc, deposits(args.backlog, seed), f"backlog-{seed}")
-                    accounts, rate, per_s = await _consumption(host, url, args.window, load=load)
-                    rates[load] = rate
-                    say(
-                        f"consumption {'with' if load else 'without'} queries: {rate:,.0f}/s"
-                        + (f" ({per_s:,.0f} queries/s)" if load else "")
-                    )
-                    if load:
-                        result["queries_per_s_during"] = round(per_s)
-                result["consumption_per_s"] = round(rates[False])
-                result["consumption_with_queries_per_s"] = round(rates[True])
-                result["ratio_consumption_with_queries"] = round(rates[True] / rates[False], 3)
+                rates: dict[bool, list[float]] = {False: [], True: []}
+                during: list[float] = []
+                seeds = iter(range(100, 200))
+                for _ in range(args.repeat):
+                    for load in (False, True):
+                        await host.stop(accounts)
+                        seed = next(seeds)
+                        backlog_seeds.append(seed)
+                        await _publish(nc, deposits(args.backlog, seed), f"backlog-{seed}")
+                        accounts, rate, per_s = await _consumption(
+                            host, url, args.window, load=load
+                        )
+                        rates[load].append(rate)
+                        if load:
+                            during.append(per_s)
+                        say(
+                            f"consumption {'with' if load else 'without'} queries: {rate:,.0f}/s"
+                            + (f" ({per_s:,.0f} queries/s)" if load else "")
+                        )
+                ratios = [w / wo for w, wo in zip(rates[True], rates[False], strict=True)]
+                result["queries_per_s_during"] = round(median(during))
+                result["consumption_per_s"] = round(median(rates[False]))
+                result["consumption_with_queries_per_s"] = round(median(rates[True]))
+                result["ratio_consumption_with_queries"] = round(median(ratios), 3)
+                result["ratios"] = [round(r, 3) for r in ratios]
                 # Everything published to the singleton, in stream order.
                 everything: list[bank.BankEvent] = [
                     *deposits(round(RATE * (args.seconds + 1.0)), SEEDS["singleton"]),
-                    *deposits(args.backlog, 2),
-                    *deposits(args.backlog, 3),
+                    *(e for seed in backlog_seeds for e in deposits(args.backlog, seed)),
                 ]
                 expected, _ = bank.expected_balances(everything)
                 with anyio.fail_after(60):
@@ -366,6 +385,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--backlog", type=int, default=60_000, help="events put before each consumption window"
     )
     parser.add_argument("--window", type=float, default=1.5, help="the consumption window, seconds")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="consumption windows without, then with, queries"
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
     parser.add_argument("--child", nargs=2, metavar=("URL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
