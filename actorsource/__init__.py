@@ -38,9 +38,19 @@ from ._errors import (
     MailboxError,
     NatsConnectionError,
     NatsServerError,
+    NoSuchEntityError,
+    QueryArgumentsError,
+    QueryError,
+    QueryFailedError,
+    QueryMutatedStateError,
+    QueryNotRunningError,
+    QueryTimeoutError,
+    SeqBeyondStreamError,
     SnapshotError,
     StreamMismatchError,
+    UnknownActorError,
     UnknownEventTypeError,
+    UnknownQueryError,
 )
 from ._mailbox.connection import NatsOptions
 from ._model.actor import actor, every, handles
@@ -56,9 +66,12 @@ from ._model.events import (
     upcaster,
 )
 from ._model.policy import ErrorPolicy
+from ._model.query import query
+from ._model.query_wire import QueryAnswer
 from ._model.snapshots import SnapshotPolicy
 from ._public import moved as _moved
 from ._public import publish as _publish
+from ._runtime.ask import ask
 from ._runtime.binding import ensure_streams
 from ._runtime.worker import Worker, run_worker
 
@@ -74,6 +87,7 @@ __all__ = [
     "event",
     "every",
     "handles",
+    "query",
     "upcaster",
     # hosting it
     "NatsOptions",
@@ -86,6 +100,9 @@ __all__ = [
     "encode_event",
     "ensure_streams",
     "event_headers",
+    # asking it
+    "QueryAnswer",
+    "ask",
     # what can go wrong
     "ActorCrashed",
     "ActorDefinitionError",
@@ -106,9 +123,19 @@ __all__ = [
     "MailboxError",
     "NatsConnectionError",
     "NatsServerError",
+    "NoSuchEntityError",
+    "QueryArgumentsError",
+    "QueryError",
+    "QueryFailedError",
+    "QueryMutatedStateError",
+    "QueryNotRunningError",
+    "QueryTimeoutError",
+    "SeqBeyondStreamError",
     "SnapshotError",
     "StreamMismatchError",
+    "UnknownActorError",
     "UnknownEventTypeError",
+    "UnknownQueryError",
     "__version__",
 ]
 

@@ -26,6 +26,16 @@ decorator mistake. Errors from nats-py and sqlite3 are translated at the boundar
     │   ├── NatsConnectionError (ConnectionError)  NATS cannot be reached or refuses us
     │   └── StreamMismatchError              the stream is not the history the journal knows
     ├── NatsServerError                      an embedded/test nats-server cannot start
+    ├── QueryError                           a query was not answered (``code`` says why)
+    │   ├── UnknownActorError (LookupError)      unknown-actor: no worker hosts the actor
+    │   ├── UnknownQueryError (LookupError)      unknown-query: the actor has no such query
+    │   ├── NoSuchEntityError (LookupError)      no-such-entity: the entity has no events
+    │   ├── QueryArgumentsError (ValueError)     bad-arguments: bad or missing arguments
+    │   │   └── SeqBeyondStreamError             seq-beyond-stream: after_seq past the end
+    │   ├── QueryFailedError                     query-failed: the query raised
+    │   │   └── QueryMutatedStateError           mutated-state: it changed the state (tests)
+    │   ├── QueryNotRunningError                 not-running: recovering, stopping, halted
+    │   └── QueryTimeoutError (TimeoutError)     timeout: no answer in time
     └── ActorCrashed                         an actor stopped on an unexpected error
         └── ActorNotRunning                  asked of an actor that is not running
 """
@@ -55,9 +65,20 @@ __all__ = [
     "MailboxError",
     "NatsConnectionError",
     "NatsServerError",
+    "NoSuchEntityError",
+    "QUERY_ERRORS",
+    "QueryArgumentsError",
+    "QueryError",
+    "QueryFailedError",
+    "QueryMutatedStateError",
+    "QueryNotRunningError",
+    "QueryTimeoutError",
+    "SeqBeyondStreamError",
     "SnapshotError",
     "StreamMismatchError",
+    "UnknownActorError",
     "UnknownEventTypeError",
+    "UnknownQueryError",
     "find_error",
     "sole_error",
 ]
@@ -206,3 +227,100 @@ class ActorCrashed(ActorsourceError):
 
 class ActorNotRunning(ActorCrashed):
     """Something was asked of an actor that is not running (or stopped before doing it)."""
+
+
+class QueryError(ActorsourceError):
+    """A query was not answered; ``code`` is the machine-readable reason its reply carried.
+
+    ``actor``, ``query`` and ``key`` say what was asked; ``details`` holds what the reply
+    added (for a timeout: how far the actor is).
+    """
+
+    code = "query-error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        actor: str | None = None,
+        query: str | None = None,
+        key: str | None = None,
+        details: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.actor = actor
+        self.query = query
+        self.key = key
+        self.details = dict(details or {})
+
+
+class UnknownActorError(QueryError, LookupError):
+    """No running worker hosts the actor asked (NATS had no responder for it)."""
+
+    code = "unknown-actor"
+
+
+class UnknownQueryError(QueryError, LookupError):
+    """The actor has no query of that name."""
+
+    code = "unknown-query"
+
+
+class NoSuchEntityError(QueryError, LookupError):
+    """The entity asked has no events: it does not exist (no default state is invented)."""
+
+    code = "no-such-entity"
+
+
+class QueryArgumentsError(QueryError, ValueError):
+    """The query's arguments are missing, unknown or of the wrong type (or a key is missing
+    for an entity actor, or given to a singleton)."""
+
+    code = "bad-arguments"
+
+
+class SeqBeyondStreamError(QueryArgumentsError):
+    """``after_seq`` is beyond the last message of the actor's stream: refused at once."""
+
+    code = "seq-beyond-stream"
+
+
+class QueryFailedError(QueryError):
+    """The query method raised (or its result cannot be encoded to JSON); the actor runs on."""
+
+    code = "query-failed"
+
+
+class QueryMutatedStateError(QueryFailedError):
+    """The query changed the state it read (found by the test kit's read-only check)."""
+
+    code = "mutated-state"
+
+
+class QueryNotRunningError(QueryError):
+    """The actor is not running (starting, recovering, stopping, halted): nothing to ask."""
+
+    code = "not-running"
+
+
+class QueryTimeoutError(QueryError, TimeoutError):
+    """No answer in time: the actor did not reach ``after_seq``, or did not answer."""
+
+    code = "timeout"
+
+
+#: The query errors by the code their reply carries.
+QUERY_ERRORS: dict[str, type[QueryError]] = {
+    cls.code: cls
+    for cls in (
+        UnknownActorError,
+        UnknownQueryError,
+        NoSuchEntityError,
+        QueryArgumentsError,
+        SeqBeyondStreamError,
+        QueryFailedError,
+        QueryMutatedStateError,
+        QueryNotRunningError,
+        QueryTimeoutError,
+    )
+}

@@ -1,7 +1,8 @@
 """An accounts service: deposits, withdrawals and transfers, as an event-sourced actor.
 
-Run it in a worker with ``actorsource run examples.bank:Accounts`` and feed it with
-``python -m examples.bank publish --events 1000``.
+Run it in a worker with ``actorsource run examples.bank:Accounts``, feed it with
+``python -m examples.bank publish --events 1000`` and ask it an account's balance with
+``actorsource query accounts balance --arg account=acct-0007``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from dataclasses import dataclass
 
 import nats
 
-from actorsource import EVENT_TYPE_HEADER, MSG_ID_HEADER, Context, actor, encode_event, handles
+from actorsource import (
+    EVENT_TYPE_HEADER,
+    MSG_ID_HEADER,
+    Context,
+    actor,
+    encode_event,
+    handles,
+    query,
+)
 
 
 @dataclass
@@ -69,6 +78,11 @@ class Accounts:
             return
         self.balances[event.source] = balance - event.amount
         self.balances[event.target] = self.balances.get(event.target, 0) + event.amount
+
+    @query
+    def balance(self, account: str) -> int:
+        """The balance of ``account`` (0 for one never seen)."""
+        return self.balances.get(account, 0)
 
 
 def subject_for(event: BankEvent) -> str:

@@ -161,9 +161,47 @@ def test_state_growth_reports_both_states_their_snapshots_and_restarts() -> None
     assert result["keys"] == result["events"] == 3000
 
 
+def test_queries_reports_latencies_rates_and_the_consumption_ratio() -> None:
+    result = _report(
+        [
+            "bench/queries.py",
+            "--seconds",
+            "0.5",
+            "--backlog",
+            "3000",
+            "--window",
+            "0.2",
+            "--repeat",
+            "1",
+        ]
+    )
+    _assert_positive(
+        result,
+        [
+            "singleton_p50_ms",
+            "singleton_p99_ms",
+            "entity_p50_ms",
+            "entity_p99_ms",
+            "queries_per_s_sequential",
+            "queries_per_s_16_in_flight",
+            "consumption_per_s",
+            "ratio_consumption_with_queries",
+        ],
+    )
+
+
 @pytest.mark.parametrize(
     "script",
-    ["throughput", "recovery", "latency", "outbox", "chaos", "shop_chaos", "state_growth"],
+    [
+        "throughput",
+        "recovery",
+        "latency",
+        "outbox",
+        "chaos",
+        "shop_chaos",
+        "state_growth",
+        "queries",
+    ],
 )
 def test_every_bench_script_explains_itself(script: str) -> None:
     code, out, err = run_script([f"bench/{script}.py", "--help"], timeout=30)

@@ -90,6 +90,7 @@ async def test_a_running_worker_answers_srv_ping_info_and_stats_for_actorsource(
             assert {e["name"]: e["subject"] for e in info["endpoints"]} == {
                 "status": f"actorsource.{service_id}.status",
                 "snapshot": f"actorsource.{service_id}.snapshot",
+                "query-counter": "actorsource.query.counter.>",  # one per actor
             }
             stats = json.loads((await nc.request("$SRV.STATS.actorsource", b"", timeout=2)).data)
             assert stats["type"] == "io.nats.micro.v1.stats_response"

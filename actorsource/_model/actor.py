@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .._errors import ActorDefinitionError
 from .events import EventCodec, event_type_name
 from .keys import EntitySpec
 from .policy import ErrorPolicy
+from .query import Query, collect_queries
 from .snapshots import SnapshotPolicy, StateCodec
 from .subjects import validate_name, validate_subject
 
@@ -79,6 +80,8 @@ class ActorDefinition:
     timers: tuple[Timer, ...] = ()
     #: How an entity actor keys its entities (None: a singleton actor, one state).
     entity: EntitySpec | None = None
+    #: The ``@query`` methods by name (answered over NATS, see :mod:`.query`).
+    queries: Mapping[str, Query] = field(default_factory=dict)
 
     def new_state(self) -> Any:
         """A fresh, empty instance of the actor class (the fold's initial value)."""
@@ -217,6 +220,7 @@ def actor(
             max_ack_pending=max(1_000, 4 * max_batch),
             errors=policy_errors,
             timers=_collect_timers(cls),
+            queries=collect_queries(cls),
         )
         setattr(cls, _DEFINITION_ATTR, definition)
         return cls

@@ -11,12 +11,13 @@ between two batches:
   aside; they are handled again, in order, once the state is the journal's fold;
 - :class:`TakeSnapshot`, :class:`FireTimers`: asked from outside (an operator, a test, an
   ``@every`` tick); :class:`Passivate`: an entity actor's idle entities are let go;
+- :class:`AnswerQueries`: the queries asked meanwhile, answered together once what was
+  applied is committed (:mod:`.queries`);
 - :class:`Stop`.
 
 A request is an awaitable ticket: whoever asked waits on :meth:`Request.wait`, which raises
-:class:`ActorNotRunning` if the actor stopped before doing it. The requests to come (answer a
-query between batches, passivate an entity, hand a partition over, a fenced commit) are
-further subclasses handled by the same loop.
+:class:`ActorNotRunning` if the actor stopped before doing it. The requests to come (hand a
+partition over, a fenced commit) are further subclasses handled by the same loop.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -33,6 +34,7 @@ from .._mailbox.mailbox import JetStreamMailbox
 from .._model.actor import Timer
 
 __all__ = [
+    "AnswerQueries",
     "Control",
     "FireTimers",
     "MailReady",
@@ -96,6 +98,21 @@ class Passivate(Request):
     """Passivate an entity actor's entities idle at ``now`` (None: the clock)."""
 
     now: float | None = None
+
+
+@dataclass(eq=False)
+class AnswerQueries(Request):
+    """Answer these queries (:class:`~.queries.PendingQuery`; more join it until the loop
+    takes it) once everything handled is committed."""
+
+    queries: list[Any] = field(default_factory=list)
+
+    def finish(self, failed: BaseException | None = None) -> None:
+        """Done; if it could not be, each of its queries fails with the reason."""
+        super().finish(failed)
+        if failed is not None:
+            for pending in self.queries:
+                pending.fail(failed)
 
 
 @dataclass(eq=False)

@@ -242,6 +242,21 @@ class Entities:
         )
         return state
 
+    async def existing(self, key: str) -> Any | None:
+        """Like :meth:`state_of`, but None for an entity with no committed event (for a
+        query: an entity that does not exist is not given a default state)."""
+        resident = self.resident.get(key)
+        if resident is not None:
+            return resident.state
+        state, report = await load_entity(
+            self.definition,
+            self._reader,
+            key,
+            committed=self._journal.last_pos,
+            log=self._log,
+        )
+        return state if report.applied else None
+
 
 class PassivationTicks:
     """Asks the actor's loop to passivate idle entities, a few times per ``passivate_after``."""

@@ -2,7 +2,8 @@
 
 What arrived in the mailbox goes down the data path as a batch
 (:class:`~actorsource._runtime.pipeline.Pipeline`); the other requests are done between two
-batches: a redo after a duplicate message id, a snapshot, the timers. A consumer found gone
+batches: a redo after a duplicate message id, a snapshot, the timers, the queries asked
+meanwhile (answered once what was applied is committed). A consumer found gone
 is re-created before the next batch. Once the actor is stopping, what is left in
 the channel fails with :class:`ActorNotRunning` and the loop ends at :class:`Stop`.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import structlog
@@ -21,6 +23,7 @@ from .._mailbox.mailbox import ConsumerGone, JetStreamMailbox
 from .._model.dispatch import LiveState
 from .binding import bind_mailbox
 from .control import (
+    AnswerQueries,
     Control,
     FireTimers,
     MailboxDoorbell,
@@ -31,7 +34,9 @@ from .control import (
     Stop,
     TakeSnapshot,
 )
+from .entities import Entities
 from .pipeline import Pipeline
+from .queries import QueryDesk, ReflectedPosition
 from .timers import decide
 
 __all__ = ["ActorLoop"]
@@ -51,6 +56,8 @@ class ActorLoop:
         journal: SQLiteJournal,
         stopping: Callable[[], bool],
         log: structlog.stdlib.BoundLogger,
+        queries: QueryDesk,
+        entities: Entities | None = None,
     ) -> None:
         self._control = control
         self._pipeline = pipeline
@@ -60,6 +67,8 @@ class ActorLoop:
         self._journal = journal
         self._stopping = stopping
         self._log = log
+        self._queries = queries
+        self._entities = entities
         self._backoff = 0.1  # before re-creating a lost consumer; reset by the next batch
 
     async def run(self) -> None:
@@ -88,6 +97,28 @@ class ActorLoop:
             request.recorded = await self._fire(request)
         elif isinstance(request, Passivate):
             await pipeline.passivate(request.now)
+        elif isinstance(request, AnswerQueries):
+            committer = pipeline.committer
+            await self._queries.answer(
+                request,
+                settle=pipeline.settle,
+                state_of=self._state_of,
+                at=self._reflected,
+                committing=bool(committer.in_flight or committer.conflict),
+                mail_waiting=self._mailbox.buffered_count > 0,
+            )
+
+    async def _state_of(self, key: str | None) -> Any:
+        """The state a query reads: the live one, or entity ``key``'s (None: no events)."""
+        if self._entities is None:
+            return self._live.state
+        assert key is not None
+        return await self._entities.existing(key)
+
+    def _reflected(self) -> ReflectedPosition:
+        stream = self._mailbox.stream
+        seq = self._journal.stream_positions.get(stream, 0) if stream else 0
+        return ReflectedPosition(self._journal.last_pos, stream, seq)
 
     async def _fire(self, request: FireTimers) -> int:
         """Fire the timers asked for; how many events they recorded (handed to the committer)."""

@@ -49,6 +49,7 @@ from .keepalive import keep_alive
 from .loop import ActorLoop
 from .outbox import OutboxPublisher
 from .pipeline import Pipeline, recover
+from .queries import QueryDesk
 from .snapshot_schedule import SnapshotSchedule
 from .snapshot_writer import SnapshotWriter
 from .status import ActorStats, ActorStatus, CrashSwitch, SimulatedCrash
@@ -78,6 +79,8 @@ class ActorRunner:
         on_ready: Callable[[ActorRunner], None] | None = None,
         commit_attempts: int = 8,
         integrity_check: Literal["background", "before-start", "off"] = "background",
+        check_queries: bool = False,
+        on_query_violation: Callable[[str], None] | None = None,
     ) -> None:
         self.definition = definition
         self.name = definition.name
@@ -101,6 +104,14 @@ class ActorRunner:
         self._live = LiveState(definition, self.log, max_payload=nc.max_payload)
         self._schedule = SnapshotSchedule(definition, self.stats, self.log)
         self._control = Control(self.name)
+        #: Where its queries arrive (answered by its loop; ``check_queries``: read-only checked).
+        self.queries = QueryDesk(
+            definition,
+            self._control,
+            log=self.log,
+            check_read_only=check_queries,
+            on_violation=on_query_violation,
+        )
         self._journal: SQLiteJournal | None = None
         self._pipeline: Pipeline | None = None
         self._entities: Entities | None = None
@@ -305,6 +316,8 @@ class ActorRunner:
                     journal=journal,
                     stopping=lambda: self._stopping,
                     log=self.log,
+                    queries=self.queries,
+                    entities=self._entities,
                 ).run()
                 self.status = ActorStatus.STOPPING
                 await pipeline.committer.drain()
@@ -322,6 +335,7 @@ class ActorRunner:
 
     def _committed(self, job: CommitJob) -> None:
         self.recovery.journal_pos = self.journal.last_pos
+        self.queries.committed()
         if job.batch.outbox and self.outbox is not None:
             self.outbox.notify()
 

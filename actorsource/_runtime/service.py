@@ -12,6 +12,9 @@ actors it hosts. Two endpoints are addressed to the one instance:
 - ``actorsource.<id>.snapshot`` (payload: an actor name): takes a snapshot now and answers
   a :class:`SnapshotReply`, or a service error (``Nats-Service-Error`` headers).
 
+And one endpoint per hosted actor, ``query-<actor>`` on ``actorsource.query.<actor>.>``,
+answers its queries (:mod:`.query_service`).
+
 Events/s cost nothing on the hot path: the service samples each runner's ``stats.applied``
 once a second and keeps a minute of samples.
 """
@@ -38,6 +41,7 @@ from nats.micro.service import Service, ServiceConfig
 from .._errors import ActorsourceError
 from .._model.actor import ActorDefinition
 from .progress import Progress, read_progress
+from .query_service import QueryEndpoints
 from .runner import ActorRunner
 
 __all__ = [
@@ -217,12 +221,15 @@ class WorkerService:
             group = service.add_group(name=f"{SERVICE_NAME}.{service.id}")
             await group.add_endpoint(name="status", handler=self._on_status)
             await group.add_endpoint(name="snapshot", handler=self._on_snapshot)
-            await self._nc.flush()
-            task_status.started()
+            queries = QueryEndpoints(self._nc, lambda: worker.runners, lambda: worker.halted)
             with self._scope:
-                while True:
-                    self._sample()
-                    await anyio.sleep(self._sample_every)
+                async with anyio.create_task_group() as tg:
+                    await tg.start(queries.serve, service, worker.definitions)
+                    await self._nc.flush()
+                    task_status.started()
+                    while True:
+                        self._sample()
+                        await anyio.sleep(self._sample_every)
         finally:
             with anyio.CancelScope(shield=True):
                 try:

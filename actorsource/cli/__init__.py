@@ -1,8 +1,9 @@
 """The ``actorsource`` command line: run workers, watch them, read and repair journals.
 
 The commands live by what they work on: ``_worker`` (run, demo), ``_journal`` (a journal
-file), ``_ops`` (running workers and streams), ``_streams`` (setting streams up), ``_wait`` (waiting for an actor); ``_common`` holds what they share, among it
-the NATS connection options every command that connects takes. Expected failures print
+file), ``_ops`` (running workers and streams), ``_streams`` (setting streams up), ``_wait``
+(waiting for an actor), ``_query`` (asking an actor a query); ``_common`` holds what they
+share, among it the NATS connection options every command that connects takes. Expected failures print
 one line to stderr and exit non-zero; tracebacks are for bugs.
 """
 
@@ -21,6 +22,7 @@ from ._journal import (
     snapshots_list,
 )
 from ._ops import dlq_list, dlq_replay, rebuild, snapshots_take, status
+from ._query import query
 from ._streams import streams_ensure
 from ._wait import wait
 from ._worker import demo, run
@@ -59,7 +61,7 @@ def _add(group: click.Group, *commands: click.Command) -> None:
         group.add_command(command)
 
 
-_add(main, run, demo, rebuild, status, wait)
+_add(main, run, demo, rebuild, status, wait, query)
 _add(journal, journal_info, journal_tail, journal_show, journal_export, journal_import)
 _add(snapshots, snapshots_list, snapshots_delete, snapshots_take)
 _add(dlq, dlq_list, dlq_replay)

@@ -9,15 +9,22 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import anyio.abc
+import nats.micro
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.micro.service import ServiceConfig
 
 from .._log import get_logger
 from .._mailbox.connection import NatsOptions, connect
 from .._mailbox.server import NatsServer
 from .._model.actor import definition_of
 from .._model.events import MSG_ID_HEADER, encode_event, event_headers
+from .._model.query_wire import QueryAnswer
+from .._runtime.ask import ask
 from .._runtime.binding import mailbox_for
+from .._runtime.query_service import QueryEndpoints
+from .._runtime.runner import ActorRunner
 from ._probe import ActorProbe
 
 __all__ = ["ActorKit"]
@@ -92,7 +99,10 @@ class ActorKit:
         """Host ``actor_cls`` until the block ends (then stop it gracefully).
 
         ``ack_wait`` (default: the kit's, 1 s) is short so that messages left unacknowledged
-        by a crash are redelivered quickly.
+        by a crash are redelivered quickly. Its queries are served over NATS as a worker
+        serves them (by a micro service of its own, ``actorsource-testing``), each checked
+        read-only: a query that changed the state fails the block at its end (with
+        ``probe.query_violations``) unless the test cleared that list.
         """
         probe = ActorProbe(
             self.nc,
@@ -104,12 +114,62 @@ class ActorKit:
         self._probes.append(probe)
         async with anyio.create_task_group() as tg:
             probe._tg = tg
+            await self._serve_queries(tg, probe)
             await probe._launch()
             try:
                 yield probe
                 await probe.stop()
             finally:
                 tg.cancel_scope.cancel()
+        if probe.query_violations:
+            raise AssertionError("; ".join(probe.query_violations))
+
+    async def _serve_queries(self, tg: anyio.abc.TaskGroup, probe: ActorProbe[Any]) -> None:
+        """Serve the probe's queries on the kit's connection until ``tg`` ends."""
+
+        def runners() -> dict[str, ActorRunner]:
+            runner = probe._runner
+            return {} if runner is None else {probe.name: runner}
+
+        service = await nats.micro.add_service(
+            self.nc, ServiceConfig(name="actorsource-testing", version="0.0.0")
+        )
+        definition = probe._definition
+
+        async def serve(
+            *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        ) -> None:
+            try:
+                await QueryEndpoints(self.nc, runners).serve(
+                    service, [definition], task_status=task_status
+                )
+            finally:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await service.stop()
+                    except Exception:
+                        pass
+
+        await tg.start(serve)
+        await self.nc.flush()
+
+    async def ask(
+        self,
+        actor: type | str,
+        name: str,
+        /,
+        *,
+        key: str | None = None,
+        after_seq: int | None = None,
+        timeout: float = 5.0,
+        **args: Any,
+    ) -> QueryAnswer:
+        """Ask a running actor (its class or name) its query ``name`` over NATS, as
+        :func:`actorsource.ask` does; returns the :class:`QueryAnswer`."""
+        actor_name = actor if isinstance(actor, str) else definition_of(actor).name
+        return await ask(
+            self.nc, actor_name, name, key=key, after_seq=after_seq, timeout=timeout, **args
+        )
 
     async def publish(
         self,

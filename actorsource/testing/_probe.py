@@ -18,7 +18,9 @@ from .._journal.schema import DeadLetter
 from .._model.actor import definition_of
 from .._model.dispatch import fold
 from .._model.events import JournalEntry
+from .._model.query_wire import QueryAnswer
 from .._model.snapshots import SnapshotInfo
+from .._runtime.ask import ask
 from .._runtime.runner import ActorRunner
 from .._runtime.status import ActorStats, ActorStatus, CrashPoint, CrashSwitch, SimulatedCrash
 
@@ -54,6 +56,9 @@ class ActorProbe(Generic[S]):
         self._ended = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self.error: BaseException | None = None
+        #: What queries that changed the state they read said (the kit's read-only check);
+        #: the kit fails the ``start`` block with them unless the test clears this list.
+        self.query_violations: list[str] = []
         self.crashes = 0
         self.starts = 0
 
@@ -144,6 +149,43 @@ class ActorProbe(Generic[S]):
             "SELECT pos FROM entity_snapshots WHERE entity = ? ORDER BY pos DESC", (key,)
         )
         return [int(r[0]) for r in rows]
+
+    # -- queries -----------------------------------------------------------------------------
+
+    async def query(
+        self,
+        name: str,
+        /,
+        *,
+        key: str | None = None,
+        after_seq: int | None = None,
+        timeout: float = 5.0,
+        **args: Any,
+    ) -> Any:
+        """Ask the actor its query ``name`` over NATS, as :func:`actorsource.ask` does;
+        returns the result's value (decoded JSON). Raises the :class:`QueryError` it got.
+
+        In the kit every query is checked read-only: the state's encoding before and after
+        must be equal, else it fails with :class:`QueryMutatedStateError` naming the query.
+        """
+        answer = await self.ask(name, key=key, after_seq=after_seq, timeout=timeout, **args)
+        return answer.value
+
+    async def ask(
+        self,
+        name: str,
+        /,
+        *,
+        key: str | None = None,
+        after_seq: int | None = None,
+        timeout: float = 5.0,
+        **args: Any,
+    ) -> QueryAnswer:
+        """Like :meth:`query`, but the whole :class:`QueryAnswer` (value, position, stream
+        sequence)."""
+        return await ask(
+            self._nc, self.name, name, key=key, after_seq=after_seq, timeout=timeout, **args
+        )
 
     async def snapshot(self) -> int:
         """Take a snapshot now; returns its position."""
@@ -239,6 +281,8 @@ class ActorProbe(Generic[S]):
             data_dir=self._data_dir,
             ack_wait=self._ack_wait,
             crash_switch=self._switch,
+            check_queries=True,
+            on_query_violation=self.query_violations.append,
         )
         self._runner = runner
         self._ended = anyio.Event()
