@@ -10,7 +10,7 @@ so they are no entity's: neither actor here handles them.
   ``bench/entities.py`` runs it against the singleton on the same messages.
 * :class:`ChurningAccounts`: a handful resident at most, a snapshot every 5 events of an
   entity, passivated after half a second idle, so that entities are loaded and passivated
-  all the time; ``bench/chaos.py --entities K`` hosts it in worker processes
+  all the time; ``bench/chaos.py --entities A`` hosts it in worker processes
   (``bench._bank_entities:ChurningAccounts``, imported from the checkout's root).
 """
 
