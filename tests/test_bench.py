@@ -136,6 +136,53 @@ def test_chaos_stores_duplicates_after_the_window_and_checks_stream_order_offlin
     assert result["export_seq_backwards"] == result["subject_order_broken"] == 0
 
 
+def test_chaos_entity_mode_kills_workers_while_entities_load_and_passivate() -> None:
+    args = ["--events", "1500", "--kills", "4", "--entities", "12", "--json"]
+    code, out, err = run_script(["bench/chaos.py", *args])
+    result = json.loads(out.splitlines()[-1])
+    assert code == 0, f"exit status {code}: {result}\n{err}"
+    assert result["kills"] == 4
+    assert result["published"] == result["applied"] == 1500
+    assert result["entities"] == 12
+    # Every account was snapshotted (12 accounts, at most 4 resident: passivated and loaded
+    # again), and every stored snapshot was held to the fold up to its position.
+    assert result["entities_snapshotted"] == 12
+    assert result["entity_snapshots"] >= 12
+    for key in (
+        "lost",
+        "duplicated",
+        "diverged",
+        "out_of_order",
+        "entity_order",
+        "entities_diverged",
+        "snapshots_diverged",
+    ):
+        assert result[key] == 0, (key, result)
+
+
+def test_entities_reports_throughput_memory_restart_and_the_singleton() -> None:
+    args = ["--entities", "3000", "--events", "4000", "--compare-events", "2000", "--repeat", "1"]
+    result = _report(["bench/entities.py", *args, "--probe-rate", "200", "--probe-seconds", "0.5"])
+    _assert_positive(
+        result,
+        [
+            "first_tenth_events_per_s",
+            "last_tenth_events_per_s",
+            "ratio_last_first",
+            "peak_rss_mb",
+            "passivated_p99_ms",
+            "restart_to_ready_ms",
+            "restart_to_first_applied_ms",
+            "restart_to_first_applied_no_check_ms",
+            "singleton_events_per_s",
+            "entities_events_per_s",
+            "ratio_vs_singleton",
+        ],
+    )
+    assert result["mismatches"] == 0
+    assert result["probe_loads"] == result["probe_events"] == 100  # each one loaded its entity
+
+
 def test_state_growth_reports_both_states_their_snapshots_and_restarts() -> None:
     args = ["--keys", "3000", "--events", "3000", "--reference-keys", "50"]
     result = _report(["bench/state_growth.py", *args, "--rate", "500", "--probe-seconds", "0.5"])
@@ -201,6 +248,7 @@ def test_queries_reports_latencies_rates_and_the_consumption_ratio() -> None:
         "shop_chaos",
         "state_growth",
         "queries",
+        "entities",
     ],
 )
 def test_every_bench_script_explains_itself(script: str) -> None:
