@@ -95,16 +95,21 @@ async def test_killing_the_stream_leader_loses_nothing_acknowledged_and_publishe
         new_leader = await nats_cluster.stream_leader("R3", excluding=[leader])
         assert new_leader != leader
 
-        sub = await js.pull_subscribe("r3.a", stream="R3")
+        # Right after an election the new leader may still be settling: read with retries.
+        sub = await nc.jetstream(timeout=10).pull_subscribe("r3.a", stream="R3")
         seen: list[bytes] = []
-        with anyio.fail_after(10):
+        with anyio.fail_after(20):
             while len(seen) < 30:
-                for msg in await sub.fetch(30, timeout=2):
+                try:
+                    batch = await sub.fetch(30, timeout=2)
+                except nats.errors.TimeoutError:
+                    continue
+                for msg in batch:
                     seen.append(msg.data)
                     await msg.ack()
         assert seen == [f"m{i}".encode() for i in range(30)]
         assert acked == sorted(acked)
-        info = await js.stream_info("R3")
+        info = await nc.jetstream(timeout=10).stream_info("R3")
         assert info.state.messages == 30
 
 
