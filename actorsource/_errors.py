@@ -36,6 +36,11 @@ decorator mistake. Errors from nats-py and sqlite3 are translated at the boundar
     │   │   └── QueryMutatedStateError           mutated-state: it changed the state (tests)
     │   ├── QueryNotRunningError                 not-running: recovering, stopping, halted
     │   └── QueryTimeoutError (TimeoutError)     timeout: no answer in time
+    ├── ClusterError                         cluster mode: membership, leases, the fence
+    │   ├── WorkerIdTaken                    another live worker announced the same id
+    │   ├── LeaseHeld                        another worker holds the partition's lease
+    │   ├── LeaseLost                        the lease was taken over or expired
+    │   └── Fenced                           a journal append was refused: a newer owner
     └── ActorCrashed                         an actor stopped on an unexpected error
         └── ActorNotRunning                  asked of an actor that is not running
 """
@@ -50,6 +55,11 @@ __all__ = [
     "ActorDefinitionError",
     "ActorNotRunning",
     "ActorsourceError",
+    "ClusterError",
+    "Fenced",
+    "LeaseHeld",
+    "LeaseLost",
+    "WorkerIdTaken",
     "DuplicateMessageIdError",
     "EffectError",
     "EntityKeyError",
@@ -215,6 +225,42 @@ class StreamMismatchError(MailboxError):
 
 class NatsServerError(ActorsourceError):
     """A nats-server process could not be found or started."""
+
+
+class ClusterError(ActorsourceError):
+    """A cluster-mode operation (membership, a lease, the journal fence) failed."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class WorkerIdTaken(ClusterError):
+    """Another live worker has announced itself with this worker id."""
+
+
+class LeaseHeld(ClusterError):
+    """The partition's lease is held by another worker (``owner``), at ``revision``."""
+
+    def __init__(self, message: str, *, key: str, owner: str, revision: int) -> None:
+        super().__init__(message, key=key)
+        self.owner = owner
+        self.revision = revision
+
+
+class LeaseLost(ClusterError):
+    """A lease could not be renewed: it expired and may be another worker's now. The
+    holder stops committing for that partition."""
+
+
+class Fenced(ClusterError):
+    """A conditional append to a partition's journal subject was refused: another owner
+    appended since (a newer epoch). The writer commits, acknowledges and publishes nothing
+    more for that partition and drops its state."""
+
+    def __init__(self, message: str, *, key: str, epoch: int | None = None) -> None:
+        super().__init__(message, key=key)
+        self.epoch = epoch
 
 
 class ActorCrashed(ActorsourceError):

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
-from actorsource import ActorDefinitionError, Context, ErrorPolicy, actor, entity, every, handles
+from actorsource import ActorDefinitionError, Context, ErrorPolicy, entity, every, handles
 from actorsource._journal.entity_reader import EntityReader
 from actorsource._journal.entity_recovery import load_entity
 from actorsource._log import get_logger
@@ -538,7 +538,8 @@ def _define(**options: Any) -> None:
         ({"key_token": 1, "key_field": "sku"}, "pass key_token or key_field, not both"),
         ({"key_field": "cart_id"}, "key_field 'cart_id' is a field of none of its events"),
         ({"key_field": "sku", "partitions": 4}, "key_field cannot be combined with partitions="),
-        ({"partitions": 4}, "partitions= is not supported yet"),
+        ({"subjects": ["cart.*.>"], "key_token": 2, "partitions": 4}, "token 2 of subject"),
+        ({"partitions": 1}, "partitions=1 is an unpartitioned actor"),
         ({"max_resident": 0}, "max_resident must be an int >= 1"),
         ({"snapshot_every": 0}, "snapshot_every must be an int >= 1"),
         ({"keep": 0}, "keep must be an int >= 1"),
@@ -553,7 +554,7 @@ def test_a_wrong_entity_definition_is_refused_in_one_line(
     assert "\n" not in str(raised.value)
 
 
-def test_timers_are_refused_on_an_entity_and_partitions_on_an_actor() -> None:
+def test_timers_are_refused_on_an_entity() -> None:
     with pytest.raises(ActorDefinitionError, match=r"Timed.tick: @every timers are per actor"):
 
         @entity("timed", subjects=["t.*"])
@@ -561,9 +562,6 @@ def test_timers_are_refused_on_an_entity_and_partitions_on_an_actor() -> None:
             @every(1)
             def tick(self, now: float) -> None:
                 return None
-
-    with pytest.raises(ActorDefinitionError, match="partitions= is not supported yet"):
-        actor("partitioned", subjects=["p.*"], partitions=2)
 
 
 # -- tools -----------------------------------------------------------------------------------------

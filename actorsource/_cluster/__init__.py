@@ -1,1 +1,16 @@
-"""Running actors on a NATS cluster (partitions, leases, moves): to come."""
+"""Running actors on a NATS cluster: NATS does the consensus, this package the thin rest.
+
+- :mod:`.membership`: workers announce themselves in a KV bucket with a TTL and watch it;
+- :mod:`.assignment`: the same bounded-load rendezvous assignment on every worker, with a
+  join delay and a hold time;
+- :mod:`.lease`: one KV key per partition, acquired by compare-and-set (the revision is the
+  owner's epoch), renewed every L/3, released on a planned stop;
+- :mod:`.fence`: the per-partition journal subject, appended to conditionally: a newer
+  owner's epoch marker makes every older owner's append fail;
+- :mod:`.batches`: a journal batch as the bytes of one append;
+- :mod:`.guard`: the two hooks a partition's runner calls (recovery, the commit point);
+- :mod:`.kv`: TTL buckets and a create that sees through expired keys.
+
+Partitioned streams are :mod:`actorsource._mailbox.partitioned`, the partition arithmetic
+:mod:`actorsource._model.partitions`.
+"""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig, StreamInfo
 
 from .._errors import MailboxError
 from .streams import filter_on, streams_storing
@@ -62,7 +62,7 @@ async def find_or_create_stream(
     the others), else a new ``default_stream``."""
     if stream is not None:
         try:
-            await js.stream_info(stream)
+            _refuse_partitioned(await js.stream_info(stream), durable)
         except nats.js.errors.NotFoundError:
             await js.add_stream(StreamConfig(name=stream, subjects=list(stream_subjects)))
         return stream
@@ -75,13 +75,27 @@ async def find_or_create_stream(
         )
     if found:
         name = found.pop()
+        info = await js.stream_info(name)
+        _refuse_partitioned(info, durable)
         if missing:
-            info = await js.stream_info(name)
             info.config.subjects = list(info.config.subjects or []) + missing
             await js.update_stream(info.config)
         return name
     await js.add_stream(StreamConfig(name=default_stream, subjects=list(subjects)))
     return default_stream
+
+
+def _refuse_partitioned(info: StreamInfo, durable: str) -> None:
+    # A partitioned actor's stream stores rewritten subjects (the partition token inserted),
+    # which no other actor's filter would match: reading it would silently get nothing.
+    transform = info.config.subject_transform
+    if transform is not None and transform.dest:
+        raise MailboxError(
+            f"stream {info.config.name!r} is the partitioned stream of another actor (it "
+            f"stores {transform.src!r} as {transform.dest!r}); {durable!r} cannot read it: "
+            "give it a stream of its own with stream=...",
+            actor=durable,
+        )
 
 
 def setup_error(

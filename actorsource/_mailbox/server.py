@@ -44,6 +44,7 @@ _LOG_TAIL_LINES = 20
 _READY_POLL = 0.02
 _CLOSE_GRACE = 1.0
 _STOP_WAIT = 1.0
+_PROBE_ATTEMPT = 0.5
 
 
 def _client_host(host: str) -> str:
@@ -347,9 +348,12 @@ class NatsServer:
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
                 raise self._failure(f"JetStream was not ready within {budget}s", last_error)
+            # One attempt is bounded well below the budget: a clustered server that has no
+            # JetStream meta leader yet leaves the request unanswered rather than refusing it.
+            attempt = min(remaining, _PROBE_ATTEMPT)
             try:
-                with anyio.fail_after(remaining):
-                    await self._probe_jetstream(remaining)
+                with anyio.fail_after(attempt):
+                    await self._probe_jetstream(attempt)
                 return
             except ssl.SSLError as exc:
                 # The server is up (it answered with TLS), and a certificate the probe does not

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from .._errors import ActorDefinitionError
 from .events import EventCodec, event_type_name
 from .keys import EntitySpec
+from .partitions import Partitioning, partitioning_for
 from .policy import ErrorPolicy
 from .query import Query, collect_queries
 from .snapshots import SnapshotPolicy, StateCodec
@@ -29,7 +30,6 @@ __all__ = [
     "definition_of",
     "every",
     "handles",
-    "refuse_partitions",
 ]
 
 C = TypeVar("C", bound=type)
@@ -82,6 +82,8 @@ class ActorDefinition:
     entity: EntitySpec | None = None
     #: The ``@query`` methods by name (answered over NATS, see :mod:`.query`).
     queries: Mapping[str, Query] = field(default_factory=dict)
+    #: How a partitioned actor splits its stream (None: one partition, the whole stream).
+    partitions: Partitioning | None = None
 
     def new_state(self) -> Any:
         """A fresh, empty instance of the actor class (the fold's initial value)."""
@@ -147,6 +149,7 @@ def actor(
     errors: ErrorPolicy | None = None,
     snapshots: SnapshotPolicy | None = None,
     partitions: int | None = None,
+    partition_token: int | None = None,
 ) -> Callable[[C], C]:
     """Make a class an event-sourced actor.
 
@@ -164,10 +167,12 @@ def actor(
     ``ack_wait`` is how long JetStream waits for an ack before redelivering; ``max_batch``
     bounds one fetch and one journal transaction. ``errors`` is the :class:`ErrorPolicy`
     for bad input and failing handlers (retries, timeouts, dead letters).
-    ``partitions`` is reserved for partitioned actors (a later release): only None for now.
+    ``partitions=P`` splits the actor into P partitions by one subject token (the first
+    ``*`` of its one subject filter, or ``partition_token=N``): its stream is its own,
+    created with a subject transform that stores the partition in the subject; P is fixed
+    for the stream's life (see :mod:`actorsource._model.partitions`).
     """
     validate_name(name)
-    refuse_partitions(name, partitions)
     if isinstance(subjects, str):
         raise ActorDefinitionError(
             f"actor {name!r}: subjects must be a list of subjects, e.g. subjects=[{subjects!r}]"
@@ -182,6 +187,12 @@ def actor(
     if stream is not None:
         validate_name(stream, what="stream name")
     stored = _stream_subjects(name, stream, stream_subjects)
+    partitioning = partitioning_for(name, subject_list, partitions, partition_token)
+    if partitioning is not None and stored is not None:
+        raise ActorDefinitionError(
+            f"actor {name!r}: a partitioned actor's stream is its own and stores its subject "
+            "filter only: leave stream_subjects out"
+        )
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ActorDefinitionError(f"actor {name!r}: version must be an int >= 1, got {version!r}")
     if not ack_wait > 0:
@@ -221,20 +232,12 @@ def actor(
             errors=policy_errors,
             timers=_collect_timers(cls),
             queries=collect_queries(cls),
+            partitions=partitioning,
         )
         setattr(cls, _DEFINITION_ATTR, definition)
         return cls
 
     return make
-
-
-def refuse_partitions(name: str, partitions: object) -> None:
-    """Partitions are reserved for a later release: refuse any but None, clearly."""
-    if partitions is not None:
-        raise ActorDefinitionError(
-            f"actor {name!r}: partitions= is not supported yet (reserved for partitioned "
-            "actors); leave it out"
-        )
 
 
 def definition_of(target: object) -> ActorDefinition:

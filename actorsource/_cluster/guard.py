@@ -1,0 +1,73 @@
+"""The hooks a partition's runner calls in cluster mode: recover from the journal subject,
+then pass every batch through the fence before committing it.
+
+::
+
+    guard = PartitionGuard(lease, JournalFence(js, "orders", 3))
+    async for batch in guard.recover(after=journal.stream_positions.get(guard.position_key, 0)):
+        await journal.append(batch)         # import what the file lacks, before anything else
+    ...
+    # the committer, for every batch, BEFORE the SQLite commit and the ack:
+    batch.positions[guard.position_key] = await guard.before_commit(batch)
+    await journal.append(batch)             # then ack, then publish the outbox
+
+:meth:`PartitionGuard.before_commit` raising :class:`Fenced` or :class:`LeaseLost` means:
+commit nothing, acknowledge nothing, publish nothing, drop the partition's state.
+
+The journal subject's sequence is kept in the batch's ``positions`` under
+:attr:`PartitionGuard.position_key` (the subject's name, which no stream has), so it is
+written in the same SQLite transaction as the batch and tells recovery where to resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from .._errors import Fenced, LeaseLost
+from .._journal.schema import JournalBatch
+from .batches import decode_batch, encode_batch
+from .fence import JournalFence
+from .lease import Lease
+
+__all__ = ["PartitionGuard"]
+
+
+class PartitionGuard:
+    """One owner's lease and fence for one partition, used by that partition's runner."""
+
+    def __init__(self, lease: Lease, fence: JournalFence) -> None:
+        self.lease = lease
+        self.fence = fence
+
+    @property
+    def position_key(self) -> str:
+        """The key of the journal subject's sequence in a batch's ``positions``."""
+        return self.fence.subject
+
+    async def recover(self, *, after: int) -> AsyncIterator[JournalBatch]:
+        """Append this owner's epoch marker (fencing every older owner), then yield the
+        batches the subject holds after sequence ``after`` (what the local journal lacks),
+        in order, each with its subject sequence in ``positions``. Raises :class:`Fenced`
+        if a newer owner opened the subject."""
+        marker = await self.fence.open(self.lease.epoch)
+        async for record in self.fence.tail(after):
+            if record.seq >= marker:
+                return
+            if record.kind != "batch":
+                continue
+            batch = decode_batch(record.data)
+            batch.positions[self.position_key] = record.seq
+            yield batch
+
+    async def before_commit(self, batch: JournalBatch) -> int:
+        """Append ``batch`` to the journal subject; the sequence to record with it.
+
+        Raises :class:`LeaseLost` when the lease lapsed (self-fencing: nothing appended) and
+        :class:`Fenced` when a newer owner appended since."""
+        if not self.lease.valid():
+            raise LeaseLost(
+                f"the lease {self.lease.key!r} lapsed; not committing", key=self.lease.key
+            )
+        if self.fence.fenced:
+            raise Fenced(f"{self.fence.subject}: fenced", key=self.fence.subject)
+        return await self.fence.append(encode_batch(batch))
