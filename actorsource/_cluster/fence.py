@@ -27,10 +27,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
+import anyio
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import RawStreamMsg, StreamConfig
+from nats.js.api import PubAck, RawStreamMsg, StreamConfig
 
 from .._errors import ClusterError, Fenced
 from .._model.subjects import validate_name
@@ -51,6 +52,8 @@ KIND_HEADER = "Actorsource-Journal"
 _EXPECTED = "Nats-Expected-Last-Subject-Sequence"
 _MSG_ID = "Nats-Msg-Id"
 _WRONG_LAST_SEQUENCE = 10071
+#: Attempts of one append while the stream is unavailable (about 10 s with the backoff).
+_UNAVAILABLE_TRIES = 14
 
 
 def journal_subject(actor: str, partition: int) -> str:
@@ -192,7 +195,7 @@ class JournalFence:
             _MSG_ID: msg_id,
         }
         try:
-            ack = await self._js.publish(self.subject, data, stream=self.stream, headers=headers)
+            ack = await self._publish(data, headers)
         except nats.js.errors.APIError as exc:
             if exc.err_code != _WRONG_LAST_SEQUENCE:
                 raise
@@ -214,6 +217,21 @@ class JournalFence:
             ) from None
         self.last_seq = int(ack.seq)
         return self.last_seq
+
+    async def _publish(self, data: bytes, headers: dict[str, str]) -> PubAck:
+        """Publish one append, sent again as it was while the stream has no leader or
+        this server has not learnt of it yet (no responders, a timeout: an election, a
+        stream just created). The message id makes a repeat that was stored harmless."""
+        delay = 0.05
+        for _ in range(_UNAVAILABLE_TRIES - 1):
+            try:
+                return await self._js.publish(
+                    self.subject, data, stream=self.stream, headers=dict(headers)
+                )
+            except (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError):
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        return await self._js.publish(self.subject, data, stream=self.stream, headers=headers)
 
     async def tail(self, after: int = 0) -> AsyncIterator[JournalRecord]:
         """The subject's messages after sequence ``after``, in order, up to its end."""
