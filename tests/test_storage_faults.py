@@ -130,3 +130,37 @@ async def test_a_journal_behind_events_the_stream_no_longer_holds_halts_with_a_c
     assert isinstance(error, StreamMismatchError)
     assert "behind what the consumer acknowledged" in str(error)
     assert "11..20" in str(error)
+
+
+async def test_commits_go_on_while_the_integrity_check_runs_but_nothing_is_acknowledged_before_it_passes(
+    actor_kit: ActorKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from actorsource._journal import journal as journal_module
+
+    release = threading.Event()
+    real_check = journal_module.quick_check
+
+    def held_check(path: Path) -> list[str]:
+        release.wait(30)  # the real check, held back until the test lets it run
+        return real_check(path)
+
+    monkeypatch.setattr(journal_module, "quick_check", held_check)
+    events = [Added("k", i) for i in range(1, 4)]
+    async with actor_kit.start(Counter) as counter:
+        await _publish(actor_kit, events)
+        with anyio.fail_after(10):
+            while counter.journal.stream_positions.get("COUNTER", 0) < 3:
+                await anyio.sleep(0.01)
+        with sqlite3.connect(str(counter.journal_path)) as db:
+            [(rows,)] = db.execute("SELECT count(*) FROM events").fetchall()
+        assert rows == 3  # committed while the check runs
+        info = await actor_kit.js.consumer_info("COUNTER", "counter")
+        assert info.ack_floor.stream_seq == 0  # and not acknowledged
+        assert info.num_ack_pending == 3
+        release.set()
+        await counter.settled()
+        info = await actor_kit.js.consumer_info("COUNTER", "counter")
+        assert info.ack_floor.stream_seq == 3
+        await assert_exactly_once(counter, events)

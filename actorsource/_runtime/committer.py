@@ -102,6 +102,8 @@ class Committer:
         self._taken = anyio.Event()
         self._closed = False
         self._inflight: list[CommitJob] = []
+        # Committed jobs whose acknowledgement waits for the gate (the integrity check).
+        self._held: list[CommitJob] = []
         self._idle = anyio.Event()
         self._idle.set()
         self.redo: list[Delivery] | None = None
@@ -118,7 +120,7 @@ class Committer:
 
     def unacked(self) -> list[Delivery]:
         """Every delivery handed over and not yet acknowledged (for keep-alives)."""
-        out = [d for job in self._inflight for d in job.deliveries]
+        out = [d for job in (*self._held, *self._inflight) for d in job.deliveries]
         if self.redo:
             out.extend(self.redo)
         return out
@@ -167,6 +169,10 @@ class Committer:
         redo, self.redo = self.redo or [], None
         return redo
 
+    def opened(self) -> None:
+        """The gate is open: the commit task acknowledges what it held back."""
+        self._handed.set()
+
     def close(self) -> None:
         """Stop taking jobs (idempotent); :meth:`run` then returns."""
         self._closed = True
@@ -177,6 +183,8 @@ class Committer:
         """The committer task: commit and acknowledge each job in turn."""
         snapshots = self._snapshots
         while True:
+            if self._held and self._gate is not None and self._gate.is_set():
+                await self._acknowledge(None)
             job = self._waiting
             if job is None:
                 if self._closed:
@@ -200,10 +208,6 @@ class Committer:
                 await snapshots.step()  # one step between two jobs: it never starves
 
     async def _commit_and_ack(self, job: CommitJob) -> None:
-        if self._gate is not None:
-            # The journal's integrity check runs beside the actor; nothing is committed or
-            # acknowledged until it has passed.
-            await self._gate.wait()
         self._crash.check("before_commit")
         snapshot, writer = job.batch.snapshot, self._snapshots
         if snapshot is not None and writer is not None and writer.accepts(snapshot):
@@ -221,6 +225,26 @@ class Committer:
             writer.start(snapshot)
         self._on_committed(job)
         self._crash.check("after_commit")
+        await self._acknowledge(job)
+
+    async def _acknowledge(self, job: CommitJob | None) -> None:
+        """Acknowledge the jobs held back and then ``job``, in order; or hold ``job`` back
+        while the gate is closed. The gate is the journal's integrity check, which runs
+        beside the actor: commits go on meanwhile (the first event after a restart is
+        committed at once), nothing is acknowledged until it has passed. If it fails, the
+        actor halts and JetStream delivers everything since the restart again."""
+        gate = self._gate
+        if gate is not None and not gate.is_set():
+            if job is not None:
+                self._held.append(job)
+            return
+        jobs, self._held = self._held, []
+        if job is not None:
+            jobs.append(job)
+        for each in jobs:
+            await self._ack(each)
+
+    async def _ack(self, job: CommitJob) -> None:
         await self._mailbox.ack(job.to_ack)
         for d, dl in job.dead:
             await self._mailbox.term(d, dl.reason)

@@ -298,7 +298,7 @@ class ActorRunner:
                 if self.definition.entity is not None:
                     tg.start_soon(PassivationTicks(self.definition.entity, self._control).run)
                 if self._integrity_check == "background":
-                    tg.start_soon(self._verify_journal, journal, verified)
+                    tg.start_soon(self._verify_journal, journal, verified, pipeline.committer)
                 outbox.notify()
                 self.status = ActorStatus.RUNNING
                 self.ready.set()
@@ -345,10 +345,14 @@ class ActorRunner:
     def _restored(self, report: RecoveryReport) -> None:
         self.recovery = report
 
-    async def _verify_journal(self, journal: SQLiteJournal, verified: anyio.Event) -> None:
-        """SQLite's quick_check beside the running actor: commits wait for it to pass, and a
-        failure halts the actor (fatal) with nothing acknowledged."""
+    async def _verify_journal(
+        self, journal: SQLiteJournal, verified: anyio.Event, committer: Committer
+    ) -> None:
+        """SQLite's quick_check beside the running actor: commits go on, acknowledgements
+        wait for it to pass, and a failure halts the actor (fatal) with nothing acknowledged
+        since the start."""
         started = time.monotonic()
         await journal.check_integrity()
         verified.set()
+        committer.opened()
         self.log.info("journal integrity verified", seconds=round(time.monotonic() - started, 3))
