@@ -17,8 +17,19 @@ from .._model.events import JournalEntry
 from .entity_store import EntitySnapshot
 from .reader import Kind, code_sql
 from .schema import ENTRY_COLUMNS, REPLAY_COLUMNS, row_entry, translate
+from .storage import ENTITY_CACHE_KIB, set_cache
 
 __all__ = ["EntityReader", "EntityRows"]
+
+
+_SNAPSHOT_COLUMNS = "entity, pos, version, codec, checksum, data"
+_NEWEST_SNAPSHOT = (
+    f"SELECT {_SNAPSHOT_COLUMNS} FROM entity_snapshots WHERE entity = ? ORDER BY pos DESC LIMIT 1"
+)
+_NEWEST_SNAPSHOT_BEFORE = (
+    f"SELECT {_SNAPSHOT_COLUMNS} FROM entity_snapshots WHERE entity = ? AND pos < ? "
+    "ORDER BY pos DESC LIMIT 1"
+)
 
 
 class EntityRows:
@@ -65,8 +76,10 @@ class EntityReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._codes: dict[tuple[Kind, ...], tuple[str, list[Any]]] = {}
         try:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            set_cache(self._db, ENTITY_CACHE_KIB)
         except sqlite3.Error as exc:
             raise translate(exc, path, "read") from exc
 
@@ -87,23 +100,28 @@ class EntityReader:
             raise translate(exc, self.path, "read") from exc
 
     def snapshots(self, entity: str) -> Iterator[EntitySnapshot]:
-        """The entity's snapshots, newest first (read one at a time: most loads need one)."""
-        positions = self._all(
-            "SELECT pos FROM entity_snapshots WHERE entity = ? ORDER BY pos DESC", (entity,)
-        )
-        for (pos,) in positions:
+        """The entity's snapshots, newest first, read one at a time (most loads need one,
+        the newest: one query)."""
+        before = None
+        while True:
             rows = self._all(
-                "SELECT entity, pos, version, codec, checksum, data FROM entity_snapshots "
-                "WHERE entity = ? AND pos = ?",
-                (entity, pos),
+                _NEWEST_SNAPSHOT if before is None else _NEWEST_SNAPSHOT_BEFORE,
+                (entity,) if before is None else (entity, before),
             )
-            if rows:
-                yield EntitySnapshot(*rows[0])
+            if not rows:
+                return
+            snapshot = EntitySnapshot(*rows[0])
+            before = snapshot.pos
+            yield snapshot
 
     def replay_rows(self, entity: str, after: int, last: int, kinds: list[Kind]) -> EntityRows:
         """The entity's rows in ``after < pos <= last``, in order, coded by ``kinds`` for
         replay (see :meth:`~.reader.JournalReader.replay_chunks`)."""
-        code, params = code_sql(kinds)
+        key = tuple(kinds)
+        coded = self._codes.get(key)
+        if coded is None:
+            coded = self._codes[key] = code_sql(kinds)
+        code, params = coded
         rows = self._all(
             f"SELECT pos, {code}, payload FROM events "
             "WHERE entity = ? AND pos > ? AND pos <= ? ORDER BY pos",

@@ -78,10 +78,9 @@ async def load_entity(
             continue
         after = report.snapshot_pos = report.applied = snap.pos
         break
-    dispatch = Dispatch(definition, state, log, key=key)
-    rows = reader.replay_rows(key, after, committed, dispatch.replay_kinds())
-    if rows.rows:
-        await dispatch.replay(rows)
+    rows = reader.replay_rows(key, after, committed, Dispatch.replay_kinds_of(definition))
+    if rows.rows:  # (most loads find a snapshot of the entity's last event: no dispatch)
+        await Dispatch(definition, state, log, key=key).replay(rows)
         report.replayed = len(rows.rows)
         report.applied = rows.last
     return state, report

@@ -53,7 +53,7 @@ from .schema import (
     write_batch,
 )
 from .snapshot_parts import PART_BYTES, PartedSnapshot
-from .storage import is_access_error, quick_check
+from .storage import is_access_error, quick_check, set_cache
 
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
@@ -85,8 +85,11 @@ class SQLiteJournal:
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         integrity_check: bool = False,
         snapshot_part_bytes: int = PART_BYTES,
+        cache_kib: int | None = None,
     ) -> None:
         self.path = Path(path)
+        #: SQLite's page cache of the connection, in KiB (None: SQLite's default, 2 MiB).
+        self.cache_kib = cache_kib
         #: A snapshot of at least twice this many bytes can be written in parts of this size.
         self.snapshot_part_bytes = snapshot_part_bytes
         self._integrity_check = integrity_check
@@ -119,6 +122,8 @@ class SQLiteJournal:
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
             await self._db.open(self.path)
             opened = await self._db.run(_prepare, self.path, self.actor, self._synchronous)
+            if self.cache_kib is not None:
+                await self._db.run(set_cache, self.cache_kib)
             if self._integrity_check and opened.version != 0:
                 await self.check_integrity()
         except BaseException as exc:

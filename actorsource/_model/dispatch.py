@@ -141,6 +141,16 @@ class Dispatch:
         version 1) of each synchronous handler at its event's current version."""
         return [(name, None if current == 1 else current) for name, current, _ in self._direct]
 
+    @staticmethod
+    def replay_kinds_of(definition: ActorDefinition) -> list[tuple[str, int | None]]:
+        """:meth:`replay_kinds` of any dispatch of ``definition``, without making one."""
+        codec = definition.codec
+        return [
+            (name, None if (current := codec.version(name)) == 1 else current)
+            for name, h in definition.handlers.items()
+            if not h.is_async
+        ]
+
     async def replay(self, chunk: ReplayChunk) -> None:
         """Apply a chunk of journal rows in order, replaying. Raises :class:`ActorCrashed`
         naming the position of an entry that cannot be decoded or applied."""

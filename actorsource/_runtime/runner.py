@@ -28,7 +28,7 @@ from nats.aio.client import Client as NATS
 from .._errors import ActorNotRunning, ActorsourceError, sole_error
 from .._journal.journal import SQLiteJournal
 from .._journal.recovery import RecoveryReport
-from .._journal.storage import journal_path
+from .._journal.storage import ENTITY_CACHE_KIB, journal_path
 from .._log import get_logger
 from .._mailbox.mailbox import Delivery, JetStreamMailbox
 from .._model.actor import ActorDefinition
@@ -217,7 +217,10 @@ class ActorRunner:
         """Recover, then consume until stopped. Raises on failure (after closing everything)."""
         try:
             async with SQLiteJournal(
-                self.journal_path, actor=self.name, synchronous=self._synchronous
+                self.journal_path,
+                actor=self.name,
+                synchronous=self._synchronous,
+                cache_kib=ENTITY_CACHE_KIB if self.definition.entity is not None else None,
             ) as journal:
                 self._journal = journal
                 writer = self._schedule.writer(journal, self._write_lock, crash=self._crash)
