@@ -6,7 +6,8 @@ the kill loop runs, and then while the final worker catches up: the bank's ``bal
 account's ``view`` (``bench._bank_entities``, with ``--entities``). A quarter of the queries
 carry ``after_seq``: the stream sequence of the newest publish acknowledged so far
 (read-your-writes). Errors are expected while no worker runs or one recovers (no responder,
-``not-running``, ``timeout``) and are counted by code. Every answer is recorded with the
+``not-running``, ``timeout``) and are counted by code in ``query_errors``
+(``timeout-no-reply``: the worker was killed with the query in hand). Every answer is recorded with the
 journal position and stream sequence it says it reflects, and then held to the journal the
 run left behind:
 
@@ -109,7 +110,9 @@ class QueryLoad:
                     self.nc, self.actor, name, key=key, after_seq=after_seq, timeout=TIMEOUT, **args
                 )
             except QueryError as exc:
-                self.errors[exc.code] += 1
+                # A timeout with no reply at all: the worker died with the query in hand.
+                silent = exc.code == "timeout" and str(exc).startswith("no answer from")
+                self.errors[f"{exc.code}-no-reply" if silent else exc.code] += 1
                 await anyio.sleep(PAUSE * 10)
                 continue
             self.answers.append(
