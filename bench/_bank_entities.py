@@ -12,11 +12,14 @@ so they are no entity's: neither actor here handles them.
   entity, passivated after half a second idle, so that entities are loaded and passivated
   all the time; ``bench/chaos.py --entities A`` hosts it in worker processes
   (``bench._bank_entities:ChurningAccounts``, imported from the checkout's root).
+
+Each account answers the query ``view`` (its balance and declined count), which
+``bench/chaos.py --entities A --queries C`` asks while workers are killed.
 """
 
 from __future__ import annotations
 
-from actorsource import Context, entity, handles
+from actorsource import Context, entity, handles, query
 from examples import bank
 
 __all__ = ["AccountEntities", "ChurningAccounts", "fold_account"]
@@ -42,6 +45,11 @@ class _Account:
             self.declined += 1
             return
         self.balance -= event.amount
+
+    @query
+    def view(self) -> dict[str, int]:
+        """The account: its balance and how many of its withdrawals were declined."""
+        return {"balance": self.balance, "declined": self.declined}
 
 
 @entity(

@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from _chaos_check import export_order
+from _chaos_workers import Fleet, WorkerProcess
 from _scaffold import (
     BenchError,
     Say,
@@ -50,7 +52,6 @@ from _scaffold import (
     run_bench,
     scratch_server,
 )
-from chaos import Fleet, WorkerProcess, export_order
 
 from actorsource._journal.entity_reader import EntityReader
 from actorsource._journal.entity_recovery import load_entity

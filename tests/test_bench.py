@@ -136,8 +136,24 @@ def test_chaos_stores_duplicates_after_the_window_and_checks_stream_order_offlin
     assert result["export_seq_backwards"] == result["subject_order_broken"] == 0
 
 
+def _assert_answers_consistent(result: dict[str, Any]) -> None:
+    assert result["query_replies"] > 0, result
+    for key in ("query_replies_inconsistent", "query_backwards", "query_after_seq_short"):
+        assert result[key] == 0, (key, result)
+
+
+def test_chaos_checks_every_answer_of_queries_asked_while_workers_are_killed() -> None:
+    args = ["--events", "1500", "--kills", "4", "--queries", "3", "--json"]
+    code, out, err = run_script(["bench/chaos.py", *args])
+    result = json.loads(out.splitlines()[-1])
+    assert code == 0, f"exit status {code}: {result}\n{err}"
+    assert result["published"] == result["applied"] == 1500
+    assert result["query_clients"] == 3
+    _assert_answers_consistent(result)
+
+
 def test_chaos_entity_mode_kills_workers_while_entities_load_and_passivate() -> None:
-    args = ["--events", "1500", "--kills", "4", "--entities", "12", "--json"]
+    args = ["--events", "1500", "--kills", "4", "--entities", "12", "--queries", "2", "--json"]
     code, out, err = run_script(["bench/chaos.py", *args])
     result = json.loads(out.splitlines()[-1])
     assert code == 0, f"exit status {code}: {result}\n{err}"
@@ -158,6 +174,7 @@ def test_chaos_entity_mode_kills_workers_while_entities_load_and_passivate() -> 
         "snapshots_diverged",
     ):
         assert result[key] == 0, (key, result)
+    _assert_answers_consistent(result)  # each account asked as the entity it is
 
 
 def test_entities_reports_throughput_memory_restart_and_the_singleton() -> None:

@@ -48,6 +48,8 @@ class Summary:
 
 #: Seconds each live event takes to apply in ``Counts`` (a slow actor on demand).
 SLOW = {"live": 0.0, "replay": 0.0}
+#: The names of the slow events ``Counts`` has begun to apply (so a test knows it is busy).
+APPLYING: list[str] = []
 
 
 @actor("q-counts", subjects=["qc.>"])
@@ -61,6 +63,7 @@ class Counts:
     async def added(self, event: Added, ctx: Context) -> None:
         delay = SLOW["replay"] if ctx.replaying else SLOW["live"]
         if delay:
+            APPLYING.append(event.name)
             await anyio.sleep(delay)
         self.totals[event.name] = self.totals.get(event.name, 0) + event.n
 
@@ -143,6 +146,7 @@ class Narrow:
 @pytest.fixture(autouse=True)
 def _fast() -> None:
     SLOW["live"] = SLOW["replay"] = 0.0
+    APPLYING.clear()
 
 
 # -- declaring -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,7 +18,15 @@ from nats.aio.client import Client as NATS
 from test_queries import Cart, ItemAdded
 
 import actorsource
-from actorsource import NatsOptions, QueryNotRunningError, Worker, encode_event, event_headers
+from actorsource import (
+    NatsOptions,
+    QueryError,
+    QueryNotRunningError,
+    QueryTimeoutError,
+    Worker,
+    encode_event,
+    event_headers,
+)
 from actorsource.journal import SQLiteJournal, journal_path
 from actorsource.testing import ActorStatus, NatsServer
 from examples.bank import Accounts, Deposited
@@ -130,3 +139,34 @@ async def test_a_halted_actor_answers_not_running_with_the_reason(
             assert c.value.code == "not-running"
     finally:
         await nc.close()
+
+
+async def test_a_worker_that_does_not_reply_at_all_is_a_timeout_not_a_hang(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    url = nats_server.url
+    command = [sys.executable, "-m", "actorsource", "run", "examples.bank:Accounts"]
+    command += ["--nats", url, "--data-dir", str(tmp_path / "data")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with (tmp_path / "worker.log").open("wb") as log:
+        process = await anyio.open_process(command, stdout=log, stderr=log, env=env)
+    nc = await nats.connect(url)
+    try:
+        with anyio.fail_after(30):
+            while True:  # until the worker answers
+                try:
+                    await actorsource.ask(nc, "accounts", "balance", account="a", timeout=1)
+                    break
+                except QueryError:
+                    await anyio.sleep(0.05)
+        process.send_signal(signal.SIGSTOP)  # frozen: it holds its subscription, says nothing
+        with pytest.raises(
+            QueryTimeoutError, match="no answer from actor 'accounts' to query 'balance' within"
+        ) as caught:
+            await actorsource.ask(nc, "accounts", "balance", account="a", timeout=0.5)
+        assert caught.value.code == "timeout"
+    finally:
+        await nc.close()
+        process.kill()
+        process.send_signal(signal.SIGCONT)
+        await process.wait()

@@ -107,6 +107,10 @@ class Committer:
         self._idle = anyio.Event()
         self._idle.set()
         self.redo: list[Delivery] | None = None
+        #: Why a commit (or the acknowledgement after it) failed; the committer's task then
+        #: ends with that error and the actor stops. A drain returns all the same (its jobs
+        #: are out of the way), so whoever reads the state after one checks this first.
+        self.failed: BaseException | None = None
 
     @property
     def conflict(self) -> bool:
@@ -200,6 +204,9 @@ class Committer:
             self._taken.set()
             try:
                 await self._commit_and_ack(job)
+            except BaseException as exc:
+                self.failed = exc
+                raise
             finally:
                 self._inflight.remove(job)
                 if not self._inflight:

@@ -101,12 +101,18 @@ class ActorLoop:
             committer = pipeline.committer
             await self._queries.answer(
                 request,
-                settle=pipeline.settle,
+                settle=self._settled,
                 state_of=self._state_of,
                 at=self._reflected,
                 committing=bool(committer.in_flight or committer.conflict),
                 mail_waiting=self._mailbox.buffered_count > 0,
             )
+
+    async def _settled(self) -> BaseException | None:
+        """Wait for the commits in flight; why one failed, if it did (the state then holds
+        events the journal does not, and the actor is stopping)."""
+        await self._pipeline.settle()
+        return self._pipeline.committer.failed
 
     async def _state_of(self, key: str | None) -> Any:
         """The state a query reads: the live one, or entity ``key``'s (None: no events)."""

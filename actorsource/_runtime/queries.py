@@ -8,7 +8,9 @@ the control channel at most), so a burst of queries costs the loop one stop, not
 **Committed only.** When the loop answers it first waits for the commit in flight
 (``pipeline.settle()``): the state is then exactly the fold of the journal, with nothing
 applied that a crash could still undo, and each answer carries the journal position and
-the stream sequence it reflects. Until that commit returns the loop applies nothing more,
+the stream sequence it reflects; if that commit fails (or the actor is killed while the
+queries wait), they are answered :class:`QueryNotRunningError` at once, never from a state
+the journal does not hold. Until that commit returns the loop applies nothing more,
 which costs consumption only when mail is waiting: then the loop stops for queries at
 most once per :data:`STOP_GAP` seconds and otherwise hands them on behind the next batch
 (at most ``STOP_GAP`` plus a batch and a commit later). With no mail waiting, or no
@@ -38,6 +40,7 @@ import msgspec
 import structlog
 
 from .._errors import (
+    ActorNotRunning,
     NoSuchEntityError,
     QueryArgumentsError,
     QueryError,
@@ -195,14 +198,16 @@ class QueryDesk:
         self,
         request: AnswerQueries,
         *,
-        settle: Callable[[], Awaitable[None]],
+        settle: Callable[[], Awaitable[BaseException | None]],
         state_of: Callable[[str | None], Awaitable[Any]],
         at: Callable[[], ReflectedPosition],
         committing: bool,
         mail_waiting: bool,
     ) -> None:
         """Answer every query of ``request`` (the loop's part): settle, then call each; or,
-        when that would hold up waiting mail too often, hand them on behind it."""
+        when that would hold up waiting mail too often, hand them on behind it. ``settle``
+        returns why a commit failed, if one did: then the state holds events the journal
+        does not, and each query is answered :class:`QueryNotRunningError` instead."""
         if self._open is request:
             self._open = None  # queries asked from now on join the next request
         queries, request.queries = request.queries, []
@@ -214,7 +219,31 @@ class QueryDesk:
             return
         if committing:
             self._last_stop = now
-        await settle()
+        try:
+            await self._answer_all(queries, settle, state_of, at)
+        except BaseException:
+            # Killed or failed while waiting for the commit or loading an entity: each query
+            # not answered yet learns it at once, not at its timeout.
+            gone = ActorNotRunning("it was killed or failed meanwhile", actor=self.definition.name)
+            for pending in queries:
+                pending.fail(gone)
+            raise
+
+    async def _answer_all(
+        self,
+        queries: list[PendingQuery],
+        settle: Callable[[], Awaitable[BaseException | None]],
+        state_of: Callable[[str | None], Awaitable[Any]],
+        at: Callable[[], ReflectedPosition],
+    ) -> None:
+        failed = await settle()
+        if failed is not None:
+            gone = ActorNotRunning(
+                f"its commit failed ({failed!r}): it is stopping", actor=self.definition.name
+            )
+            for pending in queries:
+                pending.fail(gone)
+            return
         position = at()
         for pending in queries:
             if pending.abandoned:

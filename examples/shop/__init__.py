@@ -17,8 +17,9 @@ stream, ``SHOP``, that carries ``shop.>``:
   captured and publishes ``shop.ShipmentScheduled``, or ``shop.ShipmentFailed`` when a SKU
   is out of stock.
 
-Run all three in one worker with ``actorsource run examples.shop --embedded`` and place
-orders with ``python -m examples.shop --orders 50``.
+Run all three in one worker with ``actorsource run examples.shop --embedded``, place
+orders with ``python -m examples.shop --orders 50`` and ask one's status with
+``actorsource query orders status --key o0001`` (in code: ``frontend.place_and_ask``).
 """
 
 from .orders import Order

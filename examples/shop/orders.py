@@ -6,7 +6,8 @@ Every subject it receives ends in the order id (``shop.requests.order.<id>``,
 written for one order and ``self`` is that order. No decision of this service reads two
 orders (a repeated request is the same order's own business), so nothing needs a
 singleton; the decisions that do (a customer's credit, the shared stock) are payments'
-and shipping's, which stay singletons.
+and shipping's, which stay singletons. Each order answers the query ``status`` (an
+:class:`OrderStatus`), asked with its id as the key.
 
 It owns ``shop.OrderPlaced`` and ``shop.OrderCancelled``; of payments and shipping it knows
 only the few fields it needs.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from actorsource import Context, entity, event, handles
+from actorsource import Context, entity, event, handles, query
 
 #: Final states: every order ends in exactly one of them.
 SHIPPED = "shipped"
@@ -85,7 +86,9 @@ class ShipmentScheduled:
 
 @dataclass(frozen=True)
 class OrderStatus:
-    """What an order says of itself (JSON-able: ``dataclasses.asdict`` or msgspec)."""
+    """What an order says of itself, the answer to its ``status`` query: ``status`` is
+    ``placed``, ``paid``, ``shipped`` or ``cancelled`` (with the ``reason``), ``total`` the
+    amount in cents."""
 
     order_id: str
     status: str
@@ -151,7 +154,9 @@ class Order:
         if self._move(SHIPPED):
             self.shipment_id = e.shipment_id
 
-    def status(self) -> OrderStatus:  # the order-status answer
+    @query
+    def status(self) -> OrderStatus:
+        """The order's status: ``actorsource query orders status --key <order id>``."""
         return OrderStatus(
             self.order_id,
             self.stage,
