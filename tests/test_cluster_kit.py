@@ -84,8 +84,12 @@ async def test_killing_the_stream_leader_loses_nothing_acknowledged_and_publishe
     nats_cluster: NatsCluster,
 ) -> None:
     async with connected(nats_cluster) as nc:
-        js = nc.jetstream(timeout=1)
-        await js.add_stream(StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3))
+        js = nc.jetstream(timeout=1)  # publishes retry: a short timeout sees the election
+        # Creating an R3 stream takes a Raft round on three servers: on a busy machine, more
+        # than the publishes' second.
+        await nc.jetstream(timeout=10).add_stream(
+            StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3)
+        )
         acked = [await publish_until_stored(js, "r3.a", f"m{i}") for i in range(20)]
         leader = await nats_cluster.stream_leader("R3")
         await nats_cluster.kill(leader)
@@ -119,7 +123,9 @@ async def test_the_old_leader_restarted_catches_up_and_the_stream_survives_a_sec
 ) -> None:
     async with connected(nats_cluster) as nc:
         js = nc.jetstream(timeout=1)
-        await js.add_stream(StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3))
+        await nc.jetstream(timeout=10).add_stream(
+            StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3)
+        )
         for i in range(10):
             await publish_until_stored(js, "r3.a", f"m{i}")
         first = await nats_cluster.stream_leader("R3")
