@@ -35,6 +35,21 @@ async def connected(cluster: NatsCluster, *only: int) -> AsyncIterator[Client]:
             await nc.close()
 
 
+async def add_r3_stream(nc: Client) -> None:
+    """Create stream ``R3`` (``r3.>``, three replicas), retrying: creating it takes a Raft
+    round on three servers, and a request made while the meta group settles after the
+    start may get no answer at all (the same config again is accepted)."""
+    with anyio.fail_after(40):
+        while True:
+            try:
+                await nc.jetstream(timeout=5).add_stream(
+                    StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3)
+                )
+                return
+            except nats.errors.TimeoutError:
+                continue
+
+
 async def publish_until_stored(js: JetStreamContext, subject: str, msg_id: str) -> int:
     """Publish with a message id, retrying through an election; the stored sequence."""
     with anyio.fail_after(30):
@@ -85,11 +100,7 @@ async def test_killing_the_stream_leader_loses_nothing_acknowledged_and_publishe
 ) -> None:
     async with connected(nats_cluster) as nc:
         js = nc.jetstream(timeout=1)  # publishes retry: a short timeout sees the election
-        # Creating an R3 stream takes a Raft round on three servers: on a busy machine, more
-        # than the publishes' second.
-        await nc.jetstream(timeout=10).add_stream(
-            StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3)
-        )
+        await add_r3_stream(nc)
         acked = [await publish_until_stored(js, "r3.a", f"m{i}") for i in range(20)]
         leader = await nats_cluster.stream_leader("R3")
         await nats_cluster.kill(leader)
@@ -99,8 +110,16 @@ async def test_killing_the_stream_leader_loses_nothing_acknowledged_and_publishe
         new_leader = await nats_cluster.stream_leader("R3", excluding=[leader])
         assert new_leader != leader
 
-        # Right after an election the new leader may still be settling: read with retries.
-        sub = await nc.jetstream(timeout=10).pull_subscribe("r3.a", stream="R3")
+        # Right after an election the new leader may still be settling (and when the killed
+        # server led the meta group, the consumer's creation waits for its election too):
+        # subscribe and read with retries.
+        with anyio.fail_after(40):
+            while True:
+                try:
+                    sub = await nc.jetstream(timeout=5).pull_subscribe("r3.a", stream="R3")
+                    break
+                except nats.errors.TimeoutError:
+                    continue
         seen: list[bytes] = []
         with anyio.fail_after(20):
             while len(seen) < 30:
@@ -123,9 +142,7 @@ async def test_the_old_leader_restarted_catches_up_and_the_stream_survives_a_sec
 ) -> None:
     async with connected(nats_cluster) as nc:
         js = nc.jetstream(timeout=1)
-        await nc.jetstream(timeout=10).add_stream(
-            StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3)
-        )
+        await add_r3_stream(nc)
         for i in range(10):
             await publish_until_stored(js, "r3.a", f"m{i}")
         first = await nats_cluster.stream_leader("R3")
