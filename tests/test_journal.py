@@ -94,6 +94,10 @@ async def test_a_batch_whose_stream_sequences_go_backwards_stores_nothing(tmp_pa
     async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
         with pytest.raises(JournalOrderError, match="S sequence 3 after 4"):
             await j.append(_batch([_entry(1, 2), _entry(2, 4), _entry(3, 3)]))
+        with pytest.raises(JournalOrderError, match="S sequence 4 after 4"):
+            await j.append(_batch([_entry(1, 2), _entry(2, 4), _entry(3, 4), _entry(4, 5)]))
+        with pytest.raises(JournalError, match="entry 2 has pos 2, expected 3"):
+            await j.append(_batch([_entry(1, 2), _entry(2, 4), _entry(2, 5)]))
         letters = [
             DeadLetter("s", b"x", "undecodable", "e", stream="S", stream_seq=s) for s in (6, 5)
         ]
