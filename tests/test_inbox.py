@@ -151,6 +151,30 @@ def test_headers_are_parsed_like_nats_py_does() -> None:
     assert parse_headers(raw) == {"Event-Type": "Added", "Nats-Msg-Id": "m-1", "X": "a: b"}
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"NATS/1.0\r\nEvent-Type: Added\r\nNats-Msg-Id: m-1\r\n\r\n",
+        b"NATS/1.0\r\nEvent-Type:  Added \r\n\r\n",
+        b"NATS/1.0\r\n Event-Type : Added\r\n\r\n",
+        b"NATS/1.0\r\nA:b: c\r\nD:\r\nE: \r\n: f\r\n\r\n",
+        b"NATS/1.0\r\nEvent-Type: Added\xc2\xa0\r\nX: \xff\r\n\r\n",
+        b"NATS/1.0\r\nX: 1\r\nX: 2\r\n  \r\n\r\n",
+        b"NATS/1.1\r\nX: 1\r\n\r\n",
+    ],
+)
+def test_the_usual_header_block_and_odd_ones_parse_alike(raw: bytes) -> None:
+    # The fast path reads "Name: value" lines as they are; anything it would read
+    # differently (spacing to strip, a colon in a name, bad UTF-8) takes the general one.
+    text = raw.decode(errors="replace")
+    expected: dict[str, str] = {}
+    for line in text.split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            expected[name.strip()] = value.strip()
+    assert parse_headers(raw) == expected
+
+
 def test_an_inline_status_becomes_status_and_description() -> None:
     raw = b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 12\r\n\r\n"
     assert parse_headers(raw) == {

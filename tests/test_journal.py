@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from actorsource import JournalCorruptError, JournalError, JournalLockedError, JournalOrderError
+from actorsource._journal.event_rows import ENTRY_COLUMNS, entry_row
 from actorsource._journal.schema import SCHEMA_VERSION
 from actorsource.journal import DeadLetter, JournalBatch, JournalEntry, SQLiteJournal
 
@@ -93,6 +94,10 @@ async def test_a_batch_whose_stream_sequences_go_backwards_stores_nothing(tmp_pa
     async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
         with pytest.raises(JournalOrderError, match="S sequence 3 after 4"):
             await j.append(_batch([_entry(1, 2), _entry(2, 4), _entry(3, 3)]))
+        with pytest.raises(JournalOrderError, match="S sequence 4 after 4"):
+            await j.append(_batch([_entry(1, 2), _entry(2, 4), _entry(3, 4), _entry(4, 5)]))
+        with pytest.raises(JournalError, match="entry 2 has pos 2, expected 3"):
+            await j.append(_batch([_entry(1, 2), _entry(2, 4), _entry(2, 5)]))
         letters = [
             DeadLetter("s", b"x", "undecodable", "e", stream="S", stream_seq=s) for s in (6, 5)
         ]
@@ -310,6 +315,28 @@ async def test_headers_round_trip_whether_usual_empty_or_extra(tmp_path: Path) -
         assert [dict(e.headers) for e in read] == [dict(e.headers) for e in written]
         stored = await j._execute("SELECT headers IS NULL FROM events ORDER BY pos")
         assert stored == [(1,), (0,), (0,)]
+
+
+async def test_usual_rows_are_stored_exactly_as_every_other_row_would_be(tmp_path: Path) -> None:
+    # Usual rows (type and id headers only, version 1, no entity) take a shorter insert;
+    # what it stores must be what the general one stores, in statements of every size.
+    def entry(pos: int, **kw: object) -> JournalEntry:
+        headers = {"Event-Type": "T", "Nats-Msg-Id": f"m{pos}"}
+        fields: dict[str, object] = {"headers": headers, "payload": b'{"n":%d}' % pos}
+        fields.update(kw)
+        return JournalEntry(pos, f"s.{pos}", "T", received_at=1.5, stream="S", stream_seq=pos,
+                            msg_id=f"m{pos}", **fields)  # type: ignore[arg-type]  # fmt: skip
+
+    written = [entry(p) for p in range(1, 301)]
+    written[4] = entry(5, payload=b"")
+    written[299] = entry(300, version=2)  # the last statement (one row) is not usual
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        await j.append(_batch(written))
+        stored = await j._execute(
+            f"SELECT {ENTRY_COLUMNS}, typeof(payload) FROM events ORDER BY pos"
+        )
+        assert [tuple(r) for r in stored] == [(*entry_row(e), "blob") for e in written]
+        assert await _all(j, chunk=1_000) == written
 
 
 async def test_deleting_snapshots_reports_how_many_and_keeps_the_events(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ async :class:`~actorsource._journal.journal.SQLiteJournal`.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from .._errors import (
 )
 from .._model.effects import OutboxMessage
 from .._model.events import JournalEntry
-from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER
 from .._model.snapshots import NewSnapshot, snapshot_checksum
 from .entity_store import (
     ENTITY_MIGRATION,
@@ -33,6 +31,7 @@ from .entity_store import (
     NewEntitySnapshot,
     write_entity_snapshots,
 )
+from .event_rows import ENTRY_COLUMNS, entry_row, insert_events
 from .snapshot_parts import PARTS_MIGRATION, PARTS_SCHEMA
 from .storage import is_access_error, os_error
 
@@ -231,33 +230,6 @@ def row_dead_letter(r: sqlite3.Row | tuple[Any, ...]) -> DeadLetter:
     )
 
 
-def entry_row(e: JournalEntry) -> tuple[Any, ...]:
-    # Headers that only repeat the type and message id (the usual case) are not stored
-    # again: NULL means exactly those two, and JournalEntry rebuilds them when asked.
-    headers = e.headers
-    version = e.version
-    if version == 1 and len(headers) == 1 + (e.msg_id is not None):
-        # The usual case, checked without building the usual headers: the type and id only.
-        usual = headers.get(EVENT_TYPE_HEADER) == e.type and (
-            e.msg_id is None or headers.get(MSG_ID_HEADER) == e.msg_id
-        )
-    else:
-        usual = headers == e.usual_headers()
-    return (
-        e.pos,
-        e.subject,
-        e.type,
-        e.payload,
-        e.received_at,
-        e.stream,
-        e.stream_seq,
-        e.msg_id,
-        None if usual else headers_encoder.encode(headers),
-        None if version == 1 else version,
-        e.entity,
-    )
-
-
 def row_entry(row: sqlite3.Row | tuple[Any, ...]) -> JournalEntry:
     return JournalEntry(
         row[0],
@@ -272,11 +244,6 @@ def row_entry(row: sqlite3.Row | tuple[Any, ...]) -> JournalEntry:
         version=row[9] or 1,
         entity=row[10],
     )
-
-
-ENTRY_COLUMNS = (
-    "pos, subject, type, payload, received_at, stream, stream_seq, msg_id, headers, version, entity"
-)
 
 
 #: What replay reads of every entry. The other columns (subject, time, stream, message id,
@@ -298,29 +265,11 @@ def entry_columns(schema_version: int) -> str:
     return columns
 
 
-# Rows go in as one multi-row INSERT per chunk rather than executemany: executemany steps
-# once per row, and every step releases and re-takes the GIL, which under a busy event loop
-# costs far more than the insert itself (measured: 24 us vs 5 us a row).
-_ROWS_PER_INSERT = 500
-
-
-@functools.lru_cache(maxsize=64)
-def _insert_events_sql(rows: int) -> str:
-    values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * rows)
-    return f"INSERT INTO events ({ENTRY_COLUMNS}) VALUES {values}"
-
-
 def write_batch(conn: sqlite3.Connection, batch: JournalBatch) -> None:
     """Write ``batch`` in one ``BEGIN IMMEDIATE`` transaction (runs on the journal's thread)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        entries = batch.entries
-        for i in range(0, len(entries), _ROWS_PER_INSERT):
-            chunk = entries[i : i + _ROWS_PER_INSERT]
-            params: list[Any] = []
-            for e in chunk:
-                params.extend(entry_row(e))
-            conn.execute(_insert_events_sql(len(chunk)), params)
+        insert_events(conn, batch.entries)
         if batch.positions:
             conn.executemany(
                 "INSERT INTO positions (stream, last_seq) VALUES (?, ?) ON CONFLICT (stream) "

@@ -69,6 +69,25 @@ def parse_headers(raw: bytes) -> dict[str, str]:
     An inline status (``NATS/1.0 408 Request Timeout``) becomes ``Status`` and
     ``Description`` entries, as nats-py reports them.
     """
+    try:
+        lines = raw.decode().split("\r\n")
+    except UnicodeDecodeError:
+        return _parse_headers(raw)
+    if lines[0] != "NATS/1.0":
+        return _parse_headers(raw)
+    # The usual block: no status, each line ``Name: value`` with nothing to strip.
+    out: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, sep, value = line.partition(": ")
+            if not sep or ":" in name or name != name.strip() or value != value.strip():
+                return _parse_headers(raw)
+            out[name] = value
+    return out
+
+
+def _parse_headers(raw: bytes) -> dict[str, str]:
+    """:func:`parse_headers` for any block: a status line, odd spacing, invalid UTF-8."""
     text = raw.decode(errors="replace")
     first, _, rest = text.partition("\r\n")
     out: dict[str, str] = {}

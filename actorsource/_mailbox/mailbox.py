@@ -222,7 +222,7 @@ class JetStreamMailbox:
     def _receive(
         self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None
     ) -> None:
-        self._last_seen = time.monotonic()
+        self._last_seen = now = time.monotonic()
         if headers and not data and "Status" in headers:
             self._on_status(headers)
             return
@@ -231,10 +231,14 @@ class JetStreamMailbox:
         except (MailboxError, ValueError):
             return
         self._credit -= 1
-        if not self._buffer:
-            self.buffered_since = time.monotonic()
-        self._buffer.append(Delivery(subject, data, headers, reply, stream, seq, delivered, ts))
-        self._signal()
+        buffer = self._buffer
+        buffer.append(Delivery(subject, data, headers, reply, stream, seq, delivered, ts))
+        if len(buffer) == 1:
+            # Only the first delivery into an empty buffer signals: whoever takes from it
+            # takes what is buffered, and looks again if it leaves some (next_batch, and
+            # the actor's loop, which rings its own doorbell then).
+            self.buffered_since = now
+            self._signal()
 
     def _on_status(self, headers: dict[str, str]) -> None:
         status = headers.get("Status")
@@ -309,6 +313,8 @@ class JetStreamMailbox:
             batch = await self.take(max_n)
             if batch:
                 return batch
+            if self._buffer or self._failure is not None:
+                continue  # arrived while take() asked for more: signalled the event before
             self._arrived = anyio.Event()
             with anyio.move_on_after(self._expires + 2 * self._heartbeat):
                 await self._arrived.wait()

@@ -235,7 +235,8 @@ class LiveState:
             return None
         effects = self.effects(time.time())
         await self.dispatch.apply(event, entry, replaying=False, effects=effects)
-        await self.apply_recorded(effects, after=entry.pos)
+        if effects.pending:
+            await self.apply_recorded(effects, after=entry.pos)
         return effects if effects.entries or effects.outbox else None
 
     def effects(self, now: float) -> Effects:

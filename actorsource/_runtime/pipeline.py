@@ -23,6 +23,7 @@ events the journal does not, instead of rebuilding a whole state.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable
 
@@ -47,6 +48,8 @@ from .status import ActorStats, CrashSwitch
 from .triage import Failure, Triage, triage
 
 __all__ = ["Pipeline", "recover", "restore"]
+
+_stream_seq = operator.attrgetter("stream_seq")
 
 
 async def restore(
@@ -175,7 +178,7 @@ class Pipeline:
         """
         stream = deliveries[start].stream
         rest = deliveries[start:]
-        if not careful and any(d.stream_seq <= self._high.get(stream, 0) for d in rest):
+        if not careful and min(map(_stream_seq, rest)) <= self._high.get(stream, 0):
             await self.committer.drain()
             if self.committer.conflict:
                 self.committer.defer(rest)

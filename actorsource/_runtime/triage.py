@@ -124,13 +124,19 @@ async def triage(
         seq = d.stream_seq
         headers = d.headers or {}
         msg_id = headers.get(MSG_ID_HEADER)
-        if seq in known_seqs or seq in seen_seqs or (msg_id is not None and msg_id in known_ids):
+        # Every sequence seen in this batch is at most ``top``: a greater one is not.
+        if (
+            seq in known_seqs
+            or (seq <= top and seq in seen_seqs)
+            or (msg_id is not None and msg_id in known_ids)
+        ):
             out.duplicates += 1
             to_ack.append(d)
             top = max(top, seq)
             continue
         seen_seqs.add(seq)
         type_name = headers.get(EVENT_TYPE_HEADER)
+        usual = 1 if msg_id is None else 2
         data = d.data
         if len(data) > max_payload:
             error: BaseException = EventCodecError(
@@ -143,7 +149,8 @@ async def triage(
         try:
             if type_name is None:
                 raise EventCodecError(missing_header(headers, EVENT_TYPE_HEADER))
-            version = version_header(headers)
+            # Only the type and the id (the usual headers): version 1, nothing to look for.
+            version = 1 if len(headers) == usual else version_header(headers)
             if step is not None and version == step[2]:
                 try:
                     event = step[0](data)
@@ -186,7 +193,8 @@ async def triage(
             out.failure = Failure(index, d, event, entry, exc)
             out.end = index
             break
-        top = max(top, seq)
+        if seq > top:
+            top = seq
         out.pos += 1
         entries.append(entry)
         if effects is not None:
