@@ -30,8 +30,10 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from .._errors import MailboxError
+from .._errors import InvalidNameError, MailboxError
+from .._model.partitions import Partitioning
 from .fastpath import InboxSubscription, subscribe_inbox
+from .partitioned import ensure_partitioned_stream
 from .provision import find_or_create_stream, recreate_consumer, setup_error
 
 __all__ = ["ConsumerGone", "Delivery", "JetStreamMailbox", "parse_ack_subject"]
@@ -102,6 +104,8 @@ class JetStreamMailbox:
         max_ack_pending: int,
         pull_expires: float = 5.0,
         fastpath: bool | None = None,
+        partitioning: Partitioning | None = None,
+        replicas: int = 1,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
@@ -125,6 +129,11 @@ class JetStreamMailbox:
         self._failure: MailboxError | None = None
         self._sub: InboxSubscription | None = None
         self._fastpath = fastpath
+        #: A partition's mailbox: its stream is the actor's partitioned one, and each
+        #: delivery's subject is given as published (the partition token taken out).
+        self.partitioning = partitioning
+        self._published = partitioning.published if partitioning is not None else None
+        self._replicas = replicas
         self._inbox = ""
         self._next_subject = ""
 
@@ -161,7 +170,19 @@ class JetStreamMailbox:
         return stream
 
     async def resolve_stream(self) -> str:
-        """Find the stream that stores the actor's subjects, creating it if there is none."""
+        """Find the stream that stores the actor's subjects, creating it if there is none
+        (a partitioned actor's: its own stream with the partition transform, see
+        :func:`~actorsource._mailbox.partitioned.ensure_partitioned_stream`)."""
+        if self.partitioning is not None:
+            assert self.stream is not None  # a partition's definition names its stream
+            await ensure_partitioned_stream(
+                self._js,
+                self.stream,
+                self.partitioning,
+                actor=self.durable,
+                replicas=self._replicas,
+            )
+            return self.stream
         try:
             self.stream = await find_or_create_stream(
                 self._js,
@@ -170,6 +191,7 @@ class JetStreamMailbox:
                 stream=self.stream,
                 stream_subjects=self._stream_subjects,
                 default_stream=self._default_stream,
+                replicas=self._replicas,
             )
         except (nats.errors.Error, OSError) as exc:
             raise self._setup_error(f"a stream for {self.durable!r}", exc) from exc
@@ -231,6 +253,11 @@ class JetStreamMailbox:
         except (MailboxError, ValueError):
             return
         self._credit -= 1
+        if self._published is not None:
+            try:
+                subject = self._published(subject)
+            except InvalidNameError:
+                pass  # not from the partition transform: the handler sees it as stored
         if not self._buffer:
             self.buffered_since = time.monotonic()
         self._buffer.append(Delivery(subject, data, headers, reply, stream, seq, delivered, ts))

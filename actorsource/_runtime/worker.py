@@ -63,7 +63,8 @@ class Worker:
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         name: str | None = None,
     ) -> None:
-        definitions = [definition_of(a) for a in actors]
+        # A partitioned actor runs as one actor per partition (``orders-p0`` ...).
+        definitions = [unit for a in actors for unit in definition_of(a).units()]
         names = [d.name for d in definitions]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
