@@ -131,6 +131,11 @@ class JournalFence:
         self._fenced = False
 
     @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context the fence appends through."""
+        return self._js
+
+    @property
     def fenced(self) -> bool:
         """Whether an append or open was refused: this owner must stop."""
         return self._fenced

@@ -22,8 +22,12 @@ written in the same SQLite transaction as the batch and tells recovery where to 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import suppress
+
+import nats.errors
 
 from .._errors import Fenced, LeaseLost
+from .._journal.journal import SQLiteJournal
 from .._journal.schema import JournalBatch
 from .batches import decode_batch, encode_batch
 from .fence import JournalFence
@@ -33,11 +37,53 @@ __all__ = ["PartitionGuard"]
 
 
 class PartitionGuard:
-    """One owner's lease and fence for one partition, used by that partition's runner."""
+    """One owner's lease and fence for one partition, used by that partition's runner (it
+    is the runner's :class:`~actorsource._runtime.commit_guard.CommitGuard`)."""
 
     def __init__(self, lease: Lease, fence: JournalFence) -> None:
         self.lease = lease
         self.fence = fence
+        #: Batches refused by the fence or the lapsed lease (0 or 1: the owner then stops).
+        self.refused = 0
+
+    @property
+    def consumer(self) -> str:
+        """This owner's consumer: ``<partition>-e<epoch>``, one per epoch, so that an older
+        owner's pulls and acknowledgements reach a consumer that no longer exists."""
+        return f"{self.lease.key}-e{self.lease.epoch}"
+
+    async def import_tail(self, journal: SQLiteJournal) -> int:
+        """Open this epoch on the journal subject and write to ``journal`` the batches the
+        subject holds after the journal's last recorded subject sequence; how many."""
+        imported = 0
+        async for batch in self.recover(after=journal.stream_positions.get(self.position_key, 0)):
+            await journal.append(batch)
+            imported += 1
+        return imported
+
+    async def consuming(self, stream: str) -> None:
+        """Delete the consumers of earlier epochs of this partition on ``stream``."""
+        prefix = f"{self.lease.key}-e"
+        mine = self.consumer
+        js = self.fence.js
+        try:
+            infos = await js.consumers_info(stream)
+        except nats.errors.Error:
+            return  # a later owner change deletes them; the fence does not rest on it
+        for info in infos:
+            name = info.name or ""
+            if name != mine and name.startswith(prefix) and name[len(prefix) :].isdigit():
+                with suppress(nats.errors.Error):
+                    await js.delete_consumer(stream, name)
+
+    async def admit(self, batch: JournalBatch) -> None:
+        """Append ``batch`` to the journal subject (the fence) and record the subject's
+        sequence in its ``positions``; raises :class:`Fenced` or :class:`LeaseLost`."""
+        try:
+            batch.positions[self.position_key] = await self.before_commit(batch)
+        except (Fenced, LeaseLost):
+            self.refused += 1
+            raise
 
     @property
     def position_key(self) -> str:

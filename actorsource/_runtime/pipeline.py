@@ -37,6 +37,7 @@ from .._model.actor import Timer
 from .._model.dispatch import LiveState
 from .._model.effects import Effects
 from .._model.events import MSG_ID_HEADER
+from .commit_guard import CommitGuard
 from .committer import CommitJob, Committer
 from .deadletters import dlq_message
 from .entities import Entities
@@ -107,6 +108,7 @@ class Pipeline:
         gate: anyio.Event | None,
         entities: Entities | None = None,
         snapshots: SnapshotWriter | None = None,
+        guard: CommitGuard | None = None,
     ) -> None:
         self._live = live
         self._snapshots = snapshots
@@ -135,6 +137,7 @@ class Pipeline:
             attempts=commit_attempts,
             gate=gate,
             snapshots=snapshots,
+            guard=guard,
         )
         # The cursor: the last position assigned and the highest stream sequence handled,
         # ahead of the journal by the jobs not yet committed.
