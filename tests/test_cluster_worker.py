@@ -20,6 +20,7 @@ from actorsource._cluster.fence import JOURNAL_STREAM, JournalFence, ensure_jour
 from actorsource._cluster.guard import PartitionGuard
 from actorsource._cluster.lease import Leases
 from actorsource._cluster.node import ClusterWorker
+from actorsource._errors import Fenced
 from actorsource._model.actor import definition_of
 from actorsource._runtime.runner import ActorRunner
 from actorsource._runtime.status import CrashSwitch, SimulatedCrash
@@ -171,3 +172,55 @@ async def test_a_crash_after_the_fenced_append_is_healed_by_importing_the_tail(
         again.stop()
     async with SQLiteJournal(journal_path(tmp_path, "counter"), actor="counter") as journal:
         assert await journal.count() == 3  # nothing applied twice: the redelivery was known
+
+
+async def test_a_stale_owner_with_a_batch_in_hand_is_fenced_and_acknowledges_nothing(
+    actor_kit: ActorKit, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """The lease does not protect here: the stale owner still believes it holds it (as
+    after a pause its clock did not see). Only the conditional append stops it."""
+    js = actor_kit.js
+    await ensure_journal_stream(js)
+    leases = Leases(js, ttl=30)
+    unit = definition_of(Counter)
+    old_lease = await leases.acquire("counter", "wa")
+    stale = ActorRunner(
+        unit,
+        actor_kit.nc,
+        data_dir=tmp_path / "a",
+        guard=PartitionGuard(old_lease, JournalFence(js, "counter", 0)),
+    )
+    fenced = anyio.Event()
+
+    async def run_until_fenced(*, task_status: TaskStatus[None]) -> None:
+        with pytest.raises(Fenced):
+            await stale.run(task_status=task_status)
+        fenced.set()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(run_until_fenced)
+        await actor_kit.publish("count.k1", Added("k1", 1))
+        await _until(lambda: stale.journal_pos == 1)
+        # Its lease expires unseen and another worker takes the partition: epoch marker first.
+        await (await leases.kv()).delete("counter")
+        new_lease = await leases.acquire("counter", "wb")
+        await JournalFence(js, "counter", 0).open(new_lease.epoch)
+        seq = await actor_kit.publish("count.k2", Added("k2", 2))  # reaches the stale owner
+        with anyio.fail_after(10):
+            await fenced.wait()
+    consumer = await js.consumer_info("COUNTER", f"counter-e{old_lease.epoch}")
+    assert consumer.ack_floor.stream_seq < seq  # not acknowledged
+    async with SQLiteJournal(journal_path(tmp_path / "a", "counter"), actor="counter") as journal:
+        assert await journal.count() == 1  # not committed
+
+    new = ActorRunner(
+        unit,
+        actor_kit.nc,
+        data_dir=tmp_path / "b",
+        guard=PartitionGuard(new_lease, JournalFence(js, "counter", 0)),
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(new.run)
+        await _until(lambda: new.journal_pos == 2)
+        assert new.state.totals == {"k1": 1, "k2": 2}
+        new.stop()
