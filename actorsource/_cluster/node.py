@@ -119,6 +119,11 @@ class ClusterWorker(Worker):
         """The partitions this worker runs now (owned: a runner exists for them)."""
         return [name for name in self.runners if self.partitions[name].epoch]
 
+    def epoch_of(self, name: str) -> int | None:
+        """The epoch this worker owns ``name`` under (0 while it does not)."""
+        state = self.partitions.get(name)
+        return state.epoch if state is not None else None
+
     async def _prepare(self, nc: NATS) -> None:
         # The members bucket's limit markers (watchers see a dead worker go) need 2.11.
         require_server_version(nc, (2, 11), "cluster mode (KV limit markers)")

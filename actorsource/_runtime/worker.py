@@ -160,6 +160,10 @@ class Worker:
         """The names of the actors (partitions) this worker reports on."""
         return [d.name for d in self.definitions]
 
+    def epoch_of(self, name: str) -> int | None:
+        """The epoch this worker owns ``name`` under (None: not in cluster mode)."""
+        return None
+
     async def _prepare(self, nc: NATS) -> None:
         """Checks and set-up once connected, before any actor starts."""
         if any(d.partition is not None for d in self.definitions):

@@ -321,8 +321,12 @@ def status(nats: NatsOptions, as_json: bool, wait: float) -> None:
         return
     header = (
         "WORKER", "ACTOR", "STATE", "JOURNAL POS", "STREAM SEQ", "LAG", "EVENTS/S",
-        "SNAPSHOT", "DEAD LETTERS", "OUTBOX", "RESTARTS",
+        "SNAPSHOT", "DEAD LETTERS", "OUTBOX", "RESTARTS", "EPOCH", "CAUGHT UP",
     )  # fmt: skip
+    listed = sorted(
+        ((report, a) for report in reports for a in report.actors),
+        key=lambda ra: (ra[1].of or ra[1].actor, ra[1].partition or 0, ra[0].worker),
+    )
     rows = [
         (
             report.worker,
@@ -336,15 +340,41 @@ def status(nats: NatsOptions, as_json: bool, wait: float) -> None:
             _count(a.dead_letters),
             _count(a.outbox),
             f"{a.restarts:,}",
+            _count(a.epoch),
+            "yes" if a.caught_up else "no",
         )
-        for report in reports
-        for a in report.actors
+        for report, a in listed
     ]
-    _echo_table(header, rows, right={3, 4, 5, 6, 8, 9, 10})
+    _echo_table(header, rows, right={3, 4, 5, 6, 8, 9, 10, 11})
+    for line in _partition_summary(reports):
+        click.echo(line)
     for report in reports:
         for a in report.actors:
             if a.error:
                 click.echo(f"{report.worker} {a.actor}: {a.error}")
+
+
+def _partition_summary(reports: Sequence[Any]) -> list[str]:
+    """One line per partitioned (or cluster-mode) actor: how many of its partitions run,
+    on how many workers, and whether all are caught up."""
+    by_actor: dict[str, list[tuple[str, Any]]] = {}
+    for report in reports:
+        for a in report.actors:
+            if a.of is not None:
+                by_actor.setdefault(a.of, []).append((report.worker, a))
+    lines = []
+    for actor, parts in sorted(by_actor.items()):
+        count = parts[0][1].partitions or 1
+        running = {a.partition for _, a in parts if a.state == "running"}
+        workers = {w for w, _ in parts}
+        caught_up = len(running) == count and all(a.caught_up for _, a in parts)
+        lines.append(
+            f"{actor}: {len(running)}/{count} partitions running on {len(workers)} "
+            f"worker{'s' if len(workers) != 1 else ''}, "
+            f"lag {sum(a.lag or 0 for _, a in parts):,}, "
+            f"{'caught up' if caught_up else 'not caught up'}"
+        )
+    return lines
 
 
 async def _collect_status(nc: Any, wait: float) -> Any:
