@@ -220,3 +220,43 @@ async def test_a_worker_paused_past_its_lease_commits_nothing_and_ends_fenced(
         _check_exactly_once_in_order(await _committed(js), published)
         await w1.stop()
         await w2.stop()
+
+
+@pytest.mark.slow
+async def test_the_stream_leaders_server_killed_loses_doubles_and_reorders_nothing(
+    nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """An election (5-8 s here) stalls appends, renewals and consumer requests; with
+    L = 15 s no lease runs out (a runner whose consumer request timed out restarts on its
+    worker under a new epoch), and consumption resumes once a new leader is elected."""
+    published = [Placed(KEYS[i % len(KEYS)], i) for i in range(200)]
+    lease = "15"
+    async with AsyncExitStack() as stack:
+        nc = await stack.enter_async_context(_client(nats_cluster))
+        js = nc.jetstream(timeout=5)
+        workers = []
+        for name in ("w1", "w2"):
+            worker = _worker(nats_cluster, tmp_path, name)
+            worker.command[worker.command.index("--lease-time") + 1] = lease
+            workers.append(await stack.enter_async_context(worker))
+
+        async def spread() -> bool:
+            leases = Leases(js, ttl=float(lease))
+            held = [await leases.holder(f"porders-p{k}") for k in range(PARTITIONS)]
+            return {h[0] for h in held if h} == {"w1", "w2"} and all(held)
+
+        await _until(spread, 60, "the partitions spread over both workers")
+        for e in published[:80]:
+            await _publish(js, e)
+        leader = await nats_cluster.stream_leader("PORDERS")
+        await nats_cluster.kill(leader)
+        for e in published[80:]:
+            await _publish(js, e)
+
+        async def applied() -> bool:
+            return await _total(js) == len(published)
+
+        await _until(applied, 90, "every event committed after the election")
+        _check_exactly_once_in_order(await _committed(js), published)
+        for worker in workers:
+            await worker.stop()

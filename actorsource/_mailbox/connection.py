@@ -81,12 +81,13 @@ def require_server_version(nc: NATS, minimum: tuple[int, int], needed_for: str) 
     version = nc.connected_server_version
     try:
         found = (int(version.major or 0), int(version.minor or 0))
+        shown = f"{found[0]}.{found[1]}.{int(version.patch or 0)}"
     except ValueError:
-        found = (0, 0)
+        found, shown = (0, 0), "of an unknown version"
     if found < minimum:
         required = f"{minimum[0]}.{minimum[1]}"
         raise ServerTooOldError(
-            f"nats-server {version} is too old: {needed_for} needs nats-server {required} or newer",
+            f"nats-server {shown} is too old: {needed_for} needs nats-server {required} or newer",
             required=required,
         )
 
