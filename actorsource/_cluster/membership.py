@@ -131,13 +131,28 @@ class Membership:
         except nats.js.errors.KeyWrongLastSequenceError:
             await self.join()
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        *,
+        patience: float = 0.0,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Join, then heartbeat every TTL/3 until cancelled; leave (shielded) on the way out.
 
-        A heartbeat that fails on the connection is tried again at the next tick (the key
-        lives for the whole TTL); :class:`WorkerIdTaken` ends the loop.
+        ``patience``: how long to keep trying to join while the id is taken (a worker
+        restarted under its id after a crash waits out its previous incarnation's key, at
+        most the TTL). A heartbeat that fails on the connection is tried again at the next
+        tick (the key lives for the whole TTL); :class:`WorkerIdTaken` ends the loop.
         """
-        await self.join()
+        give_up = time.monotonic() + patience
+        while True:
+            try:
+                await self.join()
+                break
+            except WorkerIdTaken:
+                if time.monotonic() >= give_up:
+                    raise
+                await anyio.sleep(min(self.ttl / 10, 0.5))
         task_status.started()
         try:
             while True:

@@ -31,6 +31,7 @@ import socket
 import time
 from collections.abc import Sequence
 from contextlib import aclosing
+from functools import partial
 from typing import Any
 
 import anyio
@@ -153,7 +154,8 @@ class ClusterWorker(Worker):
     ) -> None:
         try:
             async with anyio.create_task_group() as around:
-                await around.start(membership.run)
+                # Restarted after a crash under the same id: its old key lives up to L.
+                await around.start(partial(membership.run, patience=self.lease_time * 1.5))
                 around.start_soon(self._follow_assignment, membership)
                 self.ready.set()
                 task_status.started()
@@ -304,7 +306,10 @@ class ClusterWorker(Worker):
                     await runner.run()
                 except (Fenced, LeaseLost) as exc:
                     outcome = "fenced"
-                    log.warning("partition fenced; dropped", epoch=lease.epoch, error=str(exc))
+                    reason = "fenced" if isinstance(exc, Fenced) else "lease lost"
+                    log.warning(
+                        "partition dropped", epoch=lease.epoch, reason=reason, error=str(exc)
+                    )
                 except FATAL_ERRORS as exc:
                     outcome = "halted"
                     self.halted[unit.name] = exc
@@ -313,9 +318,11 @@ class ClusterWorker(Worker):
                     outcome = "failed"
                     log.error("partition failed; restarting", error=repr(exc))
                 tg.cancel_scope.cancel()
-            if lost is not None:
+            if lost is not None and outcome != "fenced":
                 outcome = "fenced"
-                log.warning("lease lost; partition dropped", epoch=lease.epoch, error=str(lost))
+                log.warning(
+                    "partition dropped", epoch=lease.epoch, reason="lease lost", error=str(lost)
+                )
         finally:
             state.epoch, state.lease = 0, None
             if self.runners.get(unit.name) is runner:
