@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actorsource import Context, actor, handles
+from actorsource import Context, actor, entity, handles
 
 
 @dataclass
@@ -36,3 +36,19 @@ def fold(events: list[Placed]) -> dict[str, list[int]]:
     for e in events:
         out.setdefault(e.key, []).append(e.n)
     return out
+
+
+@entity("pcarts", subjects=["pcart.*"], partitions=3, snapshot_every=5)
+class Cart:
+    """One total per cart (the subject's key token), in one of three partitions."""
+
+    total: int
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    @handles(Placed)
+    def placed(self, event: Placed, ctx: Context) -> None:
+        assert ctx.key == event.key
+        assert ctx.partition is not None
+        self.total += event.n

@@ -3,10 +3,11 @@ journal, snapshots and outbox; handlers see the subject as published and their p
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import anyio
-from partitioned_actors import Orders, Placed, fold
+from partitioned_actors import Cart, Orders, Placed, fold
 
 from actorsource import NatsOptions, Worker
 from actorsource._model.actor import definition_of
@@ -87,3 +88,33 @@ async def test_a_restarted_worker_recovers_every_partition(
     for k in range(PARTITIONING.count):
         # Each partition restored its own final snapshot of the first run.
         assert again.runners[f"porders-p{k}"].recovery.snapshot_pos == before[k]
+
+
+async def test_an_entity_actors_partitions_each_hold_exactly_their_entities(
+    actor_kit: ActorKit, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    partitioning = definition_of(Cart).partitions
+    assert partitioning is not None
+    worker = Worker([Cart], nats=NatsOptions(servers=(nats_server.url,)), data_dir=tmp_path)
+    events = [Placed(f"c{i % 11}", i) for i in range(90)]
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        with anyio.fail_after(20):
+            await worker.ready.wait()
+        for e in events:
+            await actor_kit.publish(f"pcart.{e.key}", e)
+        with anyio.fail_after(20):
+            while sum(r.journal_pos for r in worker.runners.values()) < len(events):
+                await anyio.sleep(0.02)
+        worker.stop()
+    totals: dict[str, int] = {}
+    for k in range(partitioning.count):
+        for entry in await _journal_entries(tmp_path, f"pcarts-p{k}"):
+            assert entry.entity is not None
+            assert partitioning.partition_of_key(entry.entity) == k
+            assert entry.subject == f"pcart.{entry.entity}"
+            totals[entry.entity] = totals.get(entry.entity, 0) + json.loads(entry.payload)["n"]
+    expected: dict[str, int] = {}
+    for e in events:
+        expected[e.key] = expected.get(e.key, 0) + e.n
+    assert totals == expected
