@@ -59,8 +59,9 @@ class Delivery:
     timestamp_ns: int
 
 
-def parse_ack_subject(reply: str) -> tuple[str, int, int, int]:
-    """Parse ``(stream, stream_seq, delivered, timestamp_ns)`` from a JetStream ack subject.
+def parse_ack_subject(reply: str) -> tuple[str, int, int, int, int]:
+    """Parse ``(stream, stream_seq, delivered, timestamp_ns, consumer_seq)`` from a
+    JetStream ack subject (the consumer sequence counts deliveries, redeliveries too).
 
     Handles both the v1 form ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``
     and the v2 form with domain and account hash tokens after ``$JS.ACK``.
@@ -68,7 +69,7 @@ def parse_ack_subject(reply: str) -> tuple[str, int, int, int]:
     tokens = reply.split(".")
     n = len(tokens)
     if n == 9 and tokens[1] == "ACK" and tokens[0] == "$JS":  # the usual form, first
-        return tokens[2], int(tokens[5]), int(tokens[4]), int(tokens[7])
+        return tokens[2], int(tokens[5]), int(tokens[4]), int(tokens[7]), int(tokens[6])
     if n == 9:
         base = 2
     elif n >= 11:
@@ -77,7 +78,13 @@ def parse_ack_subject(reply: str) -> tuple[str, int, int, int]:
         raise MailboxError(f"not a JetStream ack subject: {reply!r}")
     if tokens[0] != "$JS" or tokens[1] != "ACK":
         raise MailboxError(f"not a JetStream ack subject: {reply!r}")
-    return tokens[base], int(tokens[base + 3]), int(tokens[base + 2]), int(tokens[base + 5])
+    return (
+        tokens[base],
+        int(tokens[base + 3]),
+        int(tokens[base + 2]),
+        int(tokens[base + 5]),
+        int(tokens[base + 4]),
+    )
 
 
 class JetStreamMailbox:
@@ -127,6 +134,8 @@ class JetStreamMailbox:
         #: Since when the oldest delivery not yet taken has waited (if any wait).
         self.buffered_since = 0.0
         self._failure: MailboxError | None = None
+        self._last_cseq = 0
+        self._gap = False
         self._sub: InboxSubscription | None = None
         self._fastpath = fastpath
         #: A partition's mailbox: its stream is the actor's partitioned one, and each
@@ -167,6 +176,10 @@ class JetStreamMailbox:
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.durable}"
         self._buffer.clear()
         self._credit = 0
+        # A new consumer numbers its deliveries from 1: a number skipped is one lost.
+        self._last_cseq = 0
+        self._gap = False
+        self._failure = None
         return stream
 
     async def resolve_stream(self) -> str:
@@ -249,10 +262,27 @@ class JetStreamMailbox:
             self._on_status(headers)
             return
         try:
-            stream, seq, delivered, ts = parse_ack_subject(reply)
+            stream, seq, delivered, ts, cseq = parse_ack_subject(reply)
         except (MailboxError, ValueError):
             return
         self._credit -= 1
+        if self._gap:
+            return  # a delivery before it was lost: nothing is taken until re-created
+        if cseq != self._last_cseq + 1:
+            # A delivery the consumer made never arrived (the connection dropped with it in
+            # flight). Acknowledging a later one would acknowledge it too (ack policy
+            # ``all``): stop here, and let the runner re-create the consumer at the
+            # journal's position.
+            self._gap = True
+            self._fail(
+                ConsumerGone(
+                    f"consumer {self.durable!r} delivered #{cseq} after #{self._last_cseq}: "
+                    "a delivery was lost in transit",
+                    actor=self.durable,
+                )
+            )
+            return
+        self._last_cseq = cseq
         if self._published is not None:
             try:
                 subject = self._published(subject)
