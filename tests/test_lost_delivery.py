@@ -43,6 +43,12 @@ async def _steal_one(actor_kit: ActorKit, stream: str, durable: str) -> Subscrip
     return nowhere
 
 
+async def _take_until_something(mailbox: JetStreamMailbox) -> None:
+    with anyio.fail_after(10):
+        while not await mailbox.take():
+            await anyio.sleep(0.01)
+
+
 async def test_a_skipped_consumer_sequence_stops_the_mailbox_before_the_later_delivery(
     actor_kit: ActorKit,
 ) -> None:
@@ -53,9 +59,8 @@ async def test_a_skipped_consumer_sequence_stops_the_mailbox_before_the_later_de
     stolen = await _steal_one(actor_kit, stream, "lossy")
     assert (await stolen.next_msg(timeout=5)).subject == "lossy.k0"
     async with mailbox:
-        with pytest.raises(ConsumerGone, match="lost in transit"), anyio.fail_after(10):
-            while not await mailbox.take():
-                await anyio.sleep(0.01)
+        with pytest.raises(ConsumerGone, match="lost in transit"):
+            await _take_until_something(mailbox)
         await mailbox.ensure(1)  # what the runner does: re-create at the journal's position
         taken = []
         with anyio.fail_after(10):
