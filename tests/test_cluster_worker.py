@@ -24,7 +24,7 @@ from actorsource._errors import Fenced
 from actorsource._model.actor import definition_of
 from actorsource._runtime.runner import ActorRunner
 from actorsource._runtime.status import CrashSwitch, SimulatedCrash
-from actorsource.journal import SQLiteJournal, journal_path
+from actorsource.journal import SQLiteJournal, journal_path, restore_state
 from actorsource.testing import ActorKit, NatsServer
 
 LEASE = 3.0
@@ -224,3 +224,47 @@ async def test_a_stale_owner_with_a_batch_in_hand_is_fenced_and_acknowledges_not
         await _until(lambda: new.journal_pos == 2)
         assert new.state.totals == {"k1": 1, "k2": 2}
         new.stop()
+
+
+async def test_a_runner_stopping_while_its_commit_is_refused_saves_no_snapshot_of_it(
+    actor_kit: ActorKit, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """A hand-over stops the runner; the batch it applied meanwhile is refused at the
+    fence. Its state then holds an event the journal does not: the final snapshot of a
+    graceful stop must not be written from it."""
+    js = actor_kit.js
+    await ensure_journal_stream(js)
+    leases = Leases(js, ttl=30)
+    unit = definition_of(Counter)
+    lease = await leases.acquire("counter", "wa")
+    runner = ActorRunner(
+        unit,
+        actor_kit.nc,
+        data_dir=tmp_path,
+        guard=PartitionGuard(lease, JournalFence(js, "counter", 0)),
+    )
+    failed = anyio.Event()
+
+    async def run_until_fenced(*, task_status: TaskStatus[None]) -> None:
+        with pytest.raises(Fenced):
+            await runner.run(task_status=task_status)
+        failed.set()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(run_until_fenced)
+        await actor_kit.publish("count.k1", Added("k1", 1))
+        await _until(lambda: runner.journal_pos == 1)
+        await (await leases.kv()).delete("counter")
+        newer = await leases.acquire("counter", "wb")
+        await JournalFence(js, "counter", 0).open(newer.epoch)
+        await actor_kit.publish("count.k2", Added("k2", 2))
+        with anyio.fail_after(10):
+            while "k2" not in runner.state.totals:  # applied, its commit on its way
+                await anyio.sleep(0)
+        runner.stop()
+        with anyio.fail_after(10):
+            await failed.wait()
+    async with SQLiteJournal(journal_path(tmp_path, "counter"), actor="counter") as journal:
+        assert await journal.count() == 1
+        state, _ = await restore_state(Counter, journal)
+    assert state.totals == {"k1": 1}

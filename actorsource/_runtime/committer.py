@@ -108,6 +108,9 @@ class Committer:
         self._idle = anyio.Event()
         self._idle.set()
         self.redo: list[Delivery] | None = None
+        #: What made the commit task fail (then the state holds events the journal does
+        #: not, and must not be snapshotted: the runner is going down).
+        self.failed: BaseException | None = None
 
     @property
     def conflict(self) -> bool:
@@ -195,6 +198,9 @@ class Committer:
             self._taken.set()
             try:
                 await self._commit_and_ack(job)
+            except BaseException as exc:
+                self.failed = exc
+                raise
             finally:
                 self._inflight.remove(job)
                 if not self._inflight:

@@ -339,6 +339,10 @@ class Pipeline:
         actor snapshots each resident entity with unsaved events."""
         await self.settle()
         pos = self._journal.last_pos
+        if self.committer.failed is not None:
+            # A batch applied to the state was not committed (a refused commit, a fenced
+            # owner): the state is not the journal's fold at ``pos``; nothing to save.
+            return pos
         if self._entities is not None:
             await self._commit_snapshots(self._entities.unsaved())
             return pos

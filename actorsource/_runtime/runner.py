@@ -349,7 +349,8 @@ class ActorRunner:
                 unsaved = self.journal_pos > self.stats.last_snapshot_pos or bool(
                     self._entities and self._entities.resident
                 )
-                if unsaved and not pipeline.committer.conflict:
+                committer = pipeline.committer
+                if unsaved and not committer.conflict and committer.failed is None:
                     with anyio.CancelScope(shield=True):
                         await pipeline.snapshot()
                 with anyio.move_on_after(2.0, shield=True):
