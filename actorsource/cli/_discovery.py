@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -28,6 +29,7 @@ __all__ = [
     "collect_status",
     "find_workers",
     "request_snapshot",
+    "partition_summary",
     "wait_caught_up",
 ]
 
@@ -204,3 +206,26 @@ async def wait_caught_up(
         f"{describe(behind.progress)}",
         actor=actor,
     )
+
+
+def partition_summary(reports: Sequence[WorkerReport]) -> list[str]:
+    """One line per partitioned (or cluster-mode) actor: how many of its partitions run,
+    on how many workers, and whether all are caught up."""
+    by_actor: dict[str, list[tuple[str, ActorReport]]] = {}
+    for report in reports:
+        for a in report.actors:
+            if a.of is not None:
+                by_actor.setdefault(a.of, []).append((report.worker, a))
+    lines = []
+    for actor, parts in sorted(by_actor.items()):
+        count = parts[0][1].partitions or 1
+        running = {a.partition for _, a in parts if a.state == "running"}
+        workers = {w for w, _ in parts}
+        caught_up = len(running) == count and all(a.caught_up for _, a in parts)
+        lines.append(
+            f"{actor}: {len(running)}/{count} partitions running on {len(workers)} "
+            f"worker{'s' if len(workers) != 1 else ''}, "
+            f"lag {sum(a.lag or 0 for _, a in parts):,}, "
+            f"{'caught up' if caught_up else 'not caught up'}"
+        )
+    return lines

@@ -346,35 +346,14 @@ def status(nats: NatsOptions, as_json: bool, wait: float) -> None:
         for report, a in listed
     ]
     _echo_table(header, rows, right={3, 4, 5, 6, 8, 9, 10, 11})
-    for line in _partition_summary(reports):
+    from ._discovery import partition_summary
+
+    for line in partition_summary(reports):
         click.echo(line)
     for report in reports:
         for a in report.actors:
             if a.error:
                 click.echo(f"{report.worker} {a.actor}: {a.error}")
-
-
-def _partition_summary(reports: Sequence[Any]) -> list[str]:
-    """One line per partitioned (or cluster-mode) actor: how many of its partitions run,
-    on how many workers, and whether all are caught up."""
-    by_actor: dict[str, list[tuple[str, Any]]] = {}
-    for report in reports:
-        for a in report.actors:
-            if a.of is not None:
-                by_actor.setdefault(a.of, []).append((report.worker, a))
-    lines = []
-    for actor, parts in sorted(by_actor.items()):
-        count = parts[0][1].partitions or 1
-        running = {a.partition for _, a in parts if a.state == "running"}
-        workers = {w for w, _ in parts}
-        caught_up = len(running) == count and all(a.caught_up for _, a in parts)
-        lines.append(
-            f"{actor}: {len(running)}/{count} partitions running on {len(workers)} "
-            f"worker{'s' if len(workers) != 1 else ''}, "
-            f"lag {sum(a.lag or 0 for _, a in parts):,}, "
-            f"{'caught up' if caught_up else 'not caught up'}"
-        )
-    return lines
 
 
 async def _collect_status(nc: Any, wait: float) -> Any:
