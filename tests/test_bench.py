@@ -276,3 +276,22 @@ def test_partition_chaos_reports_every_figure_per_partition_and_in_total() -> No
         assert figures["fenced"] >= 0
     assert result["committed"] == result["published"] > 0
     assert sum(result["actions"].values()) > 0
+
+
+def test_fence_cost_reports_every_figure_on_r1_and_r3() -> None:
+    result = _report(["bench/fence_cost.py", "--events", "4000", "--partitions", "4"])
+    _assert_positive(
+        result,
+        [
+            f"{replicas}_{kind}_events_per_s"
+            for replicas, kinds in (
+                ("r1", ("unpartitioned", "partitioned", "fenced")),
+                ("r3", ("unpartitioned", "fenced")),
+            )
+            for kind in kinds
+        ]
+        + ["ratio_r1", "ratio_r3"],
+    )
+    # Once consuming: with so few events a partition may finish before the last one starts.
+    assert result["ratio_r1_steady"] >= 0
+    assert result["ratio_r3_steady"] >= 0
