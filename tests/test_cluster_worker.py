@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import nats.js.errors
 import pytest
 from actors import Added, Counter, expected_totals
 from anyio.abc import TaskStatus
@@ -223,6 +224,9 @@ async def test_a_stale_owner_with_a_batch_in_hand_is_fenced_and_acknowledges_not
         await tg.start(new.run)
         await _until(lambda: new.journal_pos == 2)
         assert new.state.totals == {"k1": 1, "k2": 2}
+        # The stale owner's consumer is gone: its pulls and acks reach nothing.
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await js.consumer_info("COUNTER", f"counter-e{old_lease.epoch}")
         new.stop()
 
 

@@ -45,6 +45,9 @@ class PartitionGuard:
         self.fence = fence
         #: Batches refused by the fence or the lapsed lease (0 or 1: the owner then stops).
         self.refused = 0
+        #: The epochs of the owners before this one that recovery saw on the subject (the
+        #: last one, and every one after the journal file's position).
+        self.earlier_epochs: set[int] = set()
 
     @property
     def consumer(self) -> str:
@@ -62,19 +65,13 @@ class PartitionGuard:
         return imported
 
     async def consuming(self, stream: str) -> None:
-        """Delete the consumers of earlier epochs of this partition on ``stream``."""
-        prefix = f"{self.lease.key}-e"
-        mine = self.consumer
+        """Delete the consumers of the earlier owners recovery saw (by name: listing a
+        replicated stream's consumers can take seconds), so that their pulls and acks
+        reach nothing. The fence does not rest on it."""
         js = self.fence.js
-        try:
-            infos = await js.consumers_info(stream)
-        except nats.errors.Error:
-            return  # a later owner change deletes them; the fence does not rest on it
-        for info in infos:
-            name = info.name or ""
-            if name != mine and name.startswith(prefix) and name[len(prefix) :].isdigit():
-                with suppress(nats.errors.Error):
-                    await js.delete_consumer(stream, name)
+        for epoch in sorted(self.earlier_epochs - {0, self.lease.epoch}):
+            with suppress(nats.errors.Error):  # gone already, or deleted at the next move
+                await js.delete_consumer(stream, f"{self.lease.key}-e{epoch}")
 
     async def admit(self, batch: JournalBatch) -> None:
         """Append ``batch`` to the journal subject (the fence) and record the subject's
@@ -96,9 +93,11 @@ class PartitionGuard:
         in order, each with its subject sequence in ``positions``. Raises :class:`Fenced`
         if a newer owner opened the subject."""
         marker = await self.fence.open(self.lease.epoch)
+        self.earlier_epochs.add(self.fence.previous_epoch)
         async for record in self.fence.tail(after):
             if record.seq >= marker:
                 return
+            self.earlier_epochs.add(record.epoch)
             if record.kind != "batch":
                 continue
             batch = decode_batch(record.data)

@@ -42,6 +42,7 @@ from nats.aio.client import Client as NATS
 from .._errors import ClusterError, Fenced, LeaseHeld, LeaseLost
 from .._mailbox.connection import require_server_version
 from .._model.actor import ActorDefinition, definition_of
+from .._runtime.binding import ensure_dlq_stream, mailbox_for
 from .._runtime.runner import ActorRunner
 from .._runtime.service import WorkerService
 from .._runtime.worker import FATAL_ERRORS, Worker
@@ -132,6 +133,13 @@ class ClusterWorker(Worker):
         await ensure_journal_stream(js, replicas=self.replicas)
         self._leases = Leases(js, ttl=self.lease_time, replicas=self.replicas)
         await self._leases.kv()
+        # Each actor's streams once, here, rather than by its partitions' runners all at
+        # once (concurrent creations of one replicated stream wait out API timeouts).
+        for definition in self.actor_definitions:
+            unit = definition.units()[0]
+            await ensure_dlq_stream(js, unit.errors, unit.name, replicas=self.replicas)
+            mailbox = mailbox_for(unit, nc, ack_wait=unit.ack_wait, replicas=self.replicas)
+            await mailbox.resolve_stream()
 
     def stop(self) -> None:
         super().stop()
