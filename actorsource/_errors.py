@@ -24,7 +24,8 @@ decorator mistake. Errors from nats-py and sqlite3 are translated at the boundar
     ├── EffectError (ValueError)             a handler published or recorded something invalid
     ├── MailboxError                         the JetStream side failed
     │   ├── NatsConnectionError (ConnectionError)  NATS cannot be reached or refuses us
-    │   └── StreamMismatchError              the stream is not the history the journal knows
+    │   ├── StreamMismatchError              the stream is not the history the journal knows
+    │   └── ServerTooOldError                the nats-server lacks a feature in use
     ├── NatsServerError                      an embedded/test nats-server cannot start
     ├── QueryError                           a query was not answered (``code`` says why)
     │   ├── UnknownActorError (LookupError)      unknown-actor: no worker hosts the actor
@@ -56,6 +57,7 @@ __all__ = [
     "ActorNotRunning",
     "ActorsourceError",
     "ClusterError",
+    "ServerTooOldError",
     "Fenced",
     "LeaseHeld",
     "LeaseLost",
@@ -225,6 +227,14 @@ class StreamMismatchError(MailboxError):
 
 class NatsServerError(ActorsourceError):
     """A nats-server process could not be found or started."""
+
+
+class ServerTooOldError(MailboxError):
+    """The connected nats-server is older than a feature in use needs (``required``)."""
+
+    def __init__(self, message: str, *, required: str, actor: str | None = None) -> None:
+        super().__init__(message, actor=actor)
+        self.required = required
 
 
 class ClusterError(ActorsourceError):

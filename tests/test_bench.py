@@ -272,3 +272,43 @@ def test_every_bench_script_explains_itself(script: str) -> None:
     code, out, err = run_script([f"bench/{script}.py", "--help"], timeout=30)
     assert code == 0, err
     assert "--json" in out
+
+
+@pytest.mark.slow
+def test_partition_chaos_reports_every_figure_per_partition_and_in_total() -> None:
+    code, out, err = run_script(
+        [
+            "bench/partition_chaos.py",
+            *("--workers", "2", "--cluster", "--partitions", "4", "--seconds", "12"),
+            *("--seed", "3", "--lease-time", "3", "--json"),
+        ],
+        timeout=240,
+    )
+    result = json.loads(out.splitlines()[-1])
+    assert code == 0, f"exit status {code}: {result}\n{err}"
+    assert set(result["per_partition"]) == {"0", "1", "2", "3"}
+    for figures in [result, *result["per_partition"].values()]:
+        assert figures["lost"] == figures["duplicated"] == 0
+        assert figures["out_of_order"] == figures["diverged"] == 0
+        assert figures["fenced"] >= 0
+    assert result["committed"] == result["published"] > 0
+    assert sum(result["actions"].values()) > 0
+
+
+def test_fence_cost_reports_every_figure_on_r1_and_r3() -> None:
+    result = _report(["bench/fence_cost.py", "--events", "4000", "--partitions", "4"])
+    _assert_positive(
+        result,
+        [
+            f"{replicas}_{kind}_events_per_s"
+            for replicas, kinds in (
+                ("r1", ("unpartitioned", "partitioned", "fenced")),
+                ("r3", ("unpartitioned", "fenced")),
+            )
+            for kind in kinds
+        ]
+        + ["ratio_r1", "ratio_r3"],
+    )
+    # Once consuming: with so few events a partition may finish before the last one starts.
+    assert result["ratio_r1_steady"] >= 0
+    assert result["ratio_r3_steady"] >= 0

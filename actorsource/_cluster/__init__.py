@@ -8,7 +8,9 @@
 - :mod:`.fence`: the per-partition journal subject, appended to conditionally: a newer
   owner's epoch marker makes every older owner's append fail;
 - :mod:`.batches`: a journal batch as the bytes of one append;
-- :mod:`.guard`: the two hooks a partition's runner calls (recovery, the commit point);
+- :mod:`.guard`: the hooks a partition's runner calls (recovery, its consumer, the commit
+  point): the runtime's :class:`~actorsource._runtime.commit_guard.CommitGuard`;
+- :mod:`.node`: the worker in cluster mode, owning the partitions assigned to it;
 - :mod:`.kv`: TTL buckets and a create that sees through expired keys.
 
 Partitioned streams are :mod:`actorsource._mailbox.partitioned`, the partition arithmetic

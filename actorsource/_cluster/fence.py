@@ -128,7 +128,14 @@ class JournalFence:
         self.epoch = 0
         #: The subject's last sequence as far as this owner knows (its own last append).
         self.last_seq = 0
+        #: The epoch of the subject's last message when this owner opened it (0: none).
+        self.previous_epoch = 0
         self._fenced = False
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context the fence appends through."""
+        return self._js
 
     @property
     def fenced(self) -> bool:
@@ -160,6 +167,7 @@ class JournalFence:
                     epoch=epoch,
                 )
             self.last_seq = last.seq if last is not None else 0
+            self.previous_epoch = last.epoch if last is not None else 0
             try:
                 return await self._append(b"", "epoch")
             except Fenced:

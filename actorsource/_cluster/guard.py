@@ -22,8 +22,12 @@ written in the same SQLite transaction as the batch and tells recovery where to 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import suppress
+
+import nats.errors
 
 from .._errors import Fenced, LeaseLost
+from .._journal.journal import SQLiteJournal
 from .._journal.schema import JournalBatch
 from .batches import decode_batch, encode_batch
 from .fence import JournalFence
@@ -33,11 +37,50 @@ __all__ = ["PartitionGuard"]
 
 
 class PartitionGuard:
-    """One owner's lease and fence for one partition, used by that partition's runner."""
+    """One owner's lease and fence for one partition, used by that partition's runner (it
+    is the runner's :class:`~actorsource._runtime.commit_guard.CommitGuard`)."""
 
     def __init__(self, lease: Lease, fence: JournalFence) -> None:
         self.lease = lease
         self.fence = fence
+        #: Batches refused by the fence or the lapsed lease (0 or 1: the owner then stops).
+        self.refused = 0
+        #: The epochs of the owners before this one that recovery saw on the subject (the
+        #: last one, and every one after the journal file's position).
+        self.earlier_epochs: set[int] = set()
+
+    @property
+    def consumer(self) -> str:
+        """This owner's consumer: ``<partition>-e<epoch>``, one per epoch, so that an older
+        owner's pulls and acknowledgements reach a consumer that no longer exists."""
+        return f"{self.lease.key}-e{self.lease.epoch}"
+
+    async def import_tail(self, journal: SQLiteJournal) -> int:
+        """Open this epoch on the journal subject and write to ``journal`` the batches the
+        subject holds after the journal's last recorded subject sequence; how many."""
+        imported = 0
+        async for batch in self.recover(after=journal.stream_positions.get(self.position_key, 0)):
+            await journal.append(batch)
+            imported += 1
+        return imported
+
+    async def consuming(self, stream: str) -> None:
+        """Delete the consumers of the earlier owners recovery saw (by name: listing a
+        replicated stream's consumers can take seconds), so that their pulls and acks
+        reach nothing. The fence does not rest on it."""
+        js = self.fence.js
+        for epoch in sorted(self.earlier_epochs - {0, self.lease.epoch}):
+            with suppress(nats.errors.Error):  # gone already, or deleted at the next move
+                await js.delete_consumer(stream, f"{self.lease.key}-e{epoch}")
+
+    async def admit(self, batch: JournalBatch) -> None:
+        """Append ``batch`` to the journal subject (the fence) and record the subject's
+        sequence in its ``positions``; raises :class:`Fenced` or :class:`LeaseLost`."""
+        try:
+            batch.positions[self.position_key] = await self.before_commit(batch)
+        except (Fenced, LeaseLost):
+            self.refused += 1
+            raise
 
     @property
     def position_key(self) -> str:
@@ -50,9 +93,11 @@ class PartitionGuard:
         in order, each with its subject sequence in ``positions``. Raises :class:`Fenced`
         if a newer owner opened the subject."""
         marker = await self.fence.open(self.lease.epoch)
+        self.earlier_epochs.add(self.fence.previous_epoch)
         async for record in self.fence.tail(after):
             if record.seq >= marker:
                 return
+            self.earlier_epochs.add(record.epoch)
             if record.kind != "batch":
                 continue
             batch = decode_batch(record.data)

@@ -36,6 +36,8 @@ from .kv import Taken, claim, open_bucket
 __all__ = ["MEMBERS_BUCKET", "MemberInfo", "Membership"]
 
 MEMBERS_BUCKET = "actorsource_members"
+#: Attempts of a join while the bucket's stream does not answer (about 10 s in all).
+_UNAVAILABLE_TRIES = 14
 
 
 class MemberInfo(msgspec.Struct, frozen=True):
@@ -94,8 +96,23 @@ class Membership:
         """Announce this worker. Raises :class:`WorkerIdTaken` while another live worker
         has the same id."""
         await self._bucket_kv()
+        delay = 0.05
         try:
-            self._revision = await claim(self._js, self._bucket, self.worker_id, _encode(self.info))
+            for _ in range(_UNAVAILABLE_TRIES):
+                try:
+                    self._revision = await claim(
+                        self._js, self._bucket, self.worker_id, _encode(self.info)
+                    )
+                    break
+                except (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError):
+                    # A bucket just created on another server of the cluster: this one
+                    # has not learnt of it yet (or an election is under way).
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+            else:
+                self._revision = await claim(
+                    self._js, self._bucket, self.worker_id, _encode(self.info)
+                )
         except Taken:
             raise WorkerIdTaken(
                 f"worker id {self.worker_id!r} is in use by a live worker (bucket "
@@ -114,13 +131,28 @@ class Membership:
         except nats.js.errors.KeyWrongLastSequenceError:
             await self.join()
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        *,
+        patience: float = 0.0,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Join, then heartbeat every TTL/3 until cancelled; leave (shielded) on the way out.
 
-        A heartbeat that fails on the connection is tried again at the next tick (the key
-        lives for the whole TTL); :class:`WorkerIdTaken` ends the loop.
+        ``patience``: how long to keep trying to join while the id is taken (a worker
+        restarted under its id after a crash waits out its previous incarnation's key, at
+        most the TTL). A heartbeat that fails on the connection is tried again at the next
+        tick (the key lives for the whole TTL); :class:`WorkerIdTaken` ends the loop.
         """
-        await self.join()
+        give_up = time.monotonic() + patience
+        while True:
+            try:
+                await self.join()
+                break
+            except WorkerIdTaken:
+                if time.monotonic() >= give_up:
+                    raise
+                await anyio.sleep(min(self.ttl / 10, 0.5))
         task_status.started()
         try:
             while True:

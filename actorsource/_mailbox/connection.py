@@ -19,9 +19,9 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.tls import TLSStream
 from nats.aio.client import Client as NATS
 
-from .._errors import NatsConnectionError
+from .._errors import NatsConnectionError, ServerTooOldError
 
-__all__ = ["NatsOptions", "connect"]
+__all__ = ["NatsOptions", "connect", "require_server_version"]
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
@@ -73,6 +73,23 @@ class NatsOptions:
         if self.tls_cert:
             ctx.load_cert_chain(self.tls_cert, self.tls_key)
         return ctx
+
+
+def require_server_version(nc: NATS, minimum: tuple[int, int], needed_for: str) -> None:
+    """Raise :class:`ServerTooOldError` (one line, naming the version required) unless the
+    connected nats-server is at least ``minimum`` (major, minor)."""
+    version = nc.connected_server_version
+    try:
+        found = (int(version.major or 0), int(version.minor or 0))
+        shown = f"{found[0]}.{found[1]}.{int(version.patch or 0)}"
+    except ValueError:
+        found, shown = (0, 0), "of an unknown version"
+    if found < minimum:
+        required = f"{minimum[0]}.{minimum[1]}"
+        raise ServerTooOldError(
+            f"nats-server {shown} is too old: {needed_for} needs nats-server {required} or newer",
+            required=required,
+        )
 
 
 async def connect(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -30,52 +29,16 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from .._errors import MailboxError
+from .._errors import InvalidNameError, MailboxError
+from .._model.partitions import Partitioning
+from .delivery import ConsumerGone, Delivery, parse_ack_subject
 from .fastpath import InboxSubscription, subscribe_inbox
+from .partitioned import ensure_partitioned_stream
 from .provision import find_or_create_stream, recreate_consumer, setup_error
 
 __all__ = ["ConsumerGone", "Delivery", "JetStreamMailbox", "parse_ack_subject"]
 
 _json = msgspec.json.Encoder()
-
-
-class ConsumerGone(MailboxError):
-    """The durable consumer vanished under a running mailbox (deleted, or no responders)."""
-
-
-@dataclass(slots=True)
-class Delivery:
-    """One message as delivered by the consumer, with its stream position parsed out."""
-
-    subject: str
-    data: bytes
-    headers: dict[str, str] | None
-    reply: str
-    stream: str
-    stream_seq: int
-    delivered: int
-    timestamp_ns: int
-
-
-def parse_ack_subject(reply: str) -> tuple[str, int, int, int]:
-    """Parse ``(stream, stream_seq, delivered, timestamp_ns)`` from a JetStream ack subject.
-
-    Handles both the v1 form ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``
-    and the v2 form with domain and account hash tokens after ``$JS.ACK``.
-    """
-    tokens = reply.split(".")
-    n = len(tokens)
-    if n == 9 and tokens[1] == "ACK" and tokens[0] == "$JS":  # the usual form, first
-        return tokens[2], int(tokens[5]), int(tokens[4]), int(tokens[7])
-    if n == 9:
-        base = 2
-    elif n >= 11:
-        base = 4
-    else:
-        raise MailboxError(f"not a JetStream ack subject: {reply!r}")
-    if tokens[0] != "$JS" or tokens[1] != "ACK":
-        raise MailboxError(f"not a JetStream ack subject: {reply!r}")
-    return tokens[base], int(tokens[base + 3]), int(tokens[base + 2]), int(tokens[base + 5])
 
 
 class JetStreamMailbox:
@@ -102,6 +65,8 @@ class JetStreamMailbox:
         max_ack_pending: int,
         pull_expires: float = 5.0,
         fastpath: bool | None = None,
+        partitioning: Partitioning | None = None,
+        replicas: int = 1,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
@@ -123,8 +88,15 @@ class JetStreamMailbox:
         #: Since when the oldest delivery not yet taken has waited (if any wait).
         self.buffered_since = 0.0
         self._failure: MailboxError | None = None
+        self._last_cseq = 0
+        self._gap = False
         self._sub: InboxSubscription | None = None
         self._fastpath = fastpath
+        #: A partition's mailbox: its stream is the actor's partitioned one, and each
+        #: delivery's subject is given as published (the partition token taken out).
+        self.partitioning = partitioning
+        self._published = partitioning.published if partitioning is not None else None
+        self._replicas = replicas
         self._inbox = ""
         self._next_subject = ""
 
@@ -158,10 +130,26 @@ class JetStreamMailbox:
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.durable}"
         self._buffer.clear()
         self._credit = 0
+        # A new consumer numbers its deliveries from 1: a number skipped is one lost.
+        self._last_cseq = 0
+        self._gap = False
+        self._failure = None
         return stream
 
     async def resolve_stream(self) -> str:
-        """Find the stream that stores the actor's subjects, creating it if there is none."""
+        """Find the stream that stores the actor's subjects, creating it if there is none
+        (a partitioned actor's: its own stream with the partition transform, see
+        :func:`~actorsource._mailbox.partitioned.ensure_partitioned_stream`)."""
+        if self.partitioning is not None:
+            assert self.stream is not None  # a partition's definition names its stream
+            await ensure_partitioned_stream(
+                self._js,
+                self.stream,
+                self.partitioning,
+                actor=self.durable,
+                replicas=self._replicas,
+            )
+            return self.stream
         try:
             self.stream = await find_or_create_stream(
                 self._js,
@@ -170,6 +158,7 @@ class JetStreamMailbox:
                 stream=self.stream,
                 stream_subjects=self._stream_subjects,
                 default_stream=self._default_stream,
+                replicas=self._replicas,
             )
         except (nats.errors.Error, OSError) as exc:
             raise self._setup_error(f"a stream for {self.durable!r}", exc) from exc
@@ -227,10 +216,32 @@ class JetStreamMailbox:
             self._on_status(headers)
             return
         try:
-            stream, seq, delivered, ts = parse_ack_subject(reply)
+            stream, seq, delivered, ts, cseq = parse_ack_subject(reply)
         except (MailboxError, ValueError):
             return
         self._credit -= 1
+        if self._gap:
+            return  # a delivery before it was lost: nothing is taken until re-created
+        if cseq != self._last_cseq + 1:
+            # A delivery the consumer made never arrived (the connection dropped with it in
+            # flight). Acknowledging a later one would acknowledge it too (ack policy
+            # ``all``): stop here, and let the runner re-create the consumer at the
+            # journal's position.
+            self._gap = True
+            self._fail(
+                ConsumerGone(
+                    f"consumer {self.durable!r} delivered #{cseq} after #{self._last_cseq}: "
+                    "a delivery was lost in transit",
+                    actor=self.durable,
+                )
+            )
+            return
+        self._last_cseq = cseq
+        if self._published is not None:
+            try:
+                subject = self._published(subject)
+            except InvalidNameError:
+                pass  # not from the partition transform: the handler sees it as stored
         buffer = self._buffer
         buffer.append(Delivery(subject, data, headers, reply, stream, seq, delivered, ts))
         if len(buffer) == 1:

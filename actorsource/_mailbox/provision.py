@@ -56,6 +56,7 @@ async def find_or_create_stream(
     stream: str | None,
     stream_subjects: Sequence[str],
     default_stream: str,
+    replicas: int = 1,
 ) -> str:
     """The stream that stores ``subjects``: the named ``stream`` (created with
     ``stream_subjects`` if missing), else the one stream storing some of them (extended to
@@ -64,7 +65,9 @@ async def find_or_create_stream(
         try:
             _refuse_partitioned(await js.stream_info(stream), durable)
         except nats.js.errors.NotFoundError:
-            await js.add_stream(StreamConfig(name=stream, subjects=list(stream_subjects)))
+            await js.add_stream(
+                StreamConfig(name=stream, subjects=list(stream_subjects), num_replicas=replicas)
+            )
         return stream
     found, missing = await streams_storing(js, subjects)
     if len(found) > 1:
@@ -81,7 +84,9 @@ async def find_or_create_stream(
             info.config.subjects = list(info.config.subjects or []) + missing
             await js.update_stream(info.config)
         return name
-    await js.add_stream(StreamConfig(name=default_stream, subjects=list(subjects)))
+    await js.add_stream(
+        StreamConfig(name=default_stream, subjects=list(subjects), num_replicas=replicas)
+    )
     return default_stream
 
 

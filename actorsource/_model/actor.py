@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from .._errors import ActorDefinitionError
 from .events import EventCodec, event_type_name
 from .keys import EntitySpec
-from .partitions import Partitioning, partitioning_for
+from .partitions import Partitioning, partition_name, partitioning_for
 from .policy import ErrorPolicy
 from .query import Query, collect_queries
 from .snapshots import SnapshotPolicy, StateCodec
@@ -84,10 +84,46 @@ class ActorDefinition:
     queries: Mapping[str, Query] = field(default_factory=dict)
     #: How a partitioned actor splits its stream (None: one partition, the whole stream).
     partitions: Partitioning | None = None
+    #: Which partition this definition runs (see :meth:`for_partition`); None: all of them.
+    partition: int | None = None
+    #: The actor's own name, which a partition's ``name`` (``orders-p3``) is derived from.
+    actor: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.actor:
+            object.__setattr__(self, "actor", self.name)
 
     def new_state(self) -> Any:
         """A fresh, empty instance of the actor class (the fold's initial value)."""
         return self.cls()
+
+    @property
+    def stream_name(self) -> str:
+        """The stream's name when the actor creates it: ``stream=``, else the upper-cased
+        actor name (a partition's is its actor's)."""
+        return self.stream or self.actor.upper().replace("-", "_")
+
+    def for_partition(self, partition: int) -> ActorDefinition:
+        """The definition partition ``partition`` of a partitioned actor runs as: named
+        ``<actor>-p<k>`` (its consumer, journal file, message ids), reading only its
+        partition's stored subjects of the actor's own stream."""
+        if self.partitions is None:
+            raise ActorDefinitionError(f"actor {self.name!r} is not partitioned")
+        if self.partition is not None:
+            raise ActorDefinitionError(f"{self.name!r} is already partition {self.partition}")
+        return replace(
+            self,
+            name=partition_name(self.name, partition),
+            subjects=(self.partitions.filter_subject(partition),),
+            stream=self.stream_name,
+            partition=partition,
+        )
+
+    def units(self) -> tuple[ActorDefinition, ...]:
+        """What a worker runs for this actor: one definition per partition, or itself."""
+        if self.partitions is None or self.partition is not None:
+            return (self,)
+        return tuple(self.for_partition(k) for k in range(self.partitions.count))
 
 
 def handles(event_cls: type) -> Callable[[F], F]:

@@ -36,7 +36,7 @@ class Scope:
     whether it replays, (in a replay) how a Context reads its whole entry, and (loading an
     entity) the entity's key."""
 
-    __slots__ = ("actor", "key", "load", "log", "replaying")
+    __slots__ = ("actor", "key", "load", "log", "partition", "replaying")
 
     def __init__(
         self,
@@ -46,11 +46,13 @@ class Scope:
         replaying: bool,
         load: Callable[[int], JournalEntry] | None = None,
         key: str | None = None,
+        partition: int | None = None,
     ) -> None:
         self.actor = actor
         self.log = log
         self.replaying = replaying
         self.load = load
+        self.partition = partition
         self.key = key
 
 
@@ -113,13 +115,20 @@ class Context:
         return self._scope.key if self._entry is None else self._entry.entity
 
     @property
+    def partition(self) -> int | None:
+        """The partition being applied to, in a partitioned actor (its events' subjects
+        all hash to it); None in an actor without partitions."""
+        return self._scope.partition
+
+    @property
     def pos(self) -> int:
         """The journal position of the event being applied."""
         return self._pos
 
     @property
     def subject(self) -> str:
-        """The subject the event was received on (``"@recorded"`` for recorded events)."""
+        """The subject the event was published to (``"@recorded"`` for recorded events); in
+        a partitioned actor, without the partition token its stream stores."""
         return self.entry.subject
 
     def publish(

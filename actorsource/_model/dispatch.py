@@ -97,8 +97,9 @@ class Dispatch:
             if not is_async
         ]
         self._direct_steps = [step for _, _, step in self._direct]
-        self._live_scope = Scope(self._name, log, replaying=False)
-        self._replay_scope = Scope(self._name, log, replaying=True, key=key)
+        part = definition.partition
+        self._live_scope = Scope(self._name, log, replaying=False, partition=part)
+        self._replay_scope = Scope(self._name, log, replaying=True, key=key, partition=part)
         #: The same handlers for live processing: (decoder, handler, current version). They
         #: need no context, collect no effects and have no deadline: the caller may decode
         #: and call them directly (after the same checks as :meth:`apply`).

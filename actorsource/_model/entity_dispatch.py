@@ -52,7 +52,7 @@ class EntityDispatch:
         self._log = log
         self._codec = definition.codec
         self._timeout = definition.errors.handler_timeout
-        self._scope = Scope(self._name, log, replaying=False)
+        self._scope = Scope(self._name, log, replaying=False, partition=definition.partition)
         self._steps: dict[str, tuple[Callable[..., Any], bool, bool, str]] = {
             name: (getattr(definition.cls, h.method), h.takes_context, h.is_async, h.method)
             for name, h in definition.handlers.items()

@@ -31,18 +31,28 @@ from .._model.policy import ErrorPolicy
 __all__ = ["bind_mailbox", "ensure_dlq_stream", "ensure_streams", "mailbox_for"]
 
 
-def mailbox_for(definition: ActorDefinition, nc: NATS, *, ack_wait: float) -> JetStreamMailbox:
-    """The (not yet set up) mailbox of an actor: its durable consumer on its stream."""
+def mailbox_for(
+    definition: ActorDefinition,
+    nc: NATS,
+    *,
+    ack_wait: float,
+    durable: str | None = None,
+    replicas: int = 1,
+) -> JetStreamMailbox:
+    """The (not yet set up) mailbox of an actor: its durable consumer (``durable``, by
+    default the actor's name) on its stream (created with ``replicas`` if missing)."""
     return JetStreamMailbox(
         nc,
-        durable=definition.name,
+        durable=durable or definition.name,
         subjects=definition.subjects,
         stream=definition.stream,
         stream_subjects=definition.stream_subjects,
-        default_stream=definition.name.upper().replace("-", "_"),
+        default_stream=definition.stream_name,
         ack_wait=ack_wait,
         max_batch=definition.max_batch,
         max_ack_pending=definition.max_ack_pending,
+        partitioning=definition.partitions if definition.partition is not None else None,
+        replicas=replicas,
     )
 
 
@@ -89,15 +99,20 @@ async def bind_mailbox(
     return await mailbox.ensure(high + 1)
 
 
-async def ensure_dlq_stream(js: JetStreamContext, policy: ErrorPolicy, actor: str) -> None:
-    """Make sure a stream stores the actor's dead-letter subject (create one if none does)."""
+async def ensure_dlq_stream(
+    js: JetStreamContext, policy: ErrorPolicy, actor: str, *, replicas: int = 1
+) -> None:
+    """Make sure a stream stores the actor's dead-letter subject (create one if none does,
+    with ``replicas``)."""
     subject = policy.dlq_subject(actor)
     try:
         await js.find_stream_name_by_subject(subject)
     except nats.js.errors.NotFoundError:
         name = policy.dlq_prefix.upper().replace(".", "_").replace("-", "_")
         try:
-            await js.add_stream(name=name, subjects=[f"{policy.dlq_prefix}.>"])
+            await js.add_stream(
+                name=name, subjects=[f"{policy.dlq_prefix}.>"], num_replicas=replicas
+            )
         except nats.js.errors.APIError as exc:
             raise MailboxError(
                 f"cannot create the dead-letter stream {name!r} for {subject!r}: {exc}",
@@ -118,8 +133,9 @@ async def ensure_streams(nc: NATS, *actors: type) -> dict[str, str]:
     """
     streams: dict[str, str] = {}
     for cls in actors:
-        definition = definition_of(cls)
+        # A partitioned actor's partitions share its stream: the first one creates it.
+        definition = definition_of(cls).units()[0]
         mailbox = mailbox_for(definition, nc, ack_wait=definition.ack_wait)
         await ensure_dlq_stream(nc.jetstream(), definition.errors, definition.name)
-        streams[definition.name] = await mailbox.resolve_stream()
+        streams[definition.actor] = await mailbox.resolve_stream()
     return streams

@@ -33,6 +33,7 @@ import structlog
 from .._errors import JournalCorruptError, JournalError, JournalOrderError
 from .._journal.journal import DeadLetter, DuplicateMessageIdError, JournalBatch, SQLiteJournal
 from .._mailbox.mailbox import Delivery, JetStreamMailbox
+from .commit_guard import CommitGuard, needs_admission
 from .snapshot_writer import SnapshotWriter
 from .status import ActorStats, CrashSwitch
 
@@ -83,8 +84,10 @@ class Committer:
         gate: anyio.Event | None = None,
         merge_limit: int = 1_024,
         snapshots: SnapshotWriter | None = None,
+        guard: CommitGuard | None = None,
     ) -> None:
         self._journal = journal
+        self._guard = guard
         self._snapshots = snapshots
         self._gate = gate
         self._mailbox = mailbox
@@ -109,7 +112,8 @@ class Committer:
         self.redo: list[Delivery] | None = None
         #: Why a commit (or the acknowledgement after it) failed; the committer's task then
         #: ends with that error and the actor stops. A drain returns all the same (its jobs
-        #: are out of the way), so whoever reads the state after one checks this first.
+        #: are out of the way), so whoever reads the state after one checks this first: the
+        #: state then holds events the journal does not, and must not be snapshotted.
         self.failed: BaseException | None = None
 
     @property
@@ -222,6 +226,8 @@ class Committer:
         else:
             snapshot = None
         try:
+            if self._guard is not None and needs_admission(job.batch):
+                await self._admit(job.batch)
             await self._commit(job.batch)
         except DuplicateMessageIdError:
             self._log.info("duplicate message id at commit; re-checking the batch")
@@ -284,6 +290,22 @@ class Committer:
             self.redo.extend(waiting.deliveries)
             self._inflight.remove(waiting)
             self._taken.set()
+
+    async def _admit(self, batch: JournalBatch) -> None:
+        """Pass the batch through the guard (a fenced owner raises here, having committed
+        nothing). Its message ids are checked first: what the guard admits must commit,
+        so a duplicate id must be found before, not by the journal's unique index after."""
+        assert self._guard is not None
+        ids = [e.msg_id for e in batch.entries if e.msg_id]
+        if ids:
+            _, known = await self._journal.known("", (), ids)
+            if known or len(set(ids)) != len(ids):
+                raise DuplicateMessageIdError(
+                    f"a message id in the batch is already journaled in {self._journal.path}",
+                    path=self._journal.path,
+                )
+        await self._guard.admit(batch)
+        self._crash.check("after_admit")
 
     async def _commit(self, batch: JournalBatch) -> None:
         """Commit with retries: a full disk or a busy file must not lose or ack anything."""

@@ -16,8 +16,9 @@ between two batches:
 - :class:`Stop`.
 
 A request is an awaitable ticket: whoever asked waits on :meth:`Request.wait`, which raises
-:class:`ActorNotRunning` if the actor stopped before doing it. The requests to come (hand a
-partition over, a fenced commit) are further subclasses handled by the same loop.
+:class:`ActorNotRunning` if the actor stopped before doing it. In cluster mode a partition
+is handed over with :class:`Stop` (then its lease is released), and a fenced commit fails
+the runner from its committer (:mod:`.commit_guard`): neither needs a request of its own.
 """
 
 from __future__ import annotations

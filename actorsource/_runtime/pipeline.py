@@ -38,6 +38,7 @@ from .._model.actor import Timer
 from .._model.dispatch import LiveState
 from .._model.effects import Effects
 from .._model.events import MSG_ID_HEADER
+from .commit_guard import CommitGuard
 from .committer import CommitJob, Committer
 from .deadletters import dlq_message
 from .entities import Entities
@@ -110,6 +111,7 @@ class Pipeline:
         gate: anyio.Event | None,
         entities: Entities | None = None,
         snapshots: SnapshotWriter | None = None,
+        guard: CommitGuard | None = None,
     ) -> None:
         self._live = live
         self._snapshots = snapshots
@@ -138,6 +140,7 @@ class Pipeline:
             attempts=commit_attempts,
             gate=gate,
             snapshots=snapshots,
+            guard=guard,
         )
         # The cursor: the last position assigned and the highest stream sequence handled,
         # ahead of the journal by the jobs not yet committed.
@@ -339,6 +342,10 @@ class Pipeline:
         actor snapshots each resident entity with unsaved events."""
         await self.settle()
         pos = self._journal.last_pos
+        if self.committer.failed is not None:
+            # A batch applied to the state was not committed (a refused commit, a fenced
+            # owner): the state is not the journal's fold at ``pos``; nothing to save.
+            return pos
         if self._entities is not None:
             await self._commit_snapshots(self._entities.unsaved())
             return pos

@@ -14,8 +14,8 @@ The worker reads the consumer's info, then, without yielding to any other task, 
 side: one view, never assembled from several requests. What the actor has to publish (its
 outbox) is reported apart and is not part of it.
 
-:class:`Progress` is the view of one consumer. An actor has one today; an actor split
-into partitions will report one per partition, and be caught up when all of them are.
+:class:`Progress` is the view of one consumer. An actor split into partitions reports one
+per partition (each partition is a runner of its own), and is caught up when all of them are.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from .._mailbox.mailbox import Delivery, JetStreamMailbox
 from .._model.actor import ActorDefinition
 from .._model.dispatch import LiveState
 from .binding import bind_mailbox, ensure_dlq_stream, mailbox_for
+from .commit_guard import CommitGuard
 from .committer import CommitJob, Committer
 from .control import (
     Control,
@@ -81,6 +82,8 @@ class ActorRunner:
         integrity_check: Literal["background", "before-start", "off"] = "background",
         check_queries: bool = False,
         on_query_violation: Callable[[str], None] | None = None,
+        guard: CommitGuard | None = None,
+        replicas: int = 1,
     ) -> None:
         self.definition = definition
         self.name = definition.name
@@ -94,6 +97,10 @@ class ActorRunner:
         self._on_ready = on_ready
         self._commit_attempts = commit_attempts
         self._integrity_check = integrity_check
+        #: In cluster mode: the hooks that make this runner a fenced owner (see
+        #: :mod:`.commit_guard`); None: the journal is this process's alone.
+        self.guard = guard
+        self._replicas = replicas
         self.status = ActorStatus.STARTING
         self.recovery = RecoveryReport()
         self.stats = ActorStats()
@@ -227,6 +234,10 @@ class ActorRunner:
                 if self._integrity_check == "before-start":
                     await journal.check_integrity()
                 self.status = ActorStatus.RECOVERING
+                if self.guard is not None:
+                    imported = await self.guard.import_tail(journal)
+                    if imported:
+                        self.log.info("imported the journal's replicated tail", batches=imported)
                 if self.definition.entity is not None:
                     # Nothing to replay: entities load on demand.
                     self._entities = Entities(
@@ -237,9 +248,22 @@ class ActorRunner:
                     self.recovery = await recover(
                         self._live, journal, self._schedule, self._write_lock, writer
                     )
-                mailbox = mailbox_for(self.definition, self._nc, ack_wait=self._ack_wait)
-                await ensure_dlq_stream(self._nc.jetstream(), self.definition.errors, self.name)
+                mailbox = mailbox_for(
+                    self.definition,
+                    self._nc,
+                    ack_wait=self._ack_wait,
+                    durable=self.guard.consumer if self.guard is not None else None,
+                    replicas=self._replicas,
+                )
+                await ensure_dlq_stream(
+                    self._nc.jetstream(),
+                    self.definition.errors,
+                    self.name,
+                    replicas=self._replicas,
+                )
                 self.stream = await bind_mailbox(mailbox, journal, log=self.log)
+                if self.guard is not None:
+                    await self.guard.consuming(self.stream)
                 try:
                     await self._serve(journal, mailbox, writer, task_status)
                 except BaseExceptionGroup as group:
@@ -288,6 +312,7 @@ class ActorRunner:
             gate=verified if self._integrity_check == "background" else None,
             entities=self._entities,
             snapshots=writer,
+            guard=self.guard,
         )
         doorbell = MailboxDoorbell(mailbox, self._control)
         try:
@@ -327,7 +352,8 @@ class ActorRunner:
                 unsaved = self.journal_pos > self.stats.last_snapshot_pos or bool(
                     self._entities and self._entities.resident
                 )
-                if unsaved and not pipeline.committer.conflict:
+                committer = pipeline.committer
+                if unsaved and not committer.conflict and committer.failed is None:
                     with anyio.CancelScope(shield=True):
                         await pipeline.snapshot()
                 with anyio.move_on_after(2.0, shield=True):

@@ -67,6 +67,8 @@ class Hosting(Protocol):
     def restarts(self) -> Mapping[str, int]: ...
     @property
     def halted(self) -> Mapping[str, BaseException]: ...
+    def hosted(self) -> list[str]: ...
+    def epoch_of(self, name: str) -> int | None: ...
 
 
 #: The nats.micro service name every worker registers under.
@@ -86,8 +88,11 @@ class ActorReport(msgspec.Struct, frozen=True, kw_only=True):
     ``caught_up`` says that, at one instant, the consumer had nothing left to deliver and
     the journal held everything it delivered (see :mod:`actorsource._runtime.progress`), as
     ``progress`` details; it is false while that cannot be read. The outbox is not part of
-    it. An actor split into partitions will add ``partitions``, each with its own
-    ``caught_up`` and ``progress``, and be caught up when all of them are.
+    it. A partitioned actor is reported partition by partition (``actor`` is the
+    partition's name, ``orders-p3``; ``of`` the actor's, ``partition`` its number,
+    ``partitions`` their count), each with its own ``caught_up`` and ``progress``: the
+    actor is caught up when all of them are. In cluster mode a worker reports only what it
+    owns, with the ``epoch`` of its lease (an actor without partitions is one partition).
     """
 
     actor: str
@@ -106,6 +111,10 @@ class ActorReport(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     caught_up: bool = False
     progress: Progress | None = None
+    of: str | None = None
+    partition: int | None = None
+    partitions: int | None = None
+    epoch: int | None = None
 
 
 class WorkerReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -252,19 +261,33 @@ class WorkerService:
             worker=worker.name,
             host=socket.gethostname(),
             pid=os.getpid(),
-            actors=[await self._actor_report(d.name) for d in worker.definitions],
+            actors=[await self._actor_report(d) for d in self._reported()],
         )
 
-    async def _actor_report(self, name: str) -> ActorReport:
+    def _reported(self) -> list[ActorDefinition]:
+        hosted = set(self._worker.hosted())
+        return [d for d in self._worker.definitions if d.name in hosted]
+
+    async def _actor_report(self, definition: ActorDefinition) -> ActorReport:
         worker = self._worker
+        name = definition.name
+        where: dict[str, Any] = {"epoch": worker.epoch_of(name)}
+        if definition.partitions is not None and definition.partition is not None:
+            where.update(
+                of=definition.actor,
+                partition=definition.partition,
+                partitions=definition.partitions.count,
+            )
+        elif where["epoch"] is not None:  # cluster mode: one partition
+            where.update(of=definition.actor, partition=0, partitions=1)
         restarts = worker.restarts.get(name, 0)
         halted = worker.halted.get(name)
         error = str(halted) if halted is not None else None
         runner = worker.runners.get(name)
         if runner is None:
             state = "halted" if halted is not None else "starting"
-            return ActorReport(actor=name, state=state, restarts=restarts, error=error)
-        fields: dict[str, Any] = {}
+            return ActorReport(actor=name, state=state, restarts=restarts, error=error, **where)
+        fields: dict[str, Any] = dict(where)
         try:
             journal = runner.journal
         except ActorsourceError:

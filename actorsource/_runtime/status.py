@@ -18,9 +18,12 @@ __all__ = [
 
 #: Where a runner can be made to crash: around its journal commit and acknowledgement, and
 #: around the outbox publishing what was committed (before sending; sent but not marked),
-#: and half-way through a large snapshot written in parts (some parts in, no header).
+#: and half-way through a large snapshot written in parts (some parts in, no header);
+#: in cluster mode, after a batch was admitted (appended to the partition's replicated
+#: record) and before its SQLite commit.
 CRASH_POINTS = (
     "before_commit",
+    "after_admit",
     "after_commit",
     "after_ack",
     "before_publish",
@@ -29,6 +32,7 @@ CRASH_POINTS = (
 )
 CrashPoint = Literal[
     "before_commit",
+    "after_admit",
     "after_commit",
     "after_ack",
     "before_publish",

@@ -24,7 +24,7 @@ from .._errors import (
 )
 from .._journal.storage import prepare_data_dir
 from .._log import get_logger
-from .._mailbox.connection import NatsOptions, connect
+from .._mailbox.connection import NatsOptions, connect, require_server_version
 from .._model.actor import ActorDefinition, definition_of
 from .runner import ActorRunner
 from .service import WorkerService
@@ -63,7 +63,8 @@ class Worker:
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         name: str | None = None,
     ) -> None:
-        definitions = [definition_of(a) for a in actors]
+        # A partitioned actor runs as one actor per partition (``orders-p0`` ...).
+        definitions = [unit for a in actors for unit in definition_of(a).units()]
         names = [d.name for d in definitions]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -125,23 +126,12 @@ class Worker:
             return  # stopped before a server answered
         self.nc = nc
         try:
+            await self._prepare(nc)
             async with anyio.create_task_group() as tg:
                 service = WorkerService(self, nc)
                 self.service = service
                 await tg.start(service.run)
-                remaining = len(self.definitions)
-
-                async def supervise(definition: ActorDefinition) -> None:
-                    nonlocal remaining
-                    try:
-                        await self._supervise(definition, nc)
-                    finally:
-                        remaining -= 1
-                        if remaining == 0:
-                            service.close()  # answer status requests until the last actor stops
-
-                for definition in self.definitions:
-                    tg.start_soon(supervise, definition)
+                await self._host(tg, nc, service)
                 task_status.started()
         finally:
             with anyio.CancelScope(shield=True):
@@ -149,6 +139,35 @@ class Worker:
                     await nc.drain()
                 except Exception:
                     await nc.close()
+
+    async def _host(self, tg: anyio.abc.TaskGroup, nc: NATS, service: WorkerService) -> None:
+        """Start hosting the actors in ``tg``: one supervised runner each."""
+        remaining = len(self.definitions)
+
+        async def supervise(definition: ActorDefinition) -> None:
+            nonlocal remaining
+            try:
+                await self._supervise(definition, nc)
+            finally:
+                remaining -= 1
+                if remaining == 0:
+                    service.close()  # answer status requests until the last actor stops
+
+        for definition in self.definitions:
+            tg.start_soon(supervise, definition)
+
+    def hosted(self) -> list[str]:
+        """The names of the actors (partitions) this worker reports on."""
+        return [d.name for d in self.definitions]
+
+    def epoch_of(self, name: str) -> int | None:
+        """The epoch this worker owns ``name`` under (None: not in cluster mode)."""
+        return None
+
+    async def _prepare(self, nc: NATS) -> None:
+        """Checks and set-up once connected, before any actor starts."""
+        if any(d.partition is not None for d in self.definitions):
+            require_server_version(nc, (2, 10), "a partitioned actor (its stream transform)")
 
     def _on_ready(self, runner: ActorRunner) -> None:
         self._ready_names.add(runner.name)

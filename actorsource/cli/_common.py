@@ -124,7 +124,8 @@ _CONNECTION_OPTIONS = (
         "--nats",
         "url",
         envvar="NATS_URL",
-        help="NATS URL [env NATS_URL; default nats://127.0.0.1:4222]",
+        help="NATS URL, or several of a cluster separated by commas [env NATS_URL; "
+        "default nats://127.0.0.1:4222]",
     ),
     click.option("--user", envvar="NATS_USER", help="NATS user name [env NATS_USER]."),
     click.option("--password", envvar="NATS_PASSWORD", help="NATS password [env NATS_PASSWORD]."),
@@ -148,7 +149,10 @@ def nats_connection_options(command: Callable[..., T]) -> Callable[..., T]:
     def with_connection(*args: Any, **kwargs: Any) -> T:
         given = {name: kwargs.pop(name) for name in _CONNECTION_PARAMS}
         nats = NatsOptions(
-            servers=(given["url"],) if given["url"] else (),
+            # Several servers of a cluster: comma-separated (the client fails over).
+            servers=tuple(u.strip() for u in given["url"].split(",") if u.strip())
+            if given["url"]
+            else (),
             user=given["user"],
             password=given["password"],
             token=given["token"],

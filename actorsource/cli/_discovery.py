@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -28,6 +29,7 @@ __all__ = [
     "collect_status",
     "find_workers",
     "request_snapshot",
+    "partition_summary",
     "wait_caught_up",
 ]
 
@@ -144,6 +146,12 @@ async def request_snapshot(
     return replies
 
 
+def _partition_of(name: str, actor: str) -> bool:
+    """Whether ``name`` is one of ``actor``'s partitions (``orders-p3`` of ``orders``)."""
+    prefix = f"{actor}-p"
+    return name.startswith(prefix) and name[len(prefix) :].isdigit()
+
+
 async def wait_caught_up(
     nc: NATS, actor: str, *, timeout: float, poll: float = 0.1, wait: float = 0.25
 ) -> list[ActorReport]:
@@ -162,16 +170,21 @@ async def wait_caught_up(
             hosts = [
                 w
                 for w in await find_workers(nc, wait=min(wait, max(left, 0.05)))
-                if actor in w.actors
+                if any(a == actor or _partition_of(a, actor) for a in w.actors)
             ]
         reports = await ask_status(nc, hosts, timeout=min(2.0, max(left, 0.2)))
-        found = [a for r in reports for a in r.actors if a.actor == actor]
-        if found and all(a.caught_up for a in found):
+        found = [a for r in reports for a in r.actors if actor in (a.actor, a.of)]
+        # A partitioned actor (or any actor in cluster mode) is reported partition by
+        # partition, by whichever worker owns each: all of them must be there.
+        complete = bool(found) and len({a.partition for a in found}) >= (
+            found[0].partitions or 1 if found else 1
+        )
+        if complete and all(a.caught_up for a in found):
             return found
         if found:
             last = found
-        else:
-            hosts = []  # stopped or not started yet: look again
+        if not complete:
+            hosts = []  # stopped, not started yet, or a partition moved: look again
         left = deadline - time.monotonic()
         if left <= 0:
             break
@@ -180,9 +193,39 @@ async def wait_caught_up(
         raise MailboxError(
             f"no running worker hosts actor {actor!r} (waited {timeout:g} s)", actor=actor
         )
-    behind = next(a for a in last if not a.caught_up)
+    behind = next((a for a in last if not a.caught_up), None)
+    if behind is None:
+        count = last[0].partitions or 1
+        raise MailboxError(
+            f"actor {actor!r} is not caught up after {timeout:g} s: only "
+            f"{len({a.partition for a in last})} of its {count} partitions are running",
+            actor=actor,
+        )
     raise MailboxError(
         f"actor {actor!r} is not caught up after {timeout:g} s ({behind.state}): "
         f"{describe(behind.progress)}",
         actor=actor,
     )
+
+
+def partition_summary(reports: Sequence[WorkerReport]) -> list[str]:
+    """One line per partitioned (or cluster-mode) actor: how many of its partitions run,
+    on how many workers, and whether all are caught up."""
+    by_actor: dict[str, list[tuple[str, ActorReport]]] = {}
+    for report in reports:
+        for a in report.actors:
+            if a.of is not None:
+                by_actor.setdefault(a.of, []).append((report.worker, a))
+    lines = []
+    for actor, parts in sorted(by_actor.items()):
+        count = parts[0][1].partitions or 1
+        running = {a.partition for _, a in parts if a.state == "running"}
+        workers = {w for w, _ in parts}
+        caught_up = len(running) == count and all(a.caught_up for _, a in parts)
+        lines.append(
+            f"{actor}: {len(running)}/{count} partitions running on {len(workers)} "
+            f"worker{'s' if len(workers) != 1 else ''}, "
+            f"lag {sum(a.lag or 0 for _, a in parts):,}, "
+            f"{'caught up' if caught_up else 'not caught up'}"
+        )
+    return lines

@@ -321,8 +321,12 @@ def status(nats: NatsOptions, as_json: bool, wait: float) -> None:
         return
     header = (
         "WORKER", "ACTOR", "STATE", "JOURNAL POS", "STREAM SEQ", "LAG", "EVENTS/S",
-        "SNAPSHOT", "DEAD LETTERS", "OUTBOX", "RESTARTS",
+        "SNAPSHOT", "DEAD LETTERS", "OUTBOX", "RESTARTS", "EPOCH", "CAUGHT UP",
     )  # fmt: skip
+    listed = sorted(
+        ((report, a) for report in reports for a in report.actors),
+        key=lambda ra: (ra[1].of or ra[1].actor, ra[1].partition or 0, ra[0].worker),
+    )
     rows = [
         (
             report.worker,
@@ -336,11 +340,16 @@ def status(nats: NatsOptions, as_json: bool, wait: float) -> None:
             _count(a.dead_letters),
             _count(a.outbox),
             f"{a.restarts:,}",
+            _count(a.epoch),
+            "yes" if a.caught_up else "no",
         )
-        for report in reports
-        for a in report.actors
+        for report, a in listed
     ]
-    _echo_table(header, rows, right={3, 4, 5, 6, 8, 9, 10})
+    _echo_table(header, rows, right={3, 4, 5, 6, 8, 9, 10, 11})
+    from ._discovery import partition_summary
+
+    for line in partition_summary(reports):
+        click.echo(line)
     for report in reports:
         for a in report.actors:
             if a.error:

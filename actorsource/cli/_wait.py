@@ -33,8 +33,9 @@ def wait(actor_name: str, caught_up: bool, timeout: float, nats: NatsOptions) ->
 
     Caught up, as its worker sees it at one instant: its consumer has nothing pending or
     unacknowledged, the worker holds nothing in hand or being committed, and the journal
-    holds the last delivered message. Its outbox is not waited for. After --timeout
-    seconds, prints how far the actor is and exits 1.
+    holds the last delivered message. A partitioned actor (or any actor in cluster mode) is
+    caught up when every one of its partitions is, whichever workers own them. Its outbox is
+    not waited for. After --timeout seconds, prints how far the actor is and exits 1.
     """
     from .._model.subjects import validate_name
 
@@ -45,7 +46,7 @@ def wait(actor_name: str, caught_up: bool, timeout: float, nats: NatsOptions) ->
     except InvalidNameError as exc:
         raise click.BadParameter(str(exc), param_hint="ACTOR_NAME") from exc
     reports = run_or_fail(with_nats, nats, _wait, actor_name, timeout)
-    for a in reports:
+    for a in sorted(reports, key=lambda a: (a.partition or 0, a.actor)):
         at = a.progress.journal_seq if a.progress is not None else a.stream_seq
         click.echo(f"{a.actor} is caught up: journal at stream sequence {at or 0:,}")
 

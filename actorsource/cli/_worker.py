@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,34 @@ __all__ = ["demo", "run"]
     help="Give up if the first connection to NATS has not succeeded within SECONDS "
     "(retried with backoff meanwhile). Default: wait for the server for ever.",
 )
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="Cluster mode: share every actor's partitions (an actor without partitions= is "
+    "one) with the other workers of the NATS cluster, each owned under a lease and fenced.",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    help="Cluster mode: replicas of the streams, buckets and journal subjects the worker "
+    "creates (3 on a 3-node cluster).",
+)
+@click.option(
+    "--lease-time",
+    type=click.FloatRange(min=1.0),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Cluster mode: the lease time L; a dead worker's partitions move after about L "
+    "(use 10-15 s with R3 so that elections do not move partitions).",
+)
+@click.option(
+    "--worker-id",
+    default=None,
+    help="Cluster mode: this worker's id among the members (default: <host>-<pid>).",
+)
 def run(
     targets: tuple[str, ...],
     nats: NatsOptions,
@@ -50,6 +78,10 @@ def run(
     log_format: Any,
     log_level: str,
     connect_timeout: float | None,
+    cluster: bool,
+    replicas: int,
+    lease_time: float,
+    worker_id: str | None,
 ) -> None:
     """Run a worker hosting the actors named by TARGETS (MODULE:CLASS or MODULE).
 
@@ -61,19 +93,47 @@ def run(
     configure_logging(log_format, log_level)
     actors = load_actors(targets)
     nats = replace(nats, wait_for_server=connect_timeout)
+    if embedded and cluster:
+        raise click.UsageError("--cluster runs against a NATS cluster: leave out --embedded")
+    placement = _Placement(cluster, replicas, lease_time, worker_id)
     try:
         with exit_on_expected_failure("actorsource"):
             prepare_data_dir(data_dir)  # a data directory that cannot be written fails now
-            anyio.run(_run_worker, actors, nats, data_dir, embedded)
+            anyio.run(_run_worker, actors, nats, data_dir, embedded, placement)
     except KeyboardInterrupt:
         sys.exit(130)
 
 
+@dataclass(frozen=True)
+class _Placement:
+    cluster: bool
+    replicas: int
+    lease_time: float
+    worker_id: str | None
+
+
 async def _run_worker(
-    actors: list[type], nats: NatsOptions, data_dir: Path, embedded: bool
+    actors: list[type],
+    nats: NatsOptions,
+    data_dir: Path,
+    embedded: bool,
+    placement: _Placement,
 ) -> None:
     from .._runtime.worker import Worker, run_worker
 
+    if placement.cluster:
+        from .._cluster.node import ClusterWorker
+
+        worker = ClusterWorker(
+            actors,
+            nats=nats,
+            data_dir=data_dir,
+            replicas=placement.replicas,
+            lease_time=placement.lease_time,
+            name=placement.worker_id,
+        )
+        await run_worker(worker)
+        return
     if not embedded:
         await run_worker(Worker(actors, nats=nats, data_dir=data_dir))
         return

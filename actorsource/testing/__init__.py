@@ -45,6 +45,7 @@ from ._kit import ActorKit
 from ._plugin import pytest_configure as pytest_configure
 from ._plugin import pytest_pycollect_makeitem as pytest_pycollect_makeitem
 from ._probe import ActorProbe
+from ._workers import WorkerProcess
 
 try:
     import pytest_asyncio
@@ -59,6 +60,7 @@ __all__ = [
     "NatsCluster",
     "NatsServer",
     "NatsServerConfig",
+    "WorkerProcess",
     "actor_kit",
     "nats_cluster",
     "nats_server",

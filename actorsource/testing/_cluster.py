@@ -88,9 +88,9 @@ class NatsCluster:
         self.servers: list[NatsServer] = []
         for i, server_name in enumerate(self.names):
             others = ",".join(r for j, r in enumerate(routes) if j != i)
-            args = ["--name", server_name, "--cluster_name", name, "--cluster", routes[i]]
-            if others:
-                args += ["--routes", others]
+            args = ["--name", server_name]
+            if size > 1:  # one server is a plain server: JetStream refuses a cluster of one
+                args += ["--cluster_name", name, "--cluster", routes[i], "--routes", others]
             config = NatsServerConfig(
                 store_dir=root / server_name,
                 port=_listen_port(taken),

@@ -1,0 +1,344 @@
+"""A worker in cluster mode: it runs the partitions the cluster assigns it, each as a fenced
+owner.
+
+Every actor is split into partitions: ``partitions=P`` gives P (``orders-p0`` ...), an actor
+without it is one (its own name), so two workers never run the same singleton. For each
+partition the worker keeps one task, :meth:`ClusterWorker._own`, whose life is::
+
+    wait until the assignment gives it to this worker
+    acquire its lease (held by another: wait and try again)   -> the epoch
+    run its runner with a PartitionGuard:
+        epoch marker + import of the journal subject's tail, consumer <partition>-e<epoch>
+        (earlier epochs' deleted), every batch appended to the journal subject before the
+        SQLite commit; renew the lease every L/3 meanwhile
+    until: assigned elsewhere or stopping -> graceful stop, release the lease
+           fenced or lease lost          -> drop it (nothing more committed or acked)
+           failed                        -> release, back off, start again
+
+The assignment (:mod:`.assignment`) is computed on every worker over the live members of
+the members bucket (:mod:`.membership`): a bounded-load rendezvous per actor, with the
+actor's name mixed into the members' names so that singletons spread over the workers.
+It only says what a worker *should* own; the lease decides who may start, and the fence who
+may commit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+import time
+from collections.abc import Sequence
+from contextlib import aclosing
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.abc
+import nats.errors
+from nats.aio.client import Client as NATS
+
+from .._errors import ClusterError, Fenced, LeaseHeld, LeaseLost
+from .._mailbox.connection import require_server_version
+from .._model.actor import ActorDefinition, definition_of
+from .._runtime.binding import ensure_dlq_stream, mailbox_for
+from .._runtime.runner import ActorRunner
+from .._runtime.service import WorkerService
+from .._runtime.worker import FATAL_ERRORS, Worker
+from .assignment import MemberSet, assign
+from .fence import JournalFence, ensure_journal_stream
+from .guard import PartitionGuard
+from .lease import Lease, Leases
+from .membership import Membership
+
+__all__ = ["ClusterWorker", "PartitionState", "default_worker_id"]
+
+
+def default_worker_id() -> str:
+    """``<host>-<pid>``, with what a KV key may not hold replaced by ``-``."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+class PartitionState:
+    """What this worker knows of one partition (for ``status`` and tests)."""
+
+    __slots__ = ("actor", "epoch", "fenced", "lease", "name", "owned_since", "partition", "wanted")
+
+    def __init__(self, unit: ActorDefinition) -> None:
+        self.name = unit.name
+        self.actor = unit.actor
+        self.partition = unit.partition or 0
+        #: Whether the assignment gives it to this worker.
+        self.wanted = False
+        #: The epoch this worker owns it under (0 while it does not).
+        self.epoch = 0
+        self.lease: Lease | None = None
+        self.owned_since = 0.0
+        #: How many times this worker's ownership ended fenced (or its lease lost).
+        self.fenced = 0
+
+
+class ClusterWorker(Worker):
+    """A :class:`~actorsource.Worker` that shares its actors' partitions with the other
+    workers of a NATS cluster (see the module's docstring).
+
+    ``replicas``: of the streams, buckets and journal subjects it creates (3 on a 3-node
+    cluster). ``lease_time``: L, the lease (and membership) TTL; a dead worker's partitions
+    are taken over after about L. ``join_delay`` and ``hold``: see
+    :class:`~actorsource._cluster.assignment.MemberSet`.
+    """
+
+    def __init__(
+        self,
+        actors: Sequence[type],
+        *,
+        replicas: int = 1,
+        lease_time: float = 10.0,
+        join_delay: float = 2.0,
+        hold: float = 1.0,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(actors, name=name or default_worker_id(), **kwargs)
+        self.actor_definitions = tuple(definition_of(a) for a in actors)
+        self.replicas = replicas
+        self.lease_time = lease_time
+        self._join_delay = join_delay
+        self._hold = hold
+        self.partitions: dict[str, PartitionState] = {
+            d.name: PartitionState(d) for d in self.definitions
+        }
+        #: The members the assignment is currently computed over.
+        self.members: frozenset[str] = frozenset()
+        self._changed = anyio.Event()
+        self._leases: Leases | None = None
+
+    # -- what the worker hosts ---------------------------------------------------------------
+
+    def hosted(self) -> list[str]:
+        """The partitions this worker runs now (owned: a runner exists for them)."""
+        return [name for name in self.runners if self.partitions[name].epoch]
+
+    def epoch_of(self, name: str) -> int | None:
+        """The epoch this worker owns ``name`` under (0 while it does not)."""
+        state = self.partitions.get(name)
+        return state.epoch if state is not None else None
+
+    async def _prepare(self, nc: NATS) -> None:
+        # The members bucket's limit markers (watchers see a dead worker go) need 2.11.
+        require_server_version(nc, (2, 11), "cluster mode (KV limit markers)")
+        js = nc.jetstream()
+        await ensure_journal_stream(js, replicas=self.replicas)
+        self._leases = Leases(js, ttl=self.lease_time, replicas=self.replicas)
+        await self._leases.kv()
+        # Each actor's streams once, here, rather than by its partitions' runners all at
+        # once (concurrent creations of one replicated stream wait out API timeouts).
+        for definition in self.actor_definitions:
+            unit = definition.units()[0]
+            await ensure_dlq_stream(js, unit.errors, unit.name, replicas=self.replicas)
+            mailbox = mailbox_for(unit, nc, ack_wait=unit.ack_wait, replicas=self.replicas)
+            await mailbox.resolve_stream()
+
+    def stop(self) -> None:
+        super().stop()
+        self._wake()
+
+    async def _host(self, tg: anyio.abc.TaskGroup, nc: NATS, service: WorkerService) -> None:
+        """Join the members, follow the assignment, and own what it gives this worker."""
+        membership = Membership(
+            nc.jetstream(), self.name, ttl=self.lease_time, replicas=self.replicas
+        )
+        await tg.start(self._cluster, membership, nc, service)
+
+    async def _cluster(
+        self,
+        membership: Membership,
+        nc: NATS,
+        service: WorkerService,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            async with anyio.create_task_group() as around:
+                # Restarted after a crash under the same id: its old key lives up to L.
+                await around.start(partial(membership.run, patience=self.lease_time * 1.5))
+                around.start_soon(self._follow_assignment, membership)
+                self.ready.set()
+                task_status.started()
+                async with anyio.create_task_group() as owners:
+                    for unit in self.definitions:
+                        owners.start_soon(self._own, unit, nc)
+                around.cancel_scope.cancel()  # every partition is stopped and released: leave
+        finally:
+            service.close()
+
+    # -- the assignment ----------------------------------------------------------------------
+
+    def _assign(self, members: frozenset[str]) -> None:
+        wanted: set[str] = set()
+        for d in self.actor_definitions:
+            count = d.partitions.count if d.partitions is not None else 1
+            salted = {f"{d.name}/{m}": m for m in members}
+            for k, who in assign(count, salted).items():
+                if salted[who] == self.name:
+                    wanted.add(d.units()[k].name if d.partitions is not None else d.name)
+        changed = False
+        for name, state in self.partitions.items():
+            if state.wanted != (name in wanted):
+                state.wanted = name in wanted
+                changed = True
+        self.members = members
+        if changed:
+            self.log.info(
+                "assignment", members=sorted(members), mine=sorted(wanted), count=len(wanted)
+            )
+            self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def _follow_assignment(self, membership: Membership) -> None:
+        members = MemberSet(join_delay=self._join_delay, hold=self._hold)
+        live: set[str] = set()
+        seen = anyio.Event()
+
+        async def watch() -> None:
+            nonlocal live, seen
+            async with aclosing(membership.watch()) as updates:
+                async for now_live in updates:
+                    live = set(now_live)
+                    seen.set()
+                    seen = anyio.Event()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            while not self._stopping:
+                now = time.monotonic()
+                self._assign(members.observe(live, now))
+                at = members.next_change_at(now)
+                wait = math.inf if at is None else max(0.0, at - now) + 0.01
+                waiting = seen
+                with anyio.move_on_after(min(wait, self.lease_time)):
+                    await waiting.wait()
+            tg.cancel_scope.cancel()
+
+    async def _until(self, condition: Any) -> None:
+        while not condition():
+            changed = self._changed
+            with anyio.move_on_after(self.lease_time / 4):
+                await changed.wait()
+
+    # -- owning one partition ----------------------------------------------------------------
+
+    async def _own(self, unit: ActorDefinition, nc: NATS) -> None:
+        state = self.partitions[unit.name]
+        log = self.log.bind(actor=unit.name)
+        first, most = self._backoff
+        delay = first
+        while not self._stopping:
+            await self._until(lambda: state.wanted or self._stopping)
+            if self._stopping:
+                return
+            assert self._leases is not None
+            try:
+                lease = await self._leases.acquire(unit.name, self.name)
+            except LeaseHeld:
+                # Its owner is alive, or its lease has not run out yet: look again soon.
+                with anyio.move_on_after(min(1.0, self.lease_time / 4)):
+                    await self._until(lambda: not state.wanted or self._stopping)
+                continue
+            except (nats.errors.Error, OSError, ClusterError) as exc:
+                log.warning("cannot acquire the lease; retrying", error=repr(exc))
+                await anyio.sleep(delay)
+                continue
+            outcome = await self._run_owned(unit, nc, lease, state, log)
+            if outcome == "fenced":
+                state.fenced += 1
+            elif outcome == "failed":
+                self.restarts[unit.name] += 1
+                with anyio.move_on_after(delay):
+                    await self._until(lambda: self._stopping)
+                delay = min(delay * 2, most)
+                continue
+            elif outcome == "halted":
+                return
+            delay = first
+
+    async def _run_owned(
+        self,
+        unit: ActorDefinition,
+        nc: NATS,
+        lease: Lease,
+        state: PartitionState,
+        log: Any,
+    ) -> str:
+        """Run the partition under ``lease`` until it ends; how it ended: ``released``
+        (stopped on purpose), ``fenced``, ``failed`` or ``halted``."""
+        guard = PartitionGuard(lease, JournalFence(nc.jetstream(), unit.actor, unit.partition or 0))
+        runner = ActorRunner(
+            unit,
+            nc,
+            data_dir=self.data_dir,
+            synchronous=self._synchronous,
+            log=log.bind(epoch=lease.epoch),
+            guard=guard,
+            replicas=self.replicas,
+        )
+        state.epoch, state.lease, state.owned_since = lease.epoch, lease, time.time()
+        self.runners[unit.name] = runner
+        log.info("partition owned", epoch=lease.epoch)
+        outcome = "released"
+        lost: LeaseLost | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def keep() -> None:
+                    nonlocal lost
+                    try:
+                        await lease.keep()
+                    except LeaseLost as exc:
+                        lost = exc
+                        tg.cancel_scope.cancel()  # stop at once: it may not commit any more
+
+                async def give_up_when_unwanted() -> None:
+                    await self._until(lambda: not state.wanted or self._stopping)
+                    log.info("partition handed back", epoch=lease.epoch)
+                    runner.stop()
+
+                tg.start_soon(keep)
+                tg.start_soon(give_up_when_unwanted)
+                try:
+                    await runner.run()
+                except (Fenced, LeaseLost) as exc:
+                    outcome = "fenced"
+                    reason = "fenced" if isinstance(exc, Fenced) else "lease lost"
+                    log.warning(
+                        "partition dropped", epoch=lease.epoch, reason=reason, error=str(exc)
+                    )
+                except FATAL_ERRORS as exc:
+                    outcome = "halted"
+                    self.halted[unit.name] = exc
+                    log.error("partition halted", error=str(exc), reason=type(exc).__name__)
+                except Exception as exc:
+                    outcome = "failed"
+                    log.error("partition failed; restarting", error=repr(exc))
+                tg.cancel_scope.cancel()
+            if lost is not None and outcome != "fenced":
+                outcome = "fenced"
+                log.warning(
+                    "partition dropped", epoch=lease.epoch, reason="lease lost", error=str(lost)
+                )
+        finally:
+            state.epoch, state.lease = 0, None
+            if self.runners.get(unit.name) is runner:
+                del self.runners[unit.name]
+            if outcome != "fenced":
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                    try:
+                        await lease.release()
+                    except (nats.errors.Error, OSError) as exc:
+                        log.warning("cannot release the lease", error=repr(exc))
+        return outcome
