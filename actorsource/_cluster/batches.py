@@ -72,7 +72,6 @@ _decoder = msgspec.msgpack.Decoder(_Batch)
 
 
 def _entry(e: JournalEntry) -> _Entry:
-    headers = dict(e.headers)
     return _Entry(
         e.pos,
         e.subject,
@@ -82,7 +81,7 @@ def _entry(e: JournalEntry) -> _Entry:
         e.stream,
         e.stream_seq,
         e.msg_id,
-        None if headers == e.usual_headers() else headers,
+        None if e.has_usual_headers() else dict(e.headers),
         e.version,
         e.entity,
     )

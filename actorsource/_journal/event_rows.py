@@ -44,15 +44,7 @@ def entry_row(e: JournalEntry) -> tuple[Any, ...]:
     """Every column of ``e``'s row, in :data:`ENTRY_COLUMNS` order."""
     # Headers that only repeat the type and message id (the usual case) are not stored
     # again: NULL means exactly those two, and JournalEntry rebuilds them when asked.
-    headers = e.headers
     version = e.version
-    if version == 1 and len(headers) == 1 + (e.msg_id is not None):
-        # The usual case, checked without building the usual headers: the type and id only.
-        usual = headers.get(EVENT_TYPE_HEADER) == e.type and (
-            e.msg_id is None or headers.get(MSG_ID_HEADER) == e.msg_id
-        )
-    else:
-        usual = headers == e.usual_headers()
     return (
         e.pos,
         e.subject,
@@ -62,7 +54,7 @@ def entry_row(e: JournalEntry) -> tuple[Any, ...]:
         e.stream,
         e.stream_seq,
         e.msg_id,
-        None if usual else _headers_encoder.encode(headers),
+        None if e.has_usual_headers() else _headers_encoder.encode(e.headers),
         None if version == 1 else version,
         e.entity,
     )

@@ -230,6 +230,17 @@ class JournalEntry:
             self._headers = _headers_decoder.decode(raw) if raw else self.usual_headers()
         return self._headers
 
+    def has_usual_headers(self) -> bool:
+        """Whether the headers are only the usual ones (:meth:`usual_headers`): what a
+        journal row and a journal batch store as no headers. The usual case is checked
+        without building them."""
+        headers = self.headers
+        if self.version == 1 and len(headers) == 1 + (self.msg_id is not None):
+            return headers.get(EVENT_TYPE_HEADER) == self.type and (
+                self.msg_id is None or headers.get(MSG_ID_HEADER) == self.msg_id
+            )
+        return headers == self.usual_headers()
+
     def usual_headers(self) -> dict[str, str]:
         """The headers an entry has when nothing but its type, version and message id was sent."""
         usual = {EVENT_TYPE_HEADER: self.type}
