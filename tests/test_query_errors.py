@@ -144,3 +144,36 @@ async def test_a_query_waiting_for_a_commit_when_the_actor_is_killed_gets_a_not_
         assert "stopped before answering: it was killed or failed meanwhile" in str(error)
         await counts.settled()
         assert await counts.query("total", name="a") == 11
+
+
+async def test_a_snapshot_asked_while_the_actor_is_killed_fails_instead_of_answering_a_position(
+    actor_kit: ActorKit,
+) -> None:
+    # Not only queries: any request the loop had in hand when the actor died fails, so that
+    # whoever asked does not take a snapshot for written.
+    async with actor_kit.start(Counts, ack_wait=10.0) as counts:
+        await actor_kit.publish("qc.a", Added("a", 1))
+        await counts.settled()
+        outcome: list[object] = []
+
+        async def snapshot() -> None:
+            try:
+                outcome.append(await counts._live_runner.snapshot())
+            except actorsource.ActorNotRunning as exc:
+                outcome.append(exc)
+
+        runner = counts._live_runner
+        async with anyio.create_task_group() as tg, runner._write_lock:  # commits stall
+            await actor_kit.publish("qc.a", Added("a", 10))
+            with anyio.fail_after(5):
+                while counts.state.totals["a"] != 11:  # applied, not committed
+                    await anyio.sleep(0.01)
+            tg.start_soon(snapshot)
+            await anyio.sleep(0.3)  # the loop waits for the commit before snapshotting
+            assert outcome == []
+            await counts.crash()  # kill -9 while it waits
+        [error] = outcome
+        assert isinstance(error, actorsource.ActorNotRunning), error
+        assert "stopped before finishing it" in str(error)
+        await counts.settled()
+        assert counts.state.totals == (await counts.fold()).totals == {"a": 11}

@@ -82,8 +82,13 @@ class ActorLoop:
                 continue
             try:
                 await self._do(request)
-            finally:
-                request.finish()
+            except BaseException:
+                # Killed, cancelled or failed half-way: whoever asked must not take it as done.
+                request.finish(
+                    ActorNotRunning(f"actor {name!r} stopped before finishing it", actor=name)
+                )
+                raise
+            request.finish()
 
     async def _do(self, request: Request) -> None:
         pipeline = self._pipeline
@@ -93,6 +98,12 @@ class ActorLoop:
             await pipeline.redo()
         elif isinstance(request, TakeSnapshot):
             request.pos = await pipeline.snapshot()
+            if pipeline.committer.failed is not None:
+                # What was applied was not all committed: no snapshot was written.
+                name = self._live.definition.name
+                request.finish(
+                    ActorNotRunning(f"actor {name!r} took no snapshot: a commit failed", actor=name)
+                )
         elif isinstance(request, FireTimers):
             request.recorded = await self._fire(request)
         elif isinstance(request, Passivate):
