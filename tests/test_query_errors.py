@@ -4,6 +4,7 @@ actor that dies with a query waiting."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -128,17 +129,7 @@ async def test_a_query_waiting_for_a_commit_when_the_actor_is_killed_gets_a_not_
             except QueryError as exc:
                 errors.append(exc)
 
-        runner = counts._live_runner
-        # The lock is released before the task group ends (and the query with it).
-        async with anyio.create_task_group() as tg, runner._write_lock:  # commits stall
-            await actor_kit.publish("qc.a", Added("a", 10))
-            with anyio.fail_after(5):
-                while counts.state.totals["a"] != 11:  # applied, not committed
-                    await anyio.sleep(0.01)
-            tg.start_soon(ask)
-            await anyio.sleep(0.3)  # the loop waits for the commit to answer it
-            assert errors == []
-            await counts.crash()  # kill -9 while it waits: a new runner recovers
+        await _killed_while_it_waits_for_a_commit(counts, actor_kit, ask, errors)
         [error] = errors
         assert error.code == "not-running"
         assert "stopped before answering: it was killed or failed meanwhile" in str(error)
@@ -162,18 +153,31 @@ async def test_a_snapshot_asked_while_the_actor_is_killed_fails_instead_of_answe
             except actorsource.ActorNotRunning as exc:
                 outcome.append(exc)
 
-        runner = counts._live_runner
-        async with anyio.create_task_group() as tg, runner._write_lock:  # commits stall
-            await actor_kit.publish("qc.a", Added("a", 10))
-            with anyio.fail_after(5):
-                while counts.state.totals["a"] != 11:  # applied, not committed
-                    await anyio.sleep(0.01)
-            tg.start_soon(snapshot)
-            await anyio.sleep(0.3)  # the loop waits for the commit before snapshotting
-            assert outcome == []
-            await counts.crash()  # kill -9 while it waits
+        await _killed_while_it_waits_for_a_commit(counts, actor_kit, snapshot, outcome)
         [error] = outcome
         assert isinstance(error, actorsource.ActorNotRunning), error
         assert "stopped before finishing it" in str(error)
         await counts.settled()
         assert counts.state.totals == (await counts.fold()).totals == {"a": 11}
+
+
+async def _killed_while_it_waits_for_a_commit(
+    counts: ActorProbe[Counts],
+    kit: ActorKit,
+    request: Callable[[], Coroutine[Any, Any, None]],
+    outcome: list[Any],
+) -> None:
+    """Stall commits, publish a second ``Added("a", 10)`` (applied, not committed), run
+    ``request`` (which the loop holds until that commit), then kill the actor: ``outcome``
+    is still empty when it dies. A new runner recovers."""
+    runner = counts._live_runner
+    # The lock is released before the task group ends (and the request with it).
+    async with anyio.create_task_group() as tg, runner._write_lock:  # commits stall
+        await kit.publish("qc.a", Added("a", 10))
+        with anyio.fail_after(5):
+            while counts.state.totals["a"] != 11:  # applied, not committed
+                await anyio.sleep(0.01)
+        tg.start_soon(request)
+        await anyio.sleep(0.3)  # the loop waits for the commit before doing it
+        assert outcome == []
+        await counts.crash()  # kill -9 while it waits
