@@ -58,6 +58,16 @@ def test_throughput_reports_both_pipelines_and_equal_states() -> None:
         _assert_positive(result, ["faststream_events_per_s", "ratio_vs_faststream"])
 
 
+def test_throughput_compares_the_actor_with_and_without_its_metrics_scraped() -> None:
+    pytest.importorskip("prometheus_client")
+    only = "actorsource,actorsource_metrics"
+    result = _report(
+        ["bench/throughput.py", "--events", "3000", "--only", only, "--scrape-every", "0.02"]
+    )
+    _assert_positive(result, ["actorsource_metrics_events_per_s", "metrics_cost"])
+    assert result["scrapes"][0] >= 1  # the scraper read the metrics while the actor ran
+
+
 def test_throughput_runs_only_the_contenders_asked_for() -> None:
     result = _report(["bench/throughput.py", "--events", "500", "--only", "hand_tuned"])
     _assert_positive(result, ["hand_tuned_events_per_s"])
