@@ -76,6 +76,13 @@ def test_throughput_runs_only_the_contenders_asked_for() -> None:
     assert list(result["runs"]) == ["hand_tuned"]
 
 
+def test_event_codecs_reports_decode_and_encode_costs_of_each_kind_of_event() -> None:
+    result = _report(["bench/event_codecs.py", "--events", "300", "--repeat", "1"])
+    _assert_positive(result, ["dataclass_decode_ns", "msgspec_decode_ns", "msgspec_encode_ns"])
+    if importlib.util.find_spec("pydantic") is not None:
+        _assert_positive(result, ["pydantic_decode_ns", "pydantic_vs_msgspec"])
+
+
 def test_recovery_reports_replay_restart_and_memory() -> None:
     result = _report(["bench/recovery.py", "--events", "5000"])
     _assert_positive(
@@ -276,6 +283,7 @@ def test_queries_reports_latencies_rates_and_the_consumption_ratio() -> None:
         "state_growth",
         "queries",
         "entities",
+        "event_codecs",
     ],
 )
 def test_every_bench_script_explains_itself(script: str) -> None:
