@@ -17,7 +17,6 @@ from actors import Added, Counter, Nap
 from click.testing import CliRunner
 
 from actorsource import NatsOptions, Worker, ensure_streams
-from actorsource._runtime.probe_server import serve_probes
 from actorsource.cli import main
 from actorsource.testing import ActorKit, NatsServer, WorkerProcess
 
@@ -202,6 +201,8 @@ def test_a_taken_metrics_port_fails_the_start_in_one_line(tmp_path: Path) -> Non
 async def test_counters_keep_counting_across_an_actors_restarts(
     actor_kit: ActorKit, nats_server: NatsServer, tmp_path: Path
 ) -> None:
+    from actorsource._runtime.probe_server import serve_probes
+
     worker = Worker(
         [Counter],
         nats=NatsOptions(servers=(nats_server.url,)),
