@@ -58,12 +58,29 @@ def test_throughput_reports_both_pipelines_and_equal_states() -> None:
         _assert_positive(result, ["faststream_events_per_s", "ratio_vs_faststream"])
 
 
+def test_throughput_compares_the_actor_with_and_without_its_metrics_scraped() -> None:
+    pytest.importorskip("prometheus_client")
+    only = "actorsource,actorsource_metrics"
+    result = _report(
+        ["bench/throughput.py", "--events", "3000", "--only", only, "--scrape-every", "0.02"]
+    )
+    _assert_positive(result, ["actorsource_metrics_events_per_s", "metrics_cost"])
+    assert result["scrapes"][0] >= 1  # the scraper read the metrics while the actor ran
+
+
 def test_throughput_runs_only_the_contenders_asked_for() -> None:
     result = _report(["bench/throughput.py", "--events", "500", "--only", "hand_tuned"])
     _assert_positive(result, ["hand_tuned_events_per_s"])
     assert result["actorsource_events_per_s"] is None
     assert result["ratio_vs_hand_tuned"] is None
     assert list(result["runs"]) == ["hand_tuned"]
+
+
+def test_event_codecs_reports_decode_and_encode_costs_of_each_kind_of_event() -> None:
+    result = _report(["bench/event_codecs.py", "--events", "300", "--repeat", "1"])
+    _assert_positive(result, ["dataclass_decode_ns", "msgspec_decode_ns", "msgspec_encode_ns"])
+    if importlib.util.find_spec("pydantic") is not None:
+        _assert_positive(result, ["pydantic_decode_ns", "pydantic_vs_msgspec"])
 
 
 def test_recovery_reports_replay_restart_and_memory() -> None:
@@ -266,6 +283,7 @@ def test_queries_reports_latencies_rates_and_the_consumption_ratio() -> None:
         "state_growth",
         "queries",
         "entities",
+        "event_codecs",
     ],
 )
 def test_every_bench_script_explains_itself(script: str) -> None:

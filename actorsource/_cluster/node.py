@@ -333,6 +333,7 @@ class ClusterWorker(Worker):
                 )
         finally:
             state.epoch, state.lease = 0, None
+            self._retire(unit.name, runner)
             if self.runners.get(unit.name) is runner:
                 del self.runners[unit.name]
             if outcome != "fenced":

@@ -313,7 +313,9 @@ class Committer:
         for attempt in range(1, self._attempts + 1):
             try:
                 async with self._lock:
+                    started = time.perf_counter()
                     await self._journal.append(batch)
+                    self._stats.commit_seconds.observe(time.perf_counter() - started)
                 return
             except (DuplicateMessageIdError, JournalCorruptError, JournalOrderError):
                 raise

@@ -198,6 +198,7 @@ class Pipeline:
                 known_seqs, known_ids = await self._journal.known(stream, maybe_seen, ids)
         definition = self._live.definition
         entities = self._entities
+        started = time.perf_counter()
         outcome = await triage(
             deliveries,
             start,
@@ -211,6 +212,7 @@ class Pipeline:
             plain=self._live.dispatch.plain if entities is None else None,
             key=None if entities is None else entities.key_of,
         )
+        self._stats.apply_seconds.observe(time.perf_counter() - started)
         failure = outcome.failure
         snapshot = None
         entity_snapshots = None

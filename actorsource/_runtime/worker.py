@@ -28,6 +28,7 @@ from .._mailbox.connection import NatsOptions, connect, require_server_version
 from .._model.actor import ActorDefinition, definition_of
 from .runner import ActorRunner
 from .service import WorkerService
+from .status import ActorStats
 
 __all__ = ["FATAL_ERRORS", "Worker", "run_worker"]
 
@@ -79,6 +80,10 @@ class Worker:
         self.runners: dict[str, ActorRunner] = {}
         self.restarts: dict[str, int] = dict.fromkeys(names, 0)
         self.halted: dict[str, BaseException] = {}
+        # Per actor: the counters of its runners that have ended, summed, and the last of
+        # them; replaced in one assignment, so that a reader in another thread (a metrics
+        # scrape) never counts a runner twice.
+        self._ended: dict[str, tuple[ActorStats, ActorRunner | None]] = {}
         self.nc: NATS | None = None
         #: The worker's micro service (discovery, ``actorsource status``), while running.
         self.service: WorkerService | None = None
@@ -156,6 +161,22 @@ class Worker:
         for definition in self.definitions:
             tg.start_soon(supervise, definition)
 
+    def totals(self, name: str) -> ActorStats:
+        """The counters of actor ``name`` since the worker started: those of its runners that
+        have ended plus those of the current one. Safe to call from another thread."""
+        ended, last = self._ended.get(name, (None, None))
+        runner = self.runners.get(name)
+        if runner is not None and runner is not last:
+            return runner.stats if ended is None else ended.plus(runner.stats)
+        return ended if ended is not None else ActorStats()
+
+    def _retire(self, name: str, runner: ActorRunner) -> None:
+        """Fold the counters of ``runner``, which has ended, into the actor's totals."""
+        ended, last = self._ended.get(name, (None, None))
+        if last is runner:
+            return
+        self._ended[name] = (runner.stats if ended is None else ended.plus(runner.stats), runner)
+
     def hosted(self) -> list[str]:
         """The names of the actors (partitions) this worker reports on."""
         return [d.name for d in self.definitions]
@@ -190,7 +211,10 @@ class Worker:
                     on_ready=self._on_ready,
                 )
                 self.runners[definition.name] = runner
-                await runner.run()
+                try:
+                    await runner.run()
+                finally:
+                    self._retire(definition.name, runner)
                 return
             except FATAL_ERRORS as exc:
                 # Restarting cannot help (another owner, another history, a broken file):

@@ -12,7 +12,13 @@ import click
 
 from .._mailbox.connection import NatsOptions
 from .._mailbox.server_config import NatsServerConfig
-from ._common import data_dir_option, exit_on_expected_failure, load_actors, nats_connection_options
+from ._common import (
+    data_dir_option,
+    exit_on_expected_failure,
+    load_actors,
+    nats_connection_options,
+    require_extra,
+)
 from ._logging_setup import configure_logging
 
 __all__ = ["demo", "run"]
@@ -70,6 +76,36 @@ __all__ = ["demo", "run"]
     default=None,
     help="Cluster mode: this worker's id among the members (default: <host>-<pid>).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve /metrics (Prometheus), /healthz and /readyz over HTTP on PORT (0: any free "
+    "port, logged). Needs the prometheus extra: pip install 'actorsource[prometheus]'.",
+)
+@click.option(
+    "--metrics-host",
+    default="0.0.0.0",
+    show_default=True,
+    help="The address the metrics and probes server listens on.",
+)
+@click.option(
+    "--health-stale-after",
+    type=click.FloatRange(min=0.01),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="/healthz answers 503 when the event loop has not run for SECONDS.",
+)
+@click.option(
+    "--ready-max-lag",
+    type=click.IntRange(min=0),
+    default=1_000,
+    show_default=True,
+    metavar="EVENTS",
+    help="/readyz answers 503 while an actor lags its stream by more than EVENTS.",
+)
 def run(
     targets: tuple[str, ...],
     nats: NatsOptions,
@@ -82,6 +118,10 @@ def run(
     replicas: int,
     lease_time: float,
     worker_id: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    health_stale_after: float,
+    ready_max_lag: int,
 ) -> None:
     """Run a worker hosting the actors named by TARGETS (MODULE:CLASS or MODULE).
 
@@ -90,12 +130,22 @@ def run(
     """
     from .._journal.storage import prepare_data_dir
 
+    if metrics_port is not None:
+        require_extra("prometheus_client", "prometheus", "--metrics-port")
     configure_logging(log_format, log_level)
     actors = load_actors(targets)
     nats = replace(nats, wait_for_server=connect_timeout)
     if embedded and cluster:
         raise click.UsageError("--cluster runs against a NATS cluster: leave out --embedded")
-    placement = _Placement(cluster, replicas, lease_time, worker_id)
+    placement = _Placement(
+        cluster,
+        replicas,
+        lease_time,
+        worker_id,
+        None if metrics_port is None else _Probes(metrics_host, metrics_port),
+        health_stale_after,
+        ready_max_lag,
+    )
     try:
         with exit_on_expected_failure("actorsource"):
             prepare_data_dir(data_dir)  # a data directory that cannot be written fails now
@@ -110,6 +160,15 @@ class _Placement:
     replicas: int
     lease_time: float
     worker_id: str | None
+    probes: _Probes | None = None
+    stale_after: float = 10.0
+    max_lag: int = 1_000
+
+
+@dataclass(frozen=True)
+class _Probes:
+    host: str
+    port: int
 
 
 async def _run_worker(
@@ -120,6 +179,18 @@ async def _run_worker(
     placement: _Placement,
 ) -> None:
     from .._runtime.worker import Worker, run_worker
+
+    async def run_observed(worker: Worker) -> None:
+        if placement.probes is None:
+            await run_worker(worker)
+            return
+        from .._runtime.health import HealthOptions
+        from .._runtime.probe_server import serve_probes
+
+        options = HealthOptions(stale_after=placement.stale_after, max_lag=placement.max_lag)
+        where = placement.probes
+        async with serve_probes(worker, host=where.host, port=where.port, options=options):
+            await run_worker(worker)
 
     if placement.cluster:
         from .._cluster.node import ClusterWorker
@@ -132,10 +203,10 @@ async def _run_worker(
             lease_time=placement.lease_time,
             name=placement.worker_id,
         )
-        await run_worker(worker)
+        await run_observed(worker)
         return
     if not embedded:
-        await run_worker(Worker(actors, nats=nats, data_dir=data_dir))
+        await run_observed(Worker(actors, nats=nats, data_dir=data_dir))
         return
     from .._log import get_logger
     from .._mailbox.server import NatsServer
@@ -146,7 +217,7 @@ async def _run_worker(
             "embedded nats-server started", url=server.url, store=str(data_dir / "nats")
         )
         embedded_nats = replace(nats, servers=(server.url,))
-        await run_worker(Worker(actors, nats=embedded_nats, data_dir=data_dir))
+        await run_observed(Worker(actors, nats=embedded_nats, data_dir=data_dir))
 
 
 def _embedded_config(nats: NatsOptions, data_dir: Path) -> NatsServerConfig:
