@@ -94,6 +94,17 @@ class SmallCart(CartModel):
     """At most three resident."""
 
 
+@entity(
+    "small-saved-carts",
+    subjects=["saved.*"],
+    snapshot_every=2,
+    max_resident=3,
+    snapshot_on_evict=True,
+)
+class SmallSavedCart(CartModel):
+    """At most three resident, snapshotted when evicted with unsaved events."""
+
+
 @entity("one-cart", subjects=["one.*"], max_resident=1)
 class OneCart(CartModel):
     """At most one resident: the pin rule is all that keeps an uncommitted one."""
@@ -298,7 +309,7 @@ async def test_an_entity_idle_longer_than_passivate_after_is_passivated_with_a_s
         assert (await carts.entity("a")).items == {"x": 5}
 
 
-async def test_beyond_max_resident_the_least_recently_used_entity_is_passivated(
+async def test_beyond_max_resident_the_least_recently_used_entity_is_evicted_unsnapshotted(
     actor_kit: ActorKit,
 ) -> None:
     async with actor_kit.start(SmallCart) as carts:
@@ -306,7 +317,24 @@ async def test_beyond_max_resident_the_least_recently_used_entity_is_passivated(
             await actor_kit.publish(f"small.{key}", ItemAdded("x", 1))
             await carts.settled()
         assert carts.resident == ["c", "a", "d"]  # b was the least recently used
-        assert await carts.entity_snapshots("b") == [2]  # its unsaved event, on passivation
+        assert await carts.entity_snapshots("b") == []  # evicted: its row is its state
+        assert (await carts.entity("b")).items == {"x": 1}
+        # Loaded again, b counts its replayed event towards snapshot_every=2.
+        await actor_kit.publish("small.b", ItemAdded("x", 2))
+        await carts.settled()
+        assert await carts.entity_snapshots("b") == [6]
+        assert (await carts.entity("b")).items == {"x": 3}
+
+
+async def test_with_snapshot_on_evict_an_evicted_entity_is_snapshotted(
+    actor_kit: ActorKit,
+) -> None:
+    async with actor_kit.start(SmallSavedCart) as carts:
+        for key in ["a", "b", "c", "a", "d"]:
+            await actor_kit.publish(f"saved.{key}", ItemAdded("x", 1))
+            await carts.settled()
+        assert carts.resident == ["c", "a", "d"]
+        assert await carts.entity_snapshots("b") == [2]  # its unsaved event, on eviction
         assert (await carts.entity("b")).items == {"x": 1}
 
 
