@@ -22,6 +22,7 @@ import msgspec
 
 from .._model.events import JournalEntry
 from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER
+from .entity_store import chain_entities, write_heads
 
 __all__ = ["ENTRY_COLUMNS", "entry_row", "insert_events"]
 
@@ -107,13 +108,21 @@ def _insert_sql(rows: int) -> str:
 
 
 @functools.lru_cache(maxsize=16)
+def _insert_chained_sql(rows: int) -> str:
+    values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
+    return f"INSERT INTO events ({ENTRY_COLUMNS}, prev_pos) VALUES {values}"
+
+
+@functools.lru_cache(maxsize=16)
 def _insert_usual_sql(rows: int) -> str:
     values = ",".join(["(?,?,?,?,?,?,?,?,NULL,NULL,NULL)"] * rows)
     return f"INSERT INTO events ({ENTRY_COLUMNS}) VALUES {values}"
 
 
 def insert_events(conn: sqlite3.Connection, entries: list[JournalEntry]) -> None:
-    """Insert the rows of ``entries`` (inside the caller's transaction)."""
+    """Insert the rows of ``entries`` (inside the caller's transaction); an entity's rows
+    are chained to its previous one and its head moves (:func:`.entity_store.chain_entities`)."""
+    heads: dict[str, int] = {}
     i, n = 0, len(entries)
     while i < n:
         size = min(_MAX_ROWS_PER_INSERT, 1 << ((n - i).bit_length() - 1))
@@ -124,6 +133,14 @@ def insert_events(conn: sqlite3.Connection, entries: list[JournalEntry]) -> None
             conn.execute(_insert_usual_sql(len(chunk)), usual)
             continue
         params: list[Any] = []
+        if any(e.entity is not None for e in chunk):
+            for e, prev in zip(chunk, chain_entities(conn, chunk, heads), strict=True):
+                params.extend(entry_row(e))
+                params.append(prev)
+            conn.execute(_insert_chained_sql(len(chunk)), params)
+            continue
         for e in chunk:
             params.extend(entry_row(e))
         conn.execute(_insert_sql(len(chunk)), params)
+    if heads:
+        write_heads(conn, heads)
