@@ -5,19 +5,23 @@
 ``bench/entities.py`` runs the whole entity actor; this one isolates its storage. Through
 the library's own ``SQLiteJournal`` (its thread, its transactions, the production schema),
 N events over E keys (event ``i``: a seeded random key) are appended in batches of B, as
-the runner would commit them with ``max_resident`` far below E: nearly every event belongs
-to an entity that is not resident, and the batch also passivates as many others, each
-with a snapshot. Four variants, each on a fresh journal, alternated in one run:
+the runner would commit them with ``max_resident`` far below E (nearly every event belongs
+to an entity that is not resident), four ways, each on a fresh journal, alternated in one
+run:
 
-* ``rows``: the event rows alone (``events_by_entity`` dropped, no entity snapshots);
-* ``rows+index``: the rows with the ``(entity, pos)`` index that finds an entity's rows;
-* ``rows+snapshots``: the rows without the index, and one entity snapshot per event;
-* ``journal``: what the entity actor writes today, the index and a snapshot per event.
+* ``singleton``: the same rows without an entity key (what a singleton actor writes);
+* ``entities``: what an entity actor writes, each row chained to its entity's previous
+  row and the entity's head moved (one small row per entity per batch);
+* ``entities+index``: the same with an ``(entity, pos)`` index on top, as the journal had
+  until schema 5 (an upper bound of that schema's cost: it had the index and no heads);
+* ``entities+snapshots``: the entity rows and one entity snapshot per event, of another
+  entity, as ``snapshot_on_evict=True`` writes when nearly every event evicts one.
 
 For each: ``events_per_s`` overall, and ``ratio_last_first`` (events/s in the last tenth
-over the first). A key keyed B-tree written at random (the index, the snapshots' primary
-key) dirties about one page per write once it outgrows a batch; each dirty page is
-written whole into the WAL at every commit, and again at the checkpoint.
+over the first). A B-tree keyed by entity and written at random (that index, the
+snapshots' primary key, the heads when keys are many) dirties about one page per write
+once it outgrows a batch; each dirty page is written whole into the WAL at every commit,
+and again at the checkpoint.
 """
 
 from __future__ import annotations
@@ -34,18 +38,19 @@ from _scaffold import Say, median, quiet_library, run_bench
 from actorsource._journal.entity_store import NewEntitySnapshot
 from actorsource.journal import JournalBatch, JournalEntry, SQLiteJournal
 
+#: name: (rows carry an entity key, the (entity, pos) index, a snapshot per event)
 VARIANTS = {
-    "rows": (False, False),
-    "rows+index": (True, False),
-    "rows+snapshots": (False, True),
-    "journal": (True, True),
+    "singleton": (False, False, False),
+    "entities": (True, False, False),
+    "entities+index": (True, True, False),
+    "entities+snapshots": (True, False, True),
 }
 PAYLOAD = b'{"account":"acct-0000000","amount":100}'
 STATE = b'{"balance":1234,"declined":0}'
 
 
 async def one(
-    path: Path, args: argparse.Namespace, index: bool, snapshots: bool
+    path: Path, args: argparse.Namespace, keyed: bool, index: bool, snapshots: bool
 ) -> tuple[float, list[float]]:
     """Append the workload to a fresh journal at ``path``: the seconds it took, and
     events/s in each tenth."""
@@ -55,9 +60,11 @@ async def one(
     rates: list[float] = []
     async with SQLiteJournal(path, actor="storage") as journal:
         await journal.bind_stream("ACCOUNTS", "")
-        if not index:
+        if index:
             db = sqlite3.connect(path)
-            db.execute("DROP INDEX events_by_entity")
+            db.execute(
+                "CREATE INDEX events_by_entity ON events (entity, pos) WHERE entity IS NOT NULL"
+            )
             db.close()
         pos = 0
         began = started = time.perf_counter()
@@ -78,7 +85,7 @@ async def one(
                         "ACCOUNTS",
                         pos,
                         f"m-{pos}",
-                        entity=key,
+                        entity=key if keyed else None,
                     )
                 )
                 if snapshots:
@@ -103,9 +110,9 @@ async def one(
 async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any]:
     results: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in VARIANTS}
     for round_ in range(args.repeat):
-        for name, (index, snapshots) in VARIANTS.items():
+        for name, (keyed, index, snapshots) in VARIANTS.items():
             path = root / f"{name}-{round_}.sqlite"
-            seconds, rates = await one(path, args, index, snapshots)
+            seconds, rates = await one(path, args, keyed, index, snapshots)
             results[name].append((seconds, rates))
             say(
                 f"{name:15s} {args.events / seconds:>9,.0f} events/s; by tenth "
