@@ -50,10 +50,15 @@ async def connect(cluster: NatsCluster) -> AsyncIterator[Client]:
 
 
 def orders_worker(
-    cluster: NatsCluster, tmp_path: Path, worker_id: str, *, lease: float = LEASE
+    cluster: NatsCluster,
+    tmp_path: Path,
+    worker_id: str,
+    *,
+    lease: float = LEASE,
+    targets: tuple[str, ...] = ("partitioned_actors:Orders",),
 ) -> WorkerProcess:
     return WorkerProcess(
-        ["partitioned_actors:Orders"],
+        list(targets),
         urls=cluster.urls,
         data_dir=tmp_path / worker_id,
         args=["--cluster", "--replicas", "3", "--lease-time", str(lease), "--worker-id", worker_id],
@@ -106,15 +111,16 @@ def check_exactly_once_in_order(
     assert seen == fold(published)
 
 
-async def publish(js: JetStreamContext, event: Placed) -> None:
-    msg_id = f"{event.key}:{event.n}"
+async def publish(js: JetStreamContext, event: Placed, prefix: str = "porders") -> int:
+    """Publish ``event`` to ``<prefix>.<key>`` (retried through elections); its sequence."""
+    msg_id = f"{prefix}:{event.key}:{event.n}"
     headers = {"Event-Type": "Placed", "Nats-Msg-Id": msg_id}
     payload = json.dumps({"key": event.key, "n": event.n}).encode()
     with anyio.fail_after(30):
         while True:
             try:
-                await js.publish(f"porders.{event.key}", payload, headers=headers)
-                return
+                ack = await js.publish(f"{prefix}.{event.key}", payload, headers=headers)
+                return int(ack.seq)
             except (nats.errors.Error, OSError):
                 await anyio.sleep(0.1)
 

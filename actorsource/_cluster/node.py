@@ -35,7 +35,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from functools import partial
 from typing import Any
@@ -143,6 +143,15 @@ class ClusterWorker(Worker):
         """The epoch this worker owns ``name`` under (0 while it does not)."""
         state = self.partitions.get(name)
         return state.epoch if state is not None else None
+
+    def query_route(self) -> Callable[[str], bool]:
+        """Queries are answered only for what this worker owns under a lease still valid:
+        a partition handed back, fenced or whose lease lapsed stops answering first."""
+        return self._may_answer
+
+    def _may_answer(self, name: str) -> bool:
+        state = self.partitions.get(name)
+        return state is not None and state.lease is not None and state.lease.valid()
 
     async def _prepare(self, nc: NATS) -> None:
         # The members bucket's limit markers (watchers see a dead worker go) need 2.11.
