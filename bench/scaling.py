@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import sys
 import time
@@ -335,6 +336,25 @@ async def _moves(root: Path, args: argparse.Namespace, say: Say) -> dict[str, An
 
 
 async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any]:
+    """The run; on SIGTERM, stops its workers and servers and fails (no figures)."""
+    result: dict[str, Any] | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def stop_on_sigterm() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    say("SIGTERM: stopping the workers and the servers")
+                    tg.cancel_scope.cancel()
+
+        tg.start_soon(stop_on_sigterm)
+        result = await _bench(args, root, say)
+        tg.cancel_scope.cancel()
+    if result is None:
+        raise BenchError("stopped by SIGTERM")
+    return result
+
+
+async def _bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any]:
     quiet_library()
     sys.path.insert(0, str(ROOT / "bench"))
     result: dict[str, Any] = {
