@@ -17,8 +17,8 @@ from scripts import run_script
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _report(args: list[str]) -> dict[str, Any]:
-    code, out, err = run_script([*args, "--json"])
+def _report(args: list[str], timeout: float = 100) -> dict[str, Any]:
+    code, out, err = run_script([*args, "--json"], timeout=timeout)
     lines = out.splitlines()
     assert len(lines) == 1, f"--json prints exactly one line on stdout:\n{out}\n{err}"
     result: dict[str, Any] = json.loads(lines[0])
@@ -280,6 +280,7 @@ def test_queries_reports_latencies_rates_and_the_consumption_ratio() -> None:
         "outbox",
         "chaos",
         "shop_chaos",
+        "scaling",
         "state_growth",
         "queries",
         "entities",
@@ -311,6 +312,36 @@ def test_partition_chaos_reports_every_figure_per_partition_and_in_total() -> No
         assert figures["fenced"] >= 0
     assert result["committed"] == result["published"] > 0
     assert sum(result["actions"].values()) > 0
+
+
+def test_scaling_reports_events_per_s_and_cpu_per_worker_count() -> None:
+    result = _report(
+        [
+            *("bench/scaling.py", "--workers", "1,2", "--events", "2000", "--servers", "1"),
+            *("--partitions", "4", "--moves", "0"),
+        ]
+    )
+    _assert_positive(
+        result,
+        [f"{name}_{n}" for name in ("events_per_s", "worker_cpu_s_per_10k") for n in (1, 2)],
+    )
+    assert result["server_cpu_s_per_10k_1"] >= 0
+
+
+@pytest.mark.slow
+def test_scaling_reports_failover_and_handoff_times() -> None:
+    result = _report(
+        [
+            *("bench/scaling.py", "--workers", "1,4", "--events", "2000", "--partitions", "4"),
+            *("--moves", "1", "--lease-time", "3"),
+        ],
+        timeout=240,
+    )
+    _assert_positive(
+        result,
+        ["worker_cpu_ratio_4_to_1", "failover_s_p50", "failover_s_max", "handoff_s_p50"],
+    )
+    assert result["handoff_s_max"] >= result["handoff_s_p50"]
 
 
 def test_fence_cost_reports_every_figure_on_r1_and_r3() -> None:

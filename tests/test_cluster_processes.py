@@ -6,137 +6,29 @@ whoever owned the partition when."""
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 
-import anyio
-import nats.errors
 import pytest
-from nats.aio.client import Client
-from nats.js import JetStreamContext
-from partitioned_actors import Placed, fold
+from cluster_processes import (
+    KEYS,
+    LEASE,
+    PARTITIONS,
+    check_exactly_once_in_order,
+    committed_history,
+    connect,
+    lease_holders,
+    orders_worker,
+    publish,
+    total_committed,
+    until,
+    wait_spread,
+)
+from partitioned_actors import Placed
 
-from actorsource._cluster.batches import decode_batch
-from actorsource._cluster.fence import JournalFence
 from actorsource._cluster.lease import Leases
-from actorsource.journal import JournalEntry
-from actorsource.testing import NatsCluster, WorkerProcess
-
-TESTS = Path(__file__).parent
-LEASE = 3.0
-PARTITIONS = 4
-KEYS = [f"k{i}" for i in range(24)]
-
-
-async def _quiet(exc: Exception) -> None:
-    pass
-
-
-@asynccontextmanager
-async def _client(cluster: NatsCluster) -> AsyncIterator[Client]:
-    nc = Client()
-    await nc.connect(
-        servers=list(cluster.urls),
-        reconnect_time_wait=0.1,
-        max_reconnect_attempts=-1,
-        error_cb=_quiet,
-    )
-    try:
-        yield nc
-    finally:
-        with anyio.move_on_after(2, shield=True):
-            await nc.close()
-
-
-def _worker(cluster: NatsCluster, tmp_path: Path, worker_id: str) -> WorkerProcess:
-    return WorkerProcess(
-        ["partitioned_actors:Orders"],
-        urls=cluster.urls,
-        data_dir=tmp_path / worker_id,
-        args=["--cluster", "--replicas", "3", "--lease-time", str(LEASE), "--worker-id", worker_id],
-        pythonpath=[TESTS],
-    )
-
-
-async def _until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    try:
-        with anyio.fail_after(timeout):
-            while not await condition():  # type: ignore[misc]
-                await anyio.sleep(0.1)
-    except TimeoutError:
-        pytest.fail(f"not within {timeout} s: {what}")
-
-
-async def _holders(js: JetStreamContext) -> dict[int, str | None]:
-    leases = Leases(js, ttl=LEASE)
-    out: dict[int, str | None] = {}
-    for k in range(PARTITIONS):
-        try:
-            held = await leases.holder(f"porders-p{k}")
-        except (nats.errors.Error, OSError):
-            held = None
-        out[k] = held[0] if held else None
-    return out
-
-
-async def _committed(js: JetStreamContext) -> dict[int, list[JournalEntry]]:
-    """Every partition's committed history: the batches of its journal subject."""
-    out: dict[int, list[JournalEntry]] = {}
-    for k in range(PARTITIONS):
-        entries: list[JournalEntry] = []
-        async for record in JournalFence(js, "porders", k).tail(0):
-            if record.kind == "batch":
-                entries.extend(decode_batch(record.data).entries)
-        out[k] = entries
-    return out
-
-
-def _check_exactly_once_in_order(
-    committed: dict[int, list[JournalEntry]], published: list[Placed]
-) -> None:
-    seen: dict[str, list[int]] = {}
-    for k, entries in committed.items():
-        assert [e.pos for e in entries] == list(range(1, len(entries) + 1)), f"partition {k}"
-        for e in entries:
-            event = json.loads(e.payload)
-            seen.setdefault(event["key"], []).append(event["n"])
-    assert seen == fold(published)
-
-
-async def _publish(js: JetStreamContext, event: Placed) -> None:
-    msg_id = f"{event.key}:{event.n}"
-    headers = {"Event-Type": "Placed", "Nats-Msg-Id": msg_id}
-    payload = json.dumps({"key": event.key, "n": event.n}).encode()
-    with anyio.fail_after(30):
-        while True:
-            try:
-                await js.publish(f"porders.{event.key}", payload, headers=headers)
-                return
-            except (nats.errors.Error, OSError):
-                await anyio.sleep(0.1)
-
-
-async def _spread(js: JetStreamContext, *workers: str) -> dict[int, str | None]:
-    """Wait until every partition is held and each of ``workers`` holds one."""
-    holders: dict[int, str | None] = {}
-
-    async def spread() -> bool:
-        nonlocal holders
-        holders = await _holders(js)
-        return set(holders.values()) == set(workers)
-
-    await _until(spread, 40, f"the partitions spread over {workers}")
-    return holders
-
-
-async def _total(js: JetStreamContext) -> int:
-    try:
-        return sum(len(v) for v in (await _committed(js)).values())
-    except Exception:
-        return -1
+from actorsource.testing import NatsCluster
 
 
 async def test_a_killed_workers_partitions_are_owned_again_and_nothing_is_lost_or_doubled(
@@ -144,29 +36,29 @@ async def test_a_killed_workers_partitions_are_owned_again_and_nothing_is_lost_o
 ) -> None:
     published = [Placed(KEYS[i % len(KEYS)], i) for i in range(160)]
     async with AsyncExitStack() as stack:
-        nc = await stack.enter_async_context(_client(nats_cluster))
+        nc = await stack.enter_async_context(connect(nats_cluster))
         js = nc.jetstream(timeout=5)
-        w1 = await stack.enter_async_context(_worker(nats_cluster, tmp_path, "w1"))
-        w2 = await stack.enter_async_context(_worker(nats_cluster, tmp_path, "w2"))
-        holders = await _spread(js, "w1", "w2")
+        w1 = await stack.enter_async_context(orders_worker(nats_cluster, tmp_path, "w1"))
+        w2 = await stack.enter_async_context(orders_worker(nats_cluster, tmp_path, "w2"))
+        holders = await wait_spread(js, "w1", "w2")
         for e in published[:80]:
-            await _publish(js, e)
+            await publish(js, e)
         w1.kill()
         killed_at = time.monotonic()
         for e in published[80:]:
-            await _publish(js, e)
+            await publish(js, e)
 
         async def all_w2() -> bool:
-            return set((await _holders(js)).values()) == {"w2"}
+            return set((await lease_holders(js)).values()) == {"w2"}
 
-        await _until(all_w2, 4 * LEASE + 15, "w2 owns w1's partitions")
+        await until(all_w2, 4 * LEASE + 15, "w2 owns w1's partitions")
         moved = time.monotonic() - killed_at
 
         async def applied() -> bool:
-            return await _total(js) == len(published)
+            return await total_committed(js) == len(published)
 
-        await _until(applied, 40, "every event committed")
-        _check_exactly_once_in_order(await _committed(js), published)
+        await until(applied, 40, "every event committed")
+        check_exactly_once_in_order(await committed_history(js), published)
         assert any(h == "w1" for h in holders.values())
         await w2.stop()
     # Taken over after the lease ran out (plus the assignment's hold), not at once.
@@ -178,33 +70,33 @@ async def test_a_worker_paused_past_its_lease_commits_nothing_and_ends_fenced(
 ) -> None:
     published = [Placed(KEYS[i % len(KEYS)], i) for i in range(240)]
     async with AsyncExitStack() as stack:
-        nc = await stack.enter_async_context(_client(nats_cluster))
+        nc = await stack.enter_async_context(connect(nats_cluster))
         js = nc.jetstream(timeout=5)
-        w1 = await stack.enter_async_context(_worker(nats_cluster, tmp_path, "w1"))
-        w2 = await stack.enter_async_context(_worker(nats_cluster, tmp_path, "w2"))
-        holders = await _spread(js, "w1", "w2")
+        w1 = await stack.enter_async_context(orders_worker(nats_cluster, tmp_path, "w1"))
+        w2 = await stack.enter_async_context(orders_worker(nats_cluster, tmp_path, "w2"))
+        holders = await wait_spread(js, "w1", "w2")
         paused_partitions = sorted(k for k, h in holders.items() if h == "w1")
         for e in published[:60]:
-            await _publish(js, e)
+            await publish(js, e)
         w1.pause()  # with whatever it has in hand
         for e in published[60:140]:
-            await _publish(js, e)
+            await publish(js, e)
 
         async def taken_over() -> bool:
-            now = await _holders(js)
+            now = await lease_holders(js)
             return all(now[k] == "w2" for k in paused_partitions)
 
-        await _until(taken_over, 4 * LEASE + 15, "w2 owns the paused worker's partitions")
+        await until(taken_over, 4 * LEASE + 15, "w2 owns the paused worker's partitions")
         for e in published[140:200]:
-            await _publish(js, e)
+            await publish(js, e)
         w1.resume()
         for e in published[200:]:
-            await _publish(js, e)
+            await publish(js, e)
 
         async def applied() -> bool:
-            return await _total(js) == len(published)
+            return await total_committed(js) == len(published)
 
-        await _until(applied, 40, "every event committed")
+        await until(applied, 40, "every event committed")
 
         async def dropped() -> bool:
             logs = w1.logs()
@@ -213,8 +105,8 @@ async def test_a_worker_paused_past_its_lease_commits_nothing_and_ends_fenced(
             }
             return {f"porders-p{k}" for k in paused_partitions} <= ended
 
-        await _until(dropped, 20, "the paused worker dropped each partition it held")
-        _check_exactly_once_in_order(await _committed(js), published)
+        await until(dropped, 20, "the paused worker dropped each partition it held")
+        check_exactly_once_in_order(await committed_history(js), published)
         await w1.stop()
         await w2.stop()
 
@@ -229,11 +121,11 @@ async def test_the_stream_leaders_server_killed_loses_doubles_and_reorders_nothi
     published = [Placed(KEYS[i % len(KEYS)], i) for i in range(200)]
     lease = "15"
     async with AsyncExitStack() as stack:
-        nc = await stack.enter_async_context(_client(nats_cluster))
+        nc = await stack.enter_async_context(connect(nats_cluster))
         js = nc.jetstream(timeout=5)
         workers = []
         for name in ("w1", "w2"):
-            worker = _worker(nats_cluster, tmp_path, name)
+            worker = orders_worker(nats_cluster, tmp_path, name)
             worker.command[worker.command.index("--lease-time") + 1] = lease
             workers.append(await stack.enter_async_context(worker))
 
@@ -242,18 +134,18 @@ async def test_the_stream_leaders_server_killed_loses_doubles_and_reorders_nothi
             held = [await leases.holder(f"porders-p{k}") for k in range(PARTITIONS)]
             return {h[0] for h in held if h} == {"w1", "w2"} and all(held)
 
-        await _until(spread, 60, "the partitions spread over both workers")
+        await until(spread, 60, "the partitions spread over both workers")
         for e in published[:80]:
-            await _publish(js, e)
+            await publish(js, e)
         leader = await nats_cluster.stream_leader("PORDERS")
         await nats_cluster.kill(leader)
         for e in published[80:]:
-            await _publish(js, e)
+            await publish(js, e)
 
         async def applied() -> bool:
-            return await _total(js) == len(published)
+            return await total_committed(js) == len(published)
 
-        await _until(applied, 90, "every event committed after the election")
-        _check_exactly_once_in_order(await _committed(js), published)
+        await until(applied, 90, "every event committed after the election")
+        check_exactly_once_in_order(await committed_history(js), published)
         for worker in workers:
             await worker.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -183,6 +183,11 @@ class Worker:
 
     def epoch_of(self, name: str) -> int | None:
         """The epoch this worker owns ``name`` under (None: not in cluster mode)."""
+        return None
+
+    def query_route(self) -> Callable[[str], bool] | None:
+        """Whether this worker may answer queries for an actor (partition) now, where that
+        changes (cluster mode: while it owns it); None: for all of its actors, always."""
         return None
 
     async def _prepare(self, nc: NATS) -> None:
