@@ -38,7 +38,8 @@ _NEWEST_SNAPSHOT_BEFORE = (
 _CHAIN = (
     "WITH RECURSIVE chain(at) AS ("
     "SELECT pos FROM entity_heads WHERE entity = ? "
-    "UNION ALL SELECT prev_pos FROM events, chain WHERE events.pos = chain.at AND prev_pos > ?"
+    "UNION ALL SELECT prev_pos FROM chain CROSS JOIN events ON events.pos = chain.at "
+    "WHERE prev_pos > ?"
     ") "
 )
 
@@ -46,9 +47,11 @@ _CHAIN = (
 def _chain_sql(columns: str) -> str:
     """``columns`` of an entity's rows in ``after < pos <= last``, in order (parameters: the
     key, ``after``, what ``columns`` needs, ``after``, ``last``)."""
+    # CROSS JOIN keeps the chain outside: the planner would otherwise read ``events`` by
+    # the position range and look each row up in the chain (the whole journal's rows).
     return (
-        _CHAIN + f"SELECT {columns} FROM events, chain WHERE events.pos = chain.at "
-        "AND pos > ? AND pos <= ? ORDER BY pos"
+        _CHAIN + f"SELECT {columns} FROM chain CROSS JOIN events ON events.pos = chain.at "
+        "WHERE chain.at > ? AND chain.at <= ? ORDER BY chain.at"
     )
 
 
