@@ -21,6 +21,7 @@ batch's transaction (the journal's thread);
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 #: Keys asked for in one ``IN (...)`` (SQLite allows 32,766 parameters; a batch has fewer).
-_KEYS_PER_QUERY = 500
+_KEYS_PER_QUERY = 512
 
 _SNAPSHOTS_TABLE = """
 CREATE TABLE IF NOT EXISTS entity_snapshots (
@@ -118,11 +119,29 @@ def chain_entities(
 
 
 def write_heads(conn: sqlite3.Connection, heads: dict[str, int]) -> None:
-    """Store ``heads`` (entity -> its newest row's position) in ``entity_heads``."""
-    conn.executemany(
-        "INSERT INTO entity_heads (entity, pos) VALUES (?, ?) "
-        "ON CONFLICT (entity) DO UPDATE SET pos = excluded.pos",
-        list(heads.items()),
+    """Store ``heads`` (entity -> its newest row's position) in ``entity_heads``.
+
+    In multi-row statements of a power of two rows (kept prepared), as the rows themselves
+    (:mod:`.event_rows`): ``executemany`` steps once per row and takes the GIL back at each
+    step, which a busy event loop makes dear."""
+    items = list(heads.items())
+    i, n = 0, len(items)
+    while i < n:
+        size = min(_KEYS_PER_QUERY, 1 << ((n - i).bit_length() - 1))
+        params: list[object] = []
+        for key, pos in items[i : i + size]:
+            params.append(key)
+            params.append(pos)
+        i += size
+        conn.execute(_upsert_heads_sql(size), params)
+
+
+@functools.lru_cache(maxsize=16)
+def _upsert_heads_sql(rows: int) -> str:
+    values = ",".join(["(?,?)"] * rows)
+    return (
+        f"INSERT INTO entity_heads (entity, pos) VALUES {values} "
+        "ON CONFLICT (entity) DO UPDATE SET pos = excluded.pos"
     )
 
 
