@@ -15,12 +15,20 @@ when the decision itself was not deterministic.
 
 On replay both are no-ops: what was published is already in the outbox, and what was
 recorded is already in the journal and replays in its own place.
+
+Trace context: while the runtime applies a received event that carried a W3C trace context
+(and tracing is on, :mod:`actorsource._runtime.tracing`), :data:`OUTBOUND_TRACE` holds the
+``traceparent`` (and ``tracestate``) that its handling passes on; every message published
+meanwhile, by its handlers or those of the events they record, carries them in its outbox
+row, so a resend after a crash carries the same context. Nothing else sets it: replay,
+rebuilds and timers publish without it.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from .._errors import EffectError, EventCodecError
@@ -29,7 +37,7 @@ from .events import JournalEntry, encode_event, event_headers, event_type_name, 
 from .headers import EVENT_TYPE_HEADER, EVENT_VERSION_HEADER, MSG_ID_HEADER
 from .subjects import validate_subject
 
-__all__ = ["MAX_RECORDED", "RECORDED_SUBJECT", "Effects", "OutboxMessage"]
+__all__ = ["MAX_RECORDED", "OUTBOUND_TRACE", "RECORDED_SUBJECT", "Effects", "OutboxMessage"]
 
 #: The ``subject`` of journal entries an actor recorded itself (never a NATS subject).
 RECORDED_SUBJECT = "@recorded"
@@ -39,6 +47,12 @@ MAX_RECORDED = 1_000
 
 _RESERVED = {h.lower() for h in (EVENT_TYPE_HEADER, EVENT_VERSION_HEADER, MSG_ID_HEADER)}
 _HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+#: The trace context headers the event being applied passes on to what its handlers publish
+#: (set by the runtime's tracing around one event's handling, in the actor's own task).
+OUTBOUND_TRACE: ContextVar[Mapping[str, str] | None] = ContextVar(
+    "actorsource_outbound_trace", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +114,10 @@ class Effects:
             if key.lower() in _RESERVED:
                 raise EffectError(f"header {key!r} is set by actorsource; leave it out")
             all_headers[key] = value
+        trace = OUTBOUND_TRACE.get()
+        if trace is not None:
+            for key, value in trace.items():
+                all_headers.setdefault(key, value)
         n = self._counts.get(entry.pos, 0) + 1
         msg_id = f"{self._definition.name}:{entry.pos}:{n}"
         size = len(payload) + sum(len(k) + len(v) + 4 for k, v in all_headers.items())

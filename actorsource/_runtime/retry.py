@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -79,9 +80,12 @@ async def retry_in_place(
             return None
         stats.retries += 1
         try:
-            effects = await live.apply_live(failure.event, failure.entry)
+            with failure.traced or nullcontext():
+                effects = await live.apply_live(failure.event, failure.entry)
         except Exception as exc:
             error = exc
+            if failure.traced is not None:
+                failure.traced.failed(exc)
             await restore()
             continue
         return Retried(effects=effects)
