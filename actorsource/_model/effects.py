@@ -35,6 +35,7 @@ from .._errors import EffectError, EventCodecError
 from .actor import ActorDefinition
 from .events import JournalEntry, encode_event, event_headers, event_type_name, event_version
 from .headers import EVENT_TYPE_HEADER, EVENT_VERSION_HEADER, MSG_ID_HEADER
+from .publishes import check_published
 from .subjects import validate_subject
 
 __all__ = ["MAX_RECORDED", "OUTBOUND_TRACE", "RECORDED_SUBJECT", "Effects", "OutboxMessage"]
@@ -98,6 +99,9 @@ class Effects:
             validate_subject(subject, wildcards=False)
         except ValueError as exc:
             raise EffectError(f"cannot publish {type(event).__name__}: {exc}") from None
+        declared = self._definition.publishes
+        if declared is not None:
+            check_published(self._definition.name, declared, subject, type(event))
         try:
             _, payload = encode_event(event)
         except EventCodecError as exc:
