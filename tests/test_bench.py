@@ -339,3 +339,10 @@ def test_tracing_cost_reports_off_api_and_sdk() -> None:
         ["off_events_per_s", "api_events_per_s", "sdk_events_per_s", "api_cost", "sdk_cost"],
     )
     assert result["spans"] == 20  # one message in 100 sampled, one span each
+
+
+def test_triage_cost_reports_each_way() -> None:
+    code, out, err = run_script(["bench/triage_cost.py", "--batches", "20", "--json"])
+    assert code == 0, err
+    result = json.loads(out.splitlines()[-1])
+    _assert_positive(result, ["plain_ns", "off_ns", "api_ns", "sdk_1pct_ns"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import anyio
 import pytest
@@ -20,6 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from actorsource import Context, ErrorPolicy, actor, handles
 from actorsource.testing import ActorKit, ActorProbe
 from examples.shop import Order, Payments, Shipping
 from examples.shop.frontend import random_requests
@@ -219,3 +221,77 @@ async def test_untraced_and_unsampled_messages_get_no_span_and_the_context_passe
         "shop.requests.order.o0003",
     )
     assert "actorsource.journal_pos" not in attrs
+
+
+async def test_with_the_api_alone_a_sampled_context_passes_on_as_it_came(
+    actor_kit: ActorKit,
+) -> None:
+    # No SDK provider set globally (nothing in the tests sets one): no span is started.
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    request = random_requests(1, seed=1)[0]
+    sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    async with actor_kit.start(Order, tracing=True) as orders:
+        await actor_kit.publish(
+            f"shop.requests.order.{request.order_id}", request, headers={"traceparent": sampled}
+        )
+        await orders.settled()
+        msg = await actor_kit.js.get_last_msg("SHOP", f"shop.orders.placed.{request.order_id}")
+    assert (msg.headers or {})["traceparent"] == sampled
+
+
+@dataclass
+class Ping:
+    n: int
+
+
+@dataclass
+class Pong:
+    n: int
+
+
+FAILURES = {"left": 0}
+
+
+@actor(
+    "flaky-traced",
+    subjects=["flakytr.in.>"],
+    stream="FLAKYTR",
+    stream_subjects=["flakytr.>"],
+    errors=ErrorPolicy(retries=2, backoff=0.01),
+    publishes={"flakytr.out.*": [Pong]},
+)
+@dataclass
+class Flaky:
+    seen: int = 0
+
+    @handles(Ping)
+    def ping(self, e: Ping, ctx: Context) -> None:
+        self.seen += 1
+        ctx.publish(f"flakytr.out.{e.n}", Pong(e.n))
+        if FAILURES["left"]:
+            FAILURES["left"] -= 1
+            raise RuntimeError("not this time")
+
+
+@pytest.mark.parametrize("flags", ["01", "00"])
+async def test_what_a_retried_handler_publishes_carries_the_context_on(
+    actor_kit: ActorKit, spans: tuple[TracerProvider, InMemorySpanExporter], flags: str
+) -> None:
+    provider, exporter = spans
+    parent = f"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-{flags}"
+    FAILURES["left"] = 1
+    async with actor_kit.start(Flaky, tracing=provider) as flaky:
+        await actor_kit.publish("flakytr.in.1", Ping(1), headers={"traceparent": parent})
+        await flaky.settled()
+        msg = await actor_kit.js.get_last_msg("FLAKYTR", "flakytr.out.1")
+    assert FAILURES["left"] == 0
+    sent = (msg.headers or {})["traceparent"]
+    if flags == "00":  # not sampled: no span, the context passed on as it came
+        assert sent == parent
+        assert exporter.get_finished_spans() == ()
+        return
+    [span] = exporter.get_finished_spans()
+    assert span.context is not None
+    assert sent == f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-01"
+    assert (span.attributes or {})["actorsource.outcome"] == "applied"
+    assert [e.name for e in span.events] == ["exception", "applied"]  # the failed attempt

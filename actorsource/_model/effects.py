@@ -27,7 +27,8 @@ rebuilds and timers publish without it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -38,7 +39,14 @@ from .headers import EVENT_TYPE_HEADER, EVENT_VERSION_HEADER, MSG_ID_HEADER
 from .publishes import check_published
 from .subjects import validate_subject
 
-__all__ = ["MAX_RECORDED", "OUTBOUND_TRACE", "RECORDED_SUBJECT", "Effects", "OutboxMessage"]
+__all__ = [
+    "MAX_RECORDED",
+    "OUTBOUND_TRACE",
+    "RECORDED_SUBJECT",
+    "Effects",
+    "OutboxMessage",
+    "outbound_trace",
+]
 
 #: The ``subject`` of journal entries an actor recorded itself (never a NATS subject).
 RECORDED_SUBJECT = "@recorded"
@@ -54,6 +62,19 @@ _HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 OUTBOUND_TRACE: ContextVar[Mapping[str, str] | None] = ContextVar(
     "actorsource_outbound_trace", default=None
 )
+
+
+@contextmanager
+def outbound_trace(headers: Mapping[str, str] | None) -> Iterator[None]:
+    """:data:`OUTBOUND_TRACE` set to ``headers`` in the block (nothing done for None)."""
+    if headers is None:
+        yield
+        return
+    token = OUTBOUND_TRACE.set(headers)
+    try:
+        yield
+    finally:
+        OUTBOUND_TRACE.reset(token)
 
 
 @dataclass(frozen=True, slots=True)

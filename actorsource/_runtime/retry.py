@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,7 +21,7 @@ import structlog
 from .._errors import HandlerTimeout
 from .._journal.journal import DeadLetter
 from .._model.actor import ActorDefinition
-from .._model.effects import Effects
+from .._model.effects import Effects, outbound_trace
 from .._model.events import JournalEntry
 from .deadletters import dead_letter
 from .status import ActorStats
@@ -80,7 +79,7 @@ async def retry_in_place(
             return None
         stats.retries += 1
         try:
-            with failure.traced or nullcontext():
+            with outbound_trace(failure.outbound):
                 effects = await live.apply_live(failure.event, failure.entry)
         except Exception as exc:
             error = exc

@@ -10,9 +10,10 @@ The first handler that raises stops the triage
 there: that delivery and the ones after it are neither journaled nor acknowledged by this
 batch.
 
-With ``tracing`` (:mod:`.tracing`, only when tracing is on), each delivery that carries a
-trace context is noted with its outcome and collected in :attr:`Triage.traced`, its context
-set for what its handlers publish; without, one ``is None`` per delivery is all it costs.
+With ``tracing`` (:mod:`.tracing`, only when tracing is on), each delivery with a sampled
+trace context is noted with its outcome and collected in :attr:`Triage.traced`, and the
+context a delivery passes on is set for what its handlers publish (``OUTBOUND_TRACE``);
+without, one ``is None`` per delivery is all it costs.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .._errors import EntityKeyError, EventCodecError, UnknownEventTypeError
 from .._journal.entity_store import NewEntitySnapshot
 from .._journal.journal import DeadLetter, JournalBatch, NewSnapshot, OutboxMessage
 from .._mailbox.mailbox import Delivery
-from .._model.effects import Effects
+from .._model.effects import OUTBOUND_TRACE, Effects
 from .._model.events import EventCodec, JournalEntry
 from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER, missing_header, version_header
 from .._model.keys import KeyOf
@@ -55,6 +56,8 @@ class Failure:
     entry: JournalEntry
     error: BaseException
     traced: Traced | None = None
+    #: The trace context its handlers pass on (tracing on only), for the retries.
+    outbound: Mapping[str, str] | None = None
 
 
 @dataclass
@@ -132,6 +135,8 @@ async def triage(
     seen_seqs: set[int] = set()
     now = time.time()
     plain_get = (plain or {}).get
+    # Spans only where something records them (an SDK): the API alone passes contexts on.
+    spans = tracing if tracing is not None and tracing.recording() else None
     entries, to_ack = out.entries, out.to_ack
     top = high
     max_payload = policy.max_payload
@@ -139,9 +144,11 @@ async def triage(
         d = deliveries[index]
         seq = d.stream_seq
         headers = d.headers or {}
-        traced = None if tracing is None else tracing.begin(d, headers)
-        if traced is not None:
-            out.traced.append(traced)
+        traced = None
+        if spans is not None:
+            traced = spans.begin(d, headers)
+            if traced is not None:
+                out.traced.append(traced)
         msg_id = headers.get(MSG_ID_HEADER)
         # Every sequence seen in this batch is at most ``top``: a greater one is not.
         if (
@@ -209,15 +216,19 @@ async def triage(
             out.pos + 1, d.subject, type_name, data, now, d.stream, seq, msg_id, headers,
             version=version, entity=entity,
         )  # fmt: skip
+        outbound = None
         try:
             if step is not None:
                 step[1](event)
                 effects = None
-            elif traced is None:
+            elif tracing is None or (outbound := tracing.outbound(traced, headers)) is None:
                 effects = await apply(event, entry)
             else:
-                with traced:
+                token = OUTBOUND_TRACE.set(outbound)
+                try:
                     effects = await apply(event, entry)
+                finally:
+                    OUTBOUND_TRACE.reset(token)
         except Exception as exc:
             # Not journaled, not acknowledged, not part of ``top``: if the process dies
             # from here on, the next start delivers this message again.
@@ -225,7 +236,7 @@ async def triage(
             if traced is not None:
                 out.traced.pop()  # the retry's outcome goes with the delivery
                 traced.failed(exc)
-            out.failure = Failure(index, d, event, entry, exc, traced)
+            out.failure = Failure(index, d, event, entry, exc, traced, outbound)
             out.end = index
             break
         if seq > top:
