@@ -295,3 +295,34 @@ async def test_what_a_retried_handler_publishes_carries_the_context_on(
     assert sent == f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-01"
     assert (span.attributes or {})["actorsource.outcome"] == "applied"
     assert [e.name for e in span.events] == ["exception", "applied"]  # the failed attempt
+
+
+async def test_a_duplicate_and_a_dead_letter_get_spans_with_their_outcome(
+    actor_kit: ActorKit, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+    FAILURES["left"] = 0
+    stream = await actor_kit.prepare(Flaky)
+    info = await actor_kit.js.stream_info(stream)
+    info.config.duplicate_window = 0.1  # the server minimum: the second copy is stored
+    await actor_kit.js.update_stream(info.config)
+    sampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    async with actor_kit.start(Flaky, tracing=provider) as flaky:
+        await actor_kit.publish("flakytr.in.1", Ping(1), msg_id="ping-1", headers=sampled)
+        await flaky.settled()
+        await anyio.sleep(0.15)  # let the server-side window pass (not a wait for work)
+        await actor_kit.publish("flakytr.in.1", Ping(1), msg_id="ping-1", headers=sampled)
+        await actor_kit.publish_raw("flakytr.in.2", b"{", headers={"Event-Type": "Ping", **sampled})
+        await flaky.settled()
+    outcomes = [
+        (
+            (s.attributes or {})["actorsource.outcome"],
+            (s.attributes or {})["actorsource.stream_seq"],
+        )
+        for s in exporter.get_finished_spans()
+    ]
+    assert sorted(outcomes, key=lambda o: o[1]) == [
+        ("applied", 1),
+        ("duplicate", 3),  # 2 is the Pong it published
+        ("dead-letter", 4),
+    ]
