@@ -177,6 +177,7 @@ async def run_actor_until(
     *,
     stall: float = 30.0,
     around: Callable[[ActorRunner], contextlib.AbstractAsyncContextManager[object]] | None = None,
+    tracing: Any = False,
 ) -> tuple[float, float, ActorRunner]:
     """Host the bank actor until it has applied ``n`` events; return (seconds, ready, runner).
 
@@ -187,8 +188,9 @@ async def run_actor_until(
     batch's commit and ack), polled every millisecond. Then the runner is stopped
     gracefully (final snapshot), outside the measured time. ``around``: what serves beside
     the runner all the while (entered before the clock starts, left after it stops).
+    ``tracing``: the runner's (False, True or a tracer provider).
     """
-    runner = ActorRunner(definition_of(bank.Accounts), nc, data_dir=data_dir)
+    runner = ActorRunner(definition_of(bank.Accounts), nc, data_dir=data_dir, tracing=tracing)
     beside = around(runner) if around is not None else contextlib.nullcontext()
     async with beside, anyio.create_task_group() as tg:
         started = time.perf_counter()

@@ -361,3 +361,19 @@ def test_fence_cost_reports_every_figure_on_r1_and_r3() -> None:
     # Once consuming: with so few events a partition may finish before the last one starts.
     assert result["ratio_r1_steady"] >= 0
     assert result["ratio_r3_steady"] >= 0
+
+
+def test_tracing_cost_reports_off_api_and_sdk() -> None:
+    result = _report(["bench/tracing_cost.py", "--events", "2000", "--repeat", "1"])
+    _assert_positive(
+        result,
+        ["off_events_per_s", "api_events_per_s", "sdk_events_per_s", "api_cost", "sdk_cost"],
+    )
+    assert result["spans"] == 20  # one message in 100 sampled, one span each
+
+
+def test_triage_cost_reports_each_way() -> None:
+    code, out, err = run_script(["bench/triage_cost.py", "--batches", "20", "--json"])
+    assert code == 0, err
+    result = json.loads(out.splitlines()[-1])
+    _assert_positive(result, ["plain_ns", "off_ns", "api_ns", "sdk_1pct_ns"])

@@ -86,3 +86,25 @@ def test_metrics_without_prometheus_client_fail_in_one_line_naming_the_extra(
         "pip install 'actorsource[prometheus]'"
     ]
     assert not (tmp_path / "data").exists()  # it failed before doing anything
+
+
+def test_tracing_without_opentelemetry_fails_in_one_line_naming_the_extra(
+    tmp_path: Path,
+) -> None:
+    done = run_lean(
+        "-m",
+        "actorsource",
+        "run",
+        "examples.bank:Accounts",
+        "--nats",
+        "nats://127.0.0.1:1",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--tracing",
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "actorsource: --tracing needs opentelemetry.trace, which is not installed: "
+        "pip install 'actorsource[otel]'"
+    ]
+    assert not (tmp_path / "data").exists()

@@ -334,6 +334,7 @@ class ClusterWorker(Worker):
             log=log.bind(epoch=lease.epoch),
             guard=guard,
             replicas=self.replicas,
+            tracing=self.tracing,
         )
         state.epoch, state.lease, state.owned_since = lease.epoch, lease, time.time()
         self.runners[unit.name] = runner

@@ -12,7 +12,7 @@ batch and one outbox (:class:`~actorsource._model.actor.ActorDefinition` with it
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from .._errors import ActorDefinitionError
@@ -45,6 +45,7 @@ def entity(
     ack_wait: float = 30.0,
     max_batch: int = 256,
     errors: ErrorPolicy | None = None,
+    publishes: Mapping[str, Sequence[type]] | None = None,
 ) -> Callable[[C], C]:
     """Make a class a keyed entity actor: one instance of it per entity key.
 
@@ -116,6 +117,7 @@ def entity(
         errors=errors,
         partitions=partitions,
         partition_token=token if partitions is not None else None,
+        publishes=publishes,
     )
 
     def make(cls: C) -> C:

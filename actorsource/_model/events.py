@@ -42,6 +42,7 @@ __all__ = [
     "MSG_ID_HEADER",
     "EventCodec",
     "JournalEntry",
+    "check_event_class",
     "Upcaster",
     "encode_event",
     "event",
@@ -91,7 +92,7 @@ def event(name: str, *, version: int = 1) -> Callable[[T], T]:
         )
 
     def mark(cls: T) -> T:
-        _check_event_class(cls)
+        check_event_class(cls)
         setattr(cls, _NAME_ATTR, name)
         setattr(cls, _VERSION_ATTR, version)
         return cls
@@ -109,7 +110,7 @@ def upcaster(event_cls: type, *, from_version: int) -> Callable[[Upcaster], Upca
 
     The chain runs at read time, live and on replay, up to the class's current version.
     """
-    _check_event_class(event_cls)
+    check_event_class(event_cls)
     current = event_version(event_cls)
     if not isinstance(from_version, int) or not 1 <= from_version < current:
         raise ActorDefinitionError(
@@ -156,7 +157,8 @@ def event_headers(cls: type) -> dict[str, str]:
     return {EVENT_TYPE_HEADER: name, EVENT_VERSION_HEADER: str(version)}
 
 
-def _check_event_class(cls: object) -> None:
+def check_event_class(cls: object) -> None:
+    """Raise :class:`ActorDefinitionError` unless ``cls`` is a class events can be."""
     if not isinstance(cls, type) or not (
         dataclasses.is_dataclass(cls)
         or issubclass(cls, msgspec.Struct)
@@ -315,7 +317,7 @@ class EventCodec:
         self._decoders: dict[str, Callable[[bytes], Any]] = {}
         self._versions: dict[str, int] = {}
         for cls in classes:
-            _check_event_class(cls)
+            check_event_class(cls)
             name = event_type_name(cls)
             other = self._classes.get(name)
             if other is not None and other is not cls:
@@ -397,7 +399,7 @@ class EventCodec:
 
 def encode_event(obj: object) -> tuple[str, bytes]:
     """Encode an event object into ``(type name, JSON payload)``."""
-    _check_event_class(type(obj))
+    check_event_class(type(obj))
     try:
         if pydantic_models.is_model(obj):
             return event_type_name(type(obj)), pydantic_models.encode_model(obj)

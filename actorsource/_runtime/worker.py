@@ -63,6 +63,7 @@ class Worker:
         restart_backoff: tuple[float, float] = (0.5, 30.0),
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         name: str | None = None,
+        tracing: bool = False,
     ) -> None:
         # A partitioned actor runs as one actor per partition (``orders-p0`` ...).
         definitions = [unit for a in actors for unit in definition_of(a).units()]
@@ -76,6 +77,9 @@ class Worker:
         self.name = name or f"worker-{os.getpid()}"
         self._backoff = restart_backoff
         self._synchronous = synchronous
+        #: Continue the trace context of received messages (the otel extra; see
+        #: :mod:`actorsource._runtime.tracing`).
+        self.tracing = tracing
         self.log = get_logger(worker=self.name)
         self.runners: dict[str, ActorRunner] = {}
         self.restarts: dict[str, int] = dict.fromkeys(names, 0)
@@ -214,6 +218,7 @@ class Worker:
                     synchronous=self._synchronous,
                     log=log,
                     on_ready=self._on_ready,
+                    tracing=self.tracing,
                 )
                 self.runners[definition.name] = runner
                 try:

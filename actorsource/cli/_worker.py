@@ -85,6 +85,14 @@ __all__ = ["demo", "run"]
     "port, logged). Needs the prometheus extra: pip install 'actorsource[prometheus]'.",
 )
 @click.option(
+    "--tracing",
+    is_flag=True,
+    help="Continue the W3C trace context (traceparent) of received messages: a span for "
+    "each sampled one, the context passed on to what handlers publish. Needs the otel "
+    "extra: pip install 'actorsource[otel]'; the OpenTelemetry SDK is configured by the "
+    "service (or by opentelemetry-instrument).",
+)
+@click.option(
     "--metrics-host",
     default="0.0.0.0",
     show_default=True,
@@ -119,6 +127,7 @@ def run(
     lease_time: float,
     worker_id: str | None,
     metrics_port: int | None,
+    tracing: bool,
     metrics_host: str,
     health_stale_after: float,
     ready_max_lag: int,
@@ -132,6 +141,8 @@ def run(
 
     if metrics_port is not None:
         require_extra("prometheus_client", "prometheus", "--metrics-port")
+    if tracing:
+        require_extra("opentelemetry.trace", "otel", "--tracing")
     configure_logging(log_format, log_level)
     actors = load_actors(targets)
     nats = replace(nats, wait_for_server=connect_timeout)
@@ -145,6 +156,7 @@ def run(
         None if metrics_port is None else _Probes(metrics_host, metrics_port),
         health_stale_after,
         ready_max_lag,
+        tracing,
     )
     try:
         with exit_on_expected_failure("actorsource"):
@@ -163,6 +175,7 @@ class _Placement:
     probes: _Probes | None = None
     stale_after: float = 10.0
     max_lag: int = 1_000
+    tracing: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,11 +215,12 @@ async def _run_worker(
             replicas=placement.replicas,
             lease_time=placement.lease_time,
             name=placement.worker_id,
+            tracing=placement.tracing,
         )
         await run_observed(worker)
         return
     if not embedded:
-        await run_observed(Worker(actors, nats=nats, data_dir=data_dir))
+        await run_observed(Worker(actors, nats=nats, data_dir=data_dir, tracing=placement.tracing))
         return
     from .._log import get_logger
     from .._mailbox.server import NatsServer
@@ -217,7 +231,9 @@ async def _run_worker(
             "embedded nats-server started", url=server.url, store=str(data_dir / "nats")
         )
         embedded_nats = replace(nats, servers=(server.url,))
-        await run_observed(Worker(actors, nats=embedded_nats, data_dir=data_dir))
+        await run_observed(
+            Worker(actors, nats=embedded_nats, data_dir=data_dir, tracing=placement.tracing)
+        )
 
 
 def _embedded_config(nats: NatsOptions, data_dir: Path) -> NatsServerConfig:
