@@ -38,9 +38,13 @@ after each batch's commit and ack) is polled every millisecond:
 **Against the singleton.** A second server: stream ``ACCOUNTS`` pre-filled with M
 deposits and withdrawals over A accounts (all fit in memory), consumed in turn, R times,
 by the singleton ``examples.bank:Accounts`` and by ``AccountEntities`` (fresh journal and
-consumer each), timed from just before ``runner.run`` until ``applied`` reaches M:
-``singleton_events_per_s``, ``entities_events_per_s`` (medians),
-``ratio_vs_singleton`` = entities / singleton.
+consumer each; both consume ``bank.>``, the stream's own subjects), timed from just before
+``runner.run`` until ``applied`` reaches M: ``singleton_events_per_s``,
+``entities_events_per_s`` (medians), ``ratio_vs_singleton`` = entities / singleton. The
+same singleton consuming through the narrower filter ``bank.*.*`` (``NarrowAccounts``; the
+stream holds nothing else) runs in the same rounds: ``singleton_narrow_filter_events_per_s``
+and ``narrow_filter_ratio`` = narrow / singleton show what nats-server's delivery through
+a filter narrower than the stream costs, whatever the actor.
 
 Every final state is checked against an independent fold of what was published: all
 accounts of the comparison; in the big run, 1,000 random accounts (all of them when E <=
@@ -65,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _bank_entities import AccountEntities
+from _bank_entities import AccountEntities, NarrowAccounts
 from _scaffold import (
     STREAM,
     BenchError,
@@ -434,7 +438,7 @@ async def compare(root: Path, args: argparse.Namespace, say: Say) -> dict[str, A
     w = Workload(args.compare_events, args.compare_accounts, seed=2)
     n = len(w)
     say(f"comparison   {n:,} events over {w.accounts:,} accounts, {args.repeat} rounds")
-    rates: dict[str, list[float]] = {"singleton": [], "entities": []}
+    rates: dict[str, list[float]] = {"singleton": [], "entities": [], "singleton_narrow": []}
     equal = True
     async with scratch_server(root) as server:
         nc = await connect(server.url)
@@ -444,6 +448,7 @@ async def compare(root: Path, args: argparse.Namespace, say: Say) -> dict[str, A
             contenders = {
                 "singleton": definition_of(bank.Accounts),
                 "entities": definition_of(AccountEntities),
+                "singleton_narrow": definition_of(NarrowAccounts),
             }
             for i in range(args.repeat):
                 for what, definition in contenders.items():
@@ -458,12 +463,15 @@ async def compare(root: Path, args: argparse.Namespace, say: Say) -> dict[str, A
         finally:
             await nc.close()
     single, entities = median(rates["singleton"]), median(rates["entities"])
+    narrow = median(rates["singleton_narrow"])
     return {
         "compare_events": n,
         "compare_accounts": w.accounts,
         "singleton_events_per_s": round(single),
         "entities_events_per_s": round(entities),
         "ratio_vs_singleton": round(entities / single, 3),
+        "singleton_narrow_filter_events_per_s": round(narrow),
+        "narrow_filter_ratio": round(narrow / single, 3),
         "compare_runs": {k: [round(r) for r in v] for k, v in rates.items()},
         "compare_equal": equal,
     }
@@ -522,7 +530,15 @@ def main(argv: list[str] | None = None) -> int:
         "entities",
         bench,
         args,
-        summary_keys=("per_s", "ratio_last_first", "_ms", "_mb", "ratio_vs_singleton", "equal"),
+        summary_keys=(
+            "per_s",
+            "ratio_last_first",
+            "_ms",
+            "_mb",
+            "ratio_vs_singleton",
+            "narrow_filter_ratio",
+            "equal",
+        ),
     )
 
 
