@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 from actorsource import actor, handles
-from actorsource._journal.journal import JournalBatch, NewSnapshot, SQLiteJournal
+from actorsource._journal.journal import SCHEMA_VERSION, JournalBatch, NewSnapshot, SQLiteJournal
 from actorsource._journal.offline import summarize
 from actorsource._journal.recovery import restore_state
 from actorsource._model.actor import definition_of
@@ -170,11 +170,14 @@ class Notes:
 
 
 def downgrade_to_schema_3(path: Path) -> None:
-    """Make a journal what schema 3 wrote: snapshots without ``parts``/``size``, no parts."""
+    """Make a journal what schema 3 wrote: snapshots without ``parts``/``size``, no parts
+    (and entity rows found by an index, not chained: schema 5)."""
     with sqlite3.connect(path) as db:
         db.executescript(
             "ALTER TABLE snapshots DROP COLUMN parts; ALTER TABLE snapshots DROP COLUMN size;"
-            "DROP TABLE snapshot_parts; PRAGMA user_version = 3;"
+            "DROP TABLE snapshot_parts; ALTER TABLE events DROP COLUMN prev_pos;"
+            "DROP TABLE entity_heads; CREATE INDEX events_by_entity ON events (entity, pos) "
+            "WHERE entity IS NOT NULL; PRAGMA user_version = 3;"
         )
 
 
@@ -197,7 +200,7 @@ async def test_a_journal_of_schema_3_with_a_one_blob_snapshot_is_upgraded_and_re
     assert report.snapshot_pos == 3
     assert report.replayed == 0
     assert restored.notes == state.notes
-    assert rows(path, "PRAGMA user_version") == [(4,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 # -- a running actor ---------------------------------------------------------------------------
