@@ -361,3 +361,12 @@ def test_fence_cost_reports_every_figure_on_r1_and_r3() -> None:
     # Once consuming: with so few events a partition may finish before the last one starts.
     assert result["ratio_r1_steady"] >= 0
     assert result["ratio_r3_steady"] >= 0
+
+
+def test_fence_append_reports_each_way_of_sending_the_append() -> None:
+    result = _report(
+        ["bench/fence_append.py", "--events", "4000", "--partitions", "4", "--rounds", "1"]
+    )
+    for way in ("js_publish", "shared_reply", "no_wait"):
+        _assert_positive(result, [f"{way}_ratio_r1_median", f"{way}_appends_per_round"])
+        assert len(result[f"{way}_ratios_r1"]) == 1
