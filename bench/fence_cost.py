@@ -104,7 +104,13 @@ async def _consume(worker: Worker, n: int, stall: float = 60.0) -> tuple[float, 
 
 
 async def _round(
-    urls: tuple[str, ...], root: Path, args: argparse.Namespace, replicas: int, say: Say
+    urls: tuple[str, ...],
+    root: Path,
+    args: argparse.Namespace,
+    replicas: int,
+    say: Say,
+    *,
+    partitioned: bool = True,
 ) -> dict[str, float]:
     plain, split = _actors(args.partitions)
     options = NatsOptions(servers=urls)
@@ -127,7 +133,7 @@ async def _round(
             js, "FCSPLIT", partitioning, actor="fcsplit", replicas=replicas
         )
         await _prefill(nc, "fcsplit", args.events)
-        if replicas == 1:
+        if replicas == 1 and partitioned:
             out["partitioned"], out["partitioned_steady"] = await _consume(
                 Worker([split], nats=options, data_dir=root / "split"), args.events
             )
@@ -147,6 +153,11 @@ async def _round(
         return out
     finally:
         await nc.close()
+
+
+async def round_r1(urls: tuple[str, ...], root: Path, args: argparse.Namespace) -> dict[str, float]:
+    """``unpartitioned`` and ``fenced`` on one R1 server (``bench/fence_append.py``)."""
+    return await _round(urls, root, args, 1, lambda _: None, partitioned=False)
 
 
 async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import anyio
+
 from actorsource import Context, actor, entity, handles, query
 
 
@@ -32,6 +34,28 @@ class Orders:
     @query
     def values(self) -> dict[str, list[int]]:
         """Every key of the partition with its values (asked with key=: the key's)."""
+        return self.seen
+
+
+@actor("ptally", subjects=["ptally.*"])
+class Tally:
+    """An unpartitioned actor (one partition in cluster mode): each key's values in the
+    order applied; a value below zero takes a second to apply (a slow batch)."""
+
+    seen: dict[str, list[int]]
+
+    def __init__(self) -> None:
+        self.seen = {}
+
+    @handles(Placed)
+    async def placed(self, event: Placed) -> None:
+        if event.n < 0:
+            await anyio.sleep(1.0)
+        self.seen.setdefault(event.key, []).append(event.n)
+
+    @query
+    def values(self) -> dict[str, list[int]]:
+        """Every key with its values."""
         return self.seen
 
 

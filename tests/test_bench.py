@@ -377,3 +377,12 @@ def test_triage_cost_reports_each_way() -> None:
     assert code == 0, err
     result = json.loads(out.splitlines()[-1])
     _assert_positive(result, ["plain_ns", "off_ns", "api_ns", "sdk_1pct_ns"])
+
+
+def test_fence_append_reports_each_way_of_sending_the_append() -> None:
+    result = _report(
+        ["bench/fence_append.py", "--events", "4000", "--partitions", "4", "--rounds", "1"]
+    )
+    for way in ("js_publish", "shared_reply", "no_wait"):
+        _assert_positive(result, [f"{way}_ratio_r1_median", f"{way}_appends_per_round"])
+        assert len(result[f"{way}_ratios_r1"]) == 1

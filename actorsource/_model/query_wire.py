@@ -10,7 +10,9 @@ is the body's key that is answered: the token is there for routing.
 ``actorsource.query.A-p<k>.>``. ``actorsource.query.A.>`` answers every query with the
 fault ``partitioned`` (details: ``partitions``, the count P): the client then computes the
 key's partition as the stream's transform does (:func:`partition_of_key`, FNV-1a-32 mod P),
-remembers P, and asks ``A-p<k>`` directly from then on.
+remembers P, and asks ``A-p<k>`` directly from then on. In cluster mode an unpartitioned
+actor is one partition: ``A`` answers ``partitioned`` with P = 1, and its owner alone
+serves ``A-p0`` (asked without a key unless ``A`` is an entity).
 
 **Request** (:class:`QueryRequest`): the key, the arguments, ``after_seq`` and the timeout
 the caller waits (the worker answers a little before it). **Answer**

@@ -67,7 +67,9 @@ async def ask(
     the worker that owns the key's partition (the first query of a connection to the actor
     learns the partition count, see :mod:`actorsource._model.query_wire`). While that
     partition has no owner serving it (moving between workers), the query is asked again
-    until ``timeout``; a worker whose ownership ended never answers it.
+    until ``timeout``; a worker whose ownership ended never answers it. In cluster mode an
+    actor without partitions is one partition (its count is 1), asked without a key
+    (unless it is an entity) and alike: only its owner answers, asked again while it moves.
     """
     try:
         validate_name(actor)
@@ -110,7 +112,7 @@ async def ask(
         if partitions < 1:
             raise error_from(fault)
         _learnt(nc)[actor] = partitions
-    if key is None:
+    if key is None and partitions > 1:
         raise QueryArgumentsError(
             f"actor {actor!r} has {partitions} partitions: give key= (the key token of its "
             f"subjects, which picks the partition), or ask one partition by name "
@@ -118,12 +120,12 @@ async def ask(
             actor=actor,
             query=name,
         )
-    part = partition_name(actor, partition_of_key(key, partitions))
+    part = partition_name(actor, 0 if key is None else partition_of_key(key, partitions))
     return await _ask_owner(nc, actor, part, name, key, body, deadline)
 
 
 #: What each connection learnt: the partition count of each partitioned actor it asked
-#: (fixed for the stream's life).
+#: (fixed for the stream's life; 1: an unpartitioned actor run in cluster mode).
 _LEARNT: weakref.WeakKeyDictionary[NATS, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
@@ -139,7 +141,7 @@ async def _ask_owner(
     actor: str,
     part: str,
     name: str,
-    key: str,
+    key: str | None,
     body: Callable[[float], bytes],
     deadline: float,
 ) -> QueryAnswer:

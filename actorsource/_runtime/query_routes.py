@@ -3,8 +3,8 @@
 In cluster mode a partition moves between workers, and only its current owner may answer
 for it: a worker that stopped owning it (handed back, fenced, lease run out) holds a state
 that others may have moved past. So a partition's query subject,
-``actorsource.query.<actor>-p<k>.>``, is subscribed here only while ``serving(name)`` says
-so (its runner runs, under a lease still valid), and unsubscribed as soon as it does not:
+``actorsource.query.<actor>-p<k>.>`` (an unpartitioned actor's: ``<actor>-p0``, its one
+partition), is subscribed here only while ``serving(name)`` says so (its runner runs, under a lease still valid), and unsubscribed as soon as it does not:
 NATS then routes each query to the owner alone, and while nobody owns the partition the
 caller gets "no responders" at once and asks again (:func:`actorsource.ask`). The check is
 made again when a request arrives (:class:`~.query_service.QueryEndpoints`), so a request
@@ -16,7 +16,7 @@ may take to serve its partition after it starts running.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 import nats.errors
@@ -36,19 +36,20 @@ QUERY_QUEUE = "actorsource-query"
 
 
 class OwnedRoutes:
-    """The query subjects of ``names``, each subscribed while ``serving(name)``."""
+    """The query subjects of ``routes`` (each partition's name: the name its subject is
+    served under), each subscribed while ``serving(name)``."""
 
     def __init__(
         self,
         nc: NATS,
-        names: Iterable[str],
+        routes: Mapping[str, str],
         serving: Callable[[str], bool],
         handler: Callable[[Msg], Awaitable[None]],
         *,
         every: float = 0.05,
     ) -> None:
         self._nc = nc
-        self._names = tuple(names)
+        self._routes = dict(routes)
         self._serving = serving
         self._handler = handler
         self._every = every
@@ -72,12 +73,12 @@ class OwnedRoutes:
 
     async def update(self) -> None:
         """Subscribe what is served now and was not; unsubscribe what no longer is."""
-        for name in self._names:
+        for name, route in self._routes.items():
             on = self._serving(name)
             if on and name not in self._subscriptions:
                 try:
                     self._subscriptions[name] = await self._nc.subscribe(
-                        endpoint_subject(name), cb=self._handler
+                        endpoint_subject(route), cb=self._handler
                     )
                 except (nats.errors.Error, OSError):
                     pass  # reconnecting: tried again at the next look

@@ -6,10 +6,10 @@ micro service, serving ``actorsource.query.<actor>.>`` (subjects and bodies:
 actor's queries in its metadata. Each request is answered in a task of its own: one that
 waits for ``after_seq`` never holds up the others.
 
-The endpoint's queue group is the service instance's own id, so a query reaches every
-worker that hosts the actor. Only one of them can run it (one writer per journal); the
-others answer ``not-running`` after a short pause, so the running one's answer comes first
-and is the one the caller takes.
+Outside cluster mode the endpoint's queue group is the service instance's own id, so a
+query reaches every worker that hosts the actor. Only one of them can run it (one writer
+per journal); the others answer ``not-running`` after a short pause, so the running one's
+answer comes first and is the one the caller takes.
 
 A partitioned actor's partitions answer as ``<actor>-p<k>``; its own name answers every
 query with the fault ``partitioned`` (the partition count), from which the caller computes
@@ -17,7 +17,11 @@ the key's partition (:mod:`actorsource._model.query_wire`). A partition asked wi
 not in it is refused (``bad-arguments``); a partitioned actor that is not an entity uses the
 key for routing only. In cluster mode (``serving`` given) only what ``serving`` allows is
 answered: the partitions' query subjects are subscribed only while their owner may answer
-(:mod:`.query_routes`), and every request is checked again on arrival.
+(:mod:`.query_routes`), and every request is checked again on arrival. An unpartitioned
+actor is one partition there: its own subject answers ``partitioned`` with a count of 1,
+and its owner alone serves ``<actor>-p0``, so a slow answer of the owner (an ``after_seq``
+wait) never loses to another worker's ``not-running``, and while it moves the caller asks
+again (:func:`actorsource.ask`).
 
 Every failure is an error reply with a machine-readable code (:class:`QueryError`),
 never silence: a caller that sees no reply at all (within its timeout) learns that no
@@ -38,6 +42,7 @@ from nats.micro.service import Service
 
 from .._errors import QueryArgumentsError, QueryError, QueryNotRunningError
 from .._model.actor import ActorDefinition
+from .._model.partitions import partition_name
 from .._model.query_wire import (
     PARTITIONED,
     STATUS_OF,
@@ -85,8 +90,11 @@ class QueryEndpoints:
         self._tg: anyio.abc.TaskGroup | None = None
         self._served: set[str] = set()
         self._definitions: dict[str, ActorDefinition] = {}
-        #: The partitions whose query subject follows ``serving`` (cluster mode).
-        self._owned: list[str] = []
+        #: The partitions whose query subject follows ``serving`` (cluster mode), each with
+        #: the name its subject is served under (an unpartitioned actor's: ``<actor>-p0``).
+        self._owned: dict[str, str] = {}
+        #: The runner's name of each such subject name that differs from it.
+        self._runner_of: dict[str, str] = {}
 
     async def serve(
         self,
@@ -114,10 +122,16 @@ class QueryEndpoints:
         self._served.add(definition.name)
         self._definitions[definition.name] = definition
         if definition.partitions is not None and definition.partition is not None:
-            await self._add_partitioned(service, definition)
+            await self._add_partitioned(service, definition, definition.partitions.count)
             if self._serving is not None:
-                self._owned.append(definition.name)
+                self._owned[definition.name] = definition.name
                 return
+        elif self._serving is not None:  # cluster mode: one partition, its owner's alone
+            await self._add_partitioned(service, definition, 1)
+            route = partition_name(definition.name, 0)
+            self._owned[definition.name] = route
+            self._runner_of[route] = definition.name
+            return
         await service.add_endpoint(
             name=f"query-{definition.name}",
             subject=endpoint_subject(definition.name),
@@ -130,17 +144,24 @@ class QueryEndpoints:
             },
         )
 
-    async def _add_partitioned(self, service: Service, partition: ActorDefinition) -> None:
-        """The actor's own query subject, answering with its partition count."""
+    async def _add_partitioned(
+        self, service: Service, partition: ActorDefinition, count: int
+    ) -> None:
+        """The actor's own query subject, answering with its partition count (1: an
+        unpartitioned actor in cluster mode, asked at its owner's ``<actor>-p0``)."""
         actor = partition.actor
-        if actor in self._served or partition.partitions is None:
+        if count > 1 and actor in self._served:
             return
         self._served.add(actor)
-        count = partition.partitions.count
         fault = msgspec.json.encode(
             QueryFault(
                 code=PARTITIONED,
-                message=f"actor {actor!r} has {count} partitions: ask the key's partition",
+                message=(
+                    f"actor {actor!r} has {count} partitions: ask the key's partition"
+                    if count > 1
+                    else f"actor {actor!r} runs in cluster mode: ask its owner's "
+                    f"{partition_name(actor, 0)!r}"
+                ),
                 actor=actor,
                 details={"partitions": count},
             )
@@ -196,6 +217,7 @@ class QueryEndpoints:
         started = anyio.current_time()
         tokens = request.subject.split(".")
         actor = tokens[2] if len(tokens) > 2 else ""
+        actor = self._runner_of.get(actor, actor)
         name = tokens[3] if len(tokens) > 3 else ""
         key: str | None = None
         try:
