@@ -66,6 +66,16 @@ __all__ = ["demo", "run"]
     "(use 10-15 s with R3 so that elections do not move partitions).",
 )
 @click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=50_000,
+    show_default=True,
+    metavar="EVENTS",
+    help="Cluster mode: the owner of a partition uploads a checkpoint of it to the object "
+    "store every EVENTS journaled events (and on a planned stop), then compacts its journal "
+    "subject; 0: never.",
+)
+@click.option(
     "--worker-id",
     default=None,
     help="Cluster mode: this worker's id among the members (default: <host>-<pid>).",
@@ -81,6 +91,7 @@ def run(
     cluster: bool,
     replicas: int,
     lease_time: float,
+    checkpoint_every: int,
     worker_id: str | None,
 ) -> None:
     """Run a worker hosting the actors named by TARGETS (MODULE:CLASS or MODULE).
@@ -95,7 +106,7 @@ def run(
     nats = replace(nats, wait_for_server=connect_timeout)
     if embedded and cluster:
         raise click.UsageError("--cluster runs against a NATS cluster: leave out --embedded")
-    placement = _Placement(cluster, replicas, lease_time, worker_id)
+    placement = _Placement(cluster, replicas, lease_time, worker_id, checkpoint_every)
     try:
         with exit_on_expected_failure("actorsource"):
             prepare_data_dir(data_dir)  # a data directory that cannot be written fails now
@@ -110,6 +121,7 @@ class _Placement:
     replicas: int
     lease_time: float
     worker_id: str | None
+    checkpoint_every: int
 
 
 async def _run_worker(
@@ -131,6 +143,7 @@ async def _run_worker(
             replicas=placement.replicas,
             lease_time=placement.lease_time,
             name=placement.worker_id,
+            checkpoint_every=placement.checkpoint_every,
         )
         await run_worker(worker)
         return
