@@ -281,12 +281,14 @@ def test_partition_chaos_reports_every_figure_per_partition_and_in_total() -> No
             "bench/partition_chaos.py",
             *("--workers", "2", "--cluster", "--partitions", "4", "--seconds", "12"),
             *("--seed", "3", "--lease-time", "3", "--json"),
+            *("--wipe-share", "0.5", "--checkpoint-every", "100"),
         ],
         timeout=240,
     )
     result = json.loads(out.splitlines()[-1])
     assert code == 0, f"exit status {code}: {result}\n{err}"
     assert set(result["per_partition"]) == {"0", "1", "2", "3"}
+    assert result["checkpoints_uploaded"] > 0
     for figures in [result, *result["per_partition"].values()]:
         assert figures["lost"] == figures["duplicated"] == 0
         assert figures["out_of_order"] == figures["diverged"] == 0

@@ -82,13 +82,14 @@ class Checkpointer:
         try:
             copy, seq = await copy_journal(self.journal_path, self.guard.position_key)
         except (sqlite3.Error, OSError) as exc:
+            self._at = at
             self.log.warning("checkpoint failed: cannot copy the journal", error=repr(exc))
             return None
+        self._at = at  # taken or failed: the next one is due ``every`` events later
         try:
             if seq == 0:
                 return None
             uploaded = await self.store.upload(copy, seq=seq, epoch=self.guard.lease.epoch)
-            self._at = at
             if uploaded is None:
                 return None
             self.uploaded.append(uploaded)
