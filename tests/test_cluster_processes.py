@@ -7,6 +7,7 @@ whoever owned the partition when."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -51,12 +52,15 @@ async def _client(cluster: NatsCluster) -> AsyncIterator[Client]:
             await nc.close()
 
 
-def _worker(cluster: NatsCluster, tmp_path: Path, worker_id: str) -> WorkerProcess:
+def _worker(cluster: NatsCluster, tmp_path: Path, worker_id: str, *more: str) -> WorkerProcess:
     return WorkerProcess(
         ["partitioned_actors:Orders"],
         urls=cluster.urls,
         data_dir=tmp_path / worker_id,
-        args=["--cluster", "--replicas", "3", "--lease-time", str(LEASE), "--worker-id", worker_id],
+        args=[
+            *("--cluster", "--replicas", "3", "--lease-time", str(LEASE)),
+            *("--worker-id", worker_id, *more),
+        ],
         pythonpath=[TESTS],
     )
 
@@ -257,3 +261,66 @@ async def test_the_stream_leaders_server_killed_loses_doubles_and_reorders_nothi
         _check_exactly_once_in_order(await _committed(js), published)
         for worker in workers:
             await worker.stop()
+
+
+async def _last_owners_state(dirs: list[Path]) -> dict[str, list[int]]:
+    """Every partition's state as the journal file that got furthest recovers it."""
+    from partitioned_actors import Orders
+
+    from actorsource._model.actor import definition_of
+    from actorsource.journal import SQLiteJournal, journal_path, restore_state
+
+    union: dict[str, list[int]] = {}
+    for k in range(PARTITIONS):
+        unit = definition_of(Orders).for_partition(k)
+        best: tuple[int, Path] | None = None
+        for data in dirs:
+            path = journal_path(data, unit.name)
+            if path.exists():
+                async with SQLiteJournal(path, actor=unit.name) as journal:
+                    at = journal.stream_positions.get(f"asj.porders.{k}", 0)
+                if best is None or at > best[0]:
+                    best = (at, path)
+        assert best is not None, f"partition {k} has no journal"
+        async with SQLiteJournal(best[1], actor=unit.name) as journal:
+            state, _ = await restore_state(unit, journal)
+        union.update(state.seen)
+    return union
+
+
+async def test_a_wiped_worker_takes_its_partitions_back_from_the_checkpoints(
+    nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """Checkpoints every 10 events (R3 object store), the journal subjects compacted: a
+    worker killed and restarted with an empty data directory restores its partitions."""
+    published = [Placed(KEYS[i % len(KEYS)], i) for i in range(200)]
+    every = ("--checkpoint-every", "10")
+    async with AsyncExitStack() as stack:
+        nc = await stack.enter_async_context(_client(nats_cluster))
+        js = nc.jetstream(timeout=5)
+        w1 = await stack.enter_async_context(_worker(nats_cluster, tmp_path, "w1", *every))
+        w2 = await stack.enter_async_context(_worker(nats_cluster, tmp_path, "w2", *every))
+        await _spread(js, "w1", "w2")
+        for e in published[:100]:
+            await _publish(js, e)
+            await anyio.sleep(0.01)
+        await anyio.sleep(2.0)  # a checkpoint each (every second, once 10 events are in)
+        w1.kill()
+        shutil.rmtree(w1.data_dir)
+        for e in published[100:150]:
+            await _publish(js, e)
+        w1.start()  # empty: its partitions come back from the checkpoints and the subjects
+        await _spread(js, "w1", "w2")
+        for e in published[150:]:
+            await _publish(js, e)
+
+        async def restored() -> bool:
+            return any(entry.get("event") == "checkpoint restored" for entry in w1.logs())
+
+        await _until(restored, 30, "the wiped worker restored a checkpoint")
+        compacted = [await JournalFence(js, "porders", k).compacted_to() for k in range(4)]
+        assert any(compacted), compacted  # without the checkpoints, nothing could recover
+        await anyio.sleep(3.0)
+        await w1.stop()
+        await w2.stop()
+    assert await _last_owners_state([w1.data_dir, w2.data_dir]) == fold(published)

@@ -160,6 +160,8 @@ def recorded_position(path: Path, key: str) -> int | None:
 
 
 def _copy(source: Path, key: str) -> tuple[Path, int]:
+    for leftover in source.parent.glob(f".{source.name}.*.ckpt"):  # of a process killed
+        leftover.unlink(missing_ok=True)
     fd, name = tempfile.mkstemp(dir=source.parent, prefix=f".{source.name}.", suffix=".ckpt")
     os.close(fd)
     target = Path(name)

@@ -34,6 +34,10 @@ from .fence import JournalFence
 
 __all__ = ["install", "restore_if_needed"]
 
+#: A checkpoint's download is given up after this many seconds, plus one per this many bytes.
+_DOWNLOAD_SECONDS = 30.0
+_DOWNLOAD_BYTES_PER_S = 1_000_000
+
 
 async def restore_if_needed(
     store: CheckpointStore, fence: JournalFence, path: Path, log: Any
@@ -80,8 +84,10 @@ async def _fetch(
     )
     try:
         try:
-            await store.download(checkpoint, part)
-        except nats.errors.Error as exc:
+            # nats-py waits for the last chunk: an object missing chunks would never end.
+            with anyio.fail_after(_DOWNLOAD_SECONDS + checkpoint.size / _DOWNLOAD_BYTES_PER_S):
+                await store.download(checkpoint, part)
+        except (nats.errors.Error, TimeoutError) as exc:
             return f"download failed: {exc!r}"
         why = await anyio.to_thread.run_sync(verify_copy, part, key, checkpoint.seq)
         if why is not None:
