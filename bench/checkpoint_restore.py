@@ -137,13 +137,13 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
     return {
         "entities": args.entities,
         "batch": args.batch,
-        "write_s": round(write_s, 2),
+        "write_s": round(write_s, 3),
         "journal_mb": round(path.stat().st_size / 1e6, 1),
         "checkpoint_mb": round(checkpoint.size / 1e6, 1),
-        "checkpoint_copy_s": round(copy_s, 2),
-        "checkpoint_upload_s": round(upload_s, 2),
-        "restore_to_ready_s": round(restore_s, 2),
-        "import_to_ready_s": round(import_s, 2),
+        "checkpoint_copy_s": round(copy_s, 3),
+        "checkpoint_upload_s": round(upload_s, 3),
+        "restore_to_ready_s": round(restore_s, 3),
+        "import_to_ready_s": round(import_s, 3),
         "ratio_import_restore": round(import_s / restore_s, 2),
         "states_equal": True,
     }

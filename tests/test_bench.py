@@ -266,6 +266,7 @@ def test_queries_reports_latencies_rates_and_the_consumption_ratio() -> None:
         "state_growth",
         "queries",
         "entities",
+        "checkpoint_restore",
     ],
 )
 def test_every_bench_script_explains_itself(script: str) -> None:
@@ -295,6 +296,20 @@ def test_partition_chaos_reports_every_figure_per_partition_and_in_total() -> No
         assert figures["fenced"] >= 0
     assert result["committed"] == result["published"] > 0
     assert sum(result["actions"].values()) > 0
+
+
+def test_checkpoint_restore_reports_both_ways_of_restoring_a_partition() -> None:
+    result = _report(["bench/checkpoint_restore.py", "--entities", "3000", "--batch", "200"])
+    _assert_positive(
+        result,
+        [
+            "checkpoint_copy_s",
+            "checkpoint_upload_s",
+            "restore_to_ready_s",
+            "import_to_ready_s",
+            "ratio_import_restore",
+        ],
+    )
 
 
 def test_fence_cost_reports_every_figure_on_r1_and_r3() -> None:
