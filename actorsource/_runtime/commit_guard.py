@@ -1,7 +1,7 @@
 """The hooks through which a runner is made one fenced owner among several workers.
 
 The runtime knows nothing of clusters, leases or fences: a runner given a
-:class:`CommitGuard` calls it at three points of its life, and the cluster layer
+:class:`CommitGuard` calls it at these points of its life, and the cluster layer
 (:mod:`actorsource._cluster`) implements it and hands it over.
 
 0. :meth:`CommitGuard.restore`, before the journal file is opened: a file that is missing,
