@@ -19,6 +19,8 @@ from partitioned_actors import Orders, Placed, fold
 from actorsource import NatsOptions
 from actorsource._cluster.checkpointer import Checkpointer
 from actorsource._cluster.checkpoints import (
+    CHECKPOINT_BUCKET,
+    CHUNK_BYTES,
     Checkpoint,
     CheckpointStore,
     checkpoint_store,
@@ -142,6 +144,7 @@ async def test_a_wiped_owner_restores_the_newest_checkpoint_and_the_subject_afte
     await _state_after_restore(actor_kit, runner, history.events)
     assert isinstance(runner.guard, PartitionGuard)
     assert runner.guard.restored == history.kept[-1]
+    assert journal_path(wiped, "counter").stat().st_mode & 0o777 == 0o600
     # The subject was compacted: without the checkpoint the import would be refused.
     assert await runner.guard.fence.compacted_to() > 0
     # The fence still works after the purge: the previous owner's append is refused.
@@ -280,3 +283,13 @@ async def test_a_worker_whose_data_dir_was_wiped_takes_its_partitions_back(
             union.update(runner.state.seen)
         assert union == fold(events)
         again.stop()
+
+
+async def test_a_deleted_checkpoint_leaves_nothing_in_the_bucket(
+    actor_kit: ActorKit, history: History
+) -> None:
+    """The object store keeps a record of each deletion; the adapter purges it too, so the
+    bucket holds the kept checkpoints' chunks and records only."""
+    info = await actor_kit.js.stream_info(f"OBJ_{CHECKPOINT_BUCKET}")
+    chunks = sum(-(-c.size // CHUNK_BYTES) for c in history.kept)
+    assert info.state.messages == chunks + len(history.kept)

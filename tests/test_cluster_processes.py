@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -21,6 +22,7 @@ from nats.js import JetStreamContext
 from partitioned_actors import Placed, fold
 
 from actorsource._cluster.batches import decode_batch
+from actorsource._cluster.checkpoints import CheckpointStore, checkpoint_store
 from actorsource._cluster.fence import JournalFence
 from actorsource._cluster.lease import Leases
 from actorsource.journal import JournalEntry
@@ -303,8 +305,13 @@ async def test_a_wiped_worker_takes_its_partitions_back_from_the_checkpoints(
         await _spread(js, "w1", "w2")
         for e in published[:100]:
             await _publish(js, e)
-            await anyio.sleep(0.01)
-        await anyio.sleep(2.0)  # a checkpoint each (every second, once 10 events are in)
+        bucket = await checkpoint_store(js)
+        stores = [CheckpointStore(js, bucket, f"porders-p{k}") for k in range(PARTITIONS)]
+
+        async def checkpointed() -> bool:
+            return all([await each.stored() for each in stores])
+
+        await _until(checkpointed, 20, "a checkpoint of every partition")
         w1.kill()
         shutil.rmtree(w1.data_dir)
         for e in published[100:150]:
@@ -320,7 +327,14 @@ async def test_a_wiped_worker_takes_its_partitions_back_from_the_checkpoints(
         await _until(restored, 30, "the wiped worker restored a checkpoint")
         compacted = [await JournalFence(js, "porders", k).compacted_to() for k in range(4)]
         assert any(compacted), compacted  # without the checkpoints, nothing could recover
-        await anyio.sleep(3.0)
+        waited = await anyio.run_process(
+            [
+                *(sys.executable, "-m", "actorsource", "wait", "porders", "--caught-up"),
+                *("--timeout", "30", "--nats", ",".join(nats_cluster.urls)),
+            ],
+            check=False,
+        )
+        assert waited.returncode == 0, waited.stdout
         await w1.stop()
         await w2.stop()
     assert await _last_owners_state([w1.data_dir, w2.data_dir]) == fold(published)

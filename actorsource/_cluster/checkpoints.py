@@ -35,6 +35,7 @@ from .._journal.storage import quick_check
 
 __all__ = [
     "CHECKPOINT_BUCKET",
+    "CHUNK_BYTES",
     "Checkpoint",
     "CheckpointStore",
     "checkpoint_store",

@@ -103,6 +103,7 @@ def install(copy: Path, path: Path) -> None:
     the journal's single-writer lock (a worker holding it makes this fail)."""
     fd = take_lock(path)
     try:
+        os.chmod(copy, 0o600)  # owner-only, as the journal file it replaces
         with copy.open("rb") as f:
             os.fsync(f.fileno())
         for stale in (Path(f"{path}-wal"), Path(f"{path}-shm")):
