@@ -327,14 +327,29 @@ async def test_a_wiped_worker_takes_its_partitions_back_from_the_checkpoints(
         await _until(restored, 30, "the wiped worker restored a checkpoint")
         compacted = [await JournalFence(js, "porders", k).compacted_to() for k in range(4)]
         assert any(compacted), compacted  # without the checkpoints, nothing could recover
-        waited = await anyio.run_process(
-            [
-                *(sys.executable, "-m", "actorsource", "wait", "porders", "--caught-up"),
-                *("--timeout", "30", "--nats", ",".join(nats_cluster.urls)),
-            ],
-            check=False,
-        )
-        assert waited.returncode == 0, waited.stdout
+
+        async def applied() -> bool:
+            status = await anyio.run_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "actorsource",
+                    "status",
+                    "--json",
+                    "--nats",
+                    ",".join(nats_cluster.urls),
+                ],
+                check=False,
+            )
+            if status.returncode != 0:
+                return False
+            pos: dict[str, int] = {}
+            for report in json.loads(status.stdout):
+                for a in report["actors"]:
+                    pos[a["actor"]] = max(pos.get(a["actor"], 0), a["journal_pos"])
+            return sum(pos.values()) == len(published)
+
+        await _until(applied, 30, "every event applied")
         await w1.stop()
         await w2.stop()
     assert await _last_owners_state([w1.data_dir, w2.data_dir]) == fold(published)
