@@ -67,6 +67,7 @@ from nats.aio.client import Client as NATS
 
 from actorsource._cluster.batches import decode_batch
 from actorsource._cluster.fence import JournalFence
+from actorsource._errors import ClusterError
 from actorsource._journal.journal import SQLiteJournal
 from actorsource._journal.recovery import restore_state
 from actorsource._journal.storage import journal_path
@@ -280,14 +281,21 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         while time.monotonic() < caught_up_at:
             try:
                 await history.refresh()
-            except (nats.errors.Error, OSError, TimeoutError) as exc:
+            except (nats.errors.Error, OSError, TimeoutError, ClusterError) as exc:
                 say(f"cannot read the journal subjects yet: {exc!r}")
             say(f"committed {history.committed} of {len(publisher.acked)}")
             if history.committed >= len(publisher.acked):
                 break
             await anyio.sleep(1.0)
         await anyio.sleep(2 * args.lease_time)  # a stale owner would append now, if it could
-        await history.refresh()
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    await history.refresh()
+                    break
+                except ClusterError as exc:  # a server restarting: the mirror's leader
+                    say(f"cannot read the journal subjects yet: {exc!r}")
+                    await anyio.sleep(1.0)
         storage = await storage_sizes(js)
     finally:
         say("stopping the workers")
