@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from actors import Added, Counter, expected_totals
+from actors import Added, Boom, Counter, expected_totals
 from nats.js import JetStreamContext
 from partitioned_actors import Orders, Placed, fold
 
@@ -72,7 +72,8 @@ def _runner(
 
 async def _history(kit: ActorKit, data: Path) -> History:
     """One owner: 3 rounds of 10 events, a checkpoint after each (the first one deleted
-    and the subject purged before the second), then 5 events after the last checkpoint."""
+    and the subject purged before the second), then 5 events and a dead letter after the
+    last checkpoint."""
     js = kit.js
     await ensure_journal_stream(js)
     store = await _store(js)
@@ -100,6 +101,9 @@ async def _history(kit: ActorKit, data: Path) -> History:
             if round_ == 0:
                 copy, _ = await copy_journal(runner.journal_path, guard.position_key)
                 copy.rename(early_copy)
+        # A dead letter after the last checkpoint: only the subject's tail carries it.
+        await kit.publish("count.k2", Boom("k2"))
+        await _until(lambda: runner.stats.dead_letters == 1)
         runner.stop()
     kept = await store.stored()
     assert kept == taken[1:]  # the newest two
@@ -129,6 +133,7 @@ async def _state_after_restore(kit: ActorKit, runner: ActorRunner, events: list[
         assert runner.recovery.journal_pos == len(events)
         assert runner.state.totals == expected_totals(events)
         assert runner.state.order == [e.amount for e in events]
+        assert await runner.journal.dead_letter_count() == 1
         more = Added("k1", 7)
         await kit.publish("count.k1", more)  # consumes on from the recorded position + 1
         await _until(lambda: runner.journal_pos == len(events) + 1)
