@@ -171,7 +171,13 @@ def apply_raw(balances: dict[str, int], type_name: str | None, event: dict[str, 
 
 
 async def run_actor_until(
-    nc: NATS, data_dir: Path, n: int, *, stall: float = 30.0
+    nc: NATS,
+    data_dir: Path,
+    n: int,
+    *,
+    stall: float = 30.0,
+    around: Callable[[ActorRunner], contextlib.AbstractAsyncContextManager[object]] | None = None,
+    tracing: Any = False,
 ) -> tuple[float, float, ActorRunner]:
     """Host the bank actor until it has applied ``n`` events; return (seconds, ready, runner).
 
@@ -180,10 +186,13 @@ async def run_actor_until(
     The clock runs from just before the runner starts (journal open, recovery, consumer
     set-up included) until ``runner.stats.applied`` reaches ``n`` (counted after each
     batch's commit and ack), polled every millisecond. Then the runner is stopped
-    gracefully (final snapshot), outside the measured time.
+    gracefully (final snapshot), outside the measured time. ``around``: what serves beside
+    the runner all the while (entered before the clock starts, left after it stops).
+    ``tracing``: the runner's (False, True or a tracer provider).
     """
-    runner = ActorRunner(definition_of(bank.Accounts), nc, data_dir=data_dir)
-    async with anyio.create_task_group() as tg:
+    runner = ActorRunner(definition_of(bank.Accounts), nc, data_dir=data_dir, tracing=tracing)
+    beside = around(runner) if around is not None else contextlib.nullcontext()
+    async with beside, anyio.create_task_group() as tg:
         started = time.perf_counter()
         await tg.start(runner.run)
         ready = time.perf_counter() - started

@@ -16,7 +16,8 @@ after each batch's commit and ack) is polled every millisecond:
 * ``first_tenth_events_per_s`` / ``last_tenth_events_per_s``: from the runner reporting
   ready until N/10 applied, and from 9N/10 until N; ``ratio_last_first`` = last / first.
   With E large against ``max_resident``, nearly every event loads its entity (snapshot and
-  later rows, by the journal's index) and passivates another one (snapshotted).
+  later rows, by the journal's index) and evicts another one (not snapshotted: see
+  ``snapshot_on_evict``).
 * ``rss_mb_by_tenth``: the process's RSS at each tenth (the benchmark's own data is
   allocated before: the workload and its fold in compact arrays);
   ``rss_growth_mb`` = RSS at the end - RSS at the first tenth (residency is full by then);

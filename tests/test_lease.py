@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import anyio
 import nats
@@ -82,6 +83,38 @@ async def test_a_release_lets_the_next_owner_in_at_once(nc: Client) -> None:
     assert second.epoch > first.epoch
     await first.release()  # does not touch the new owner's key
     assert await leases.holder("orders-p3") == ("worker-b", second.revision)
+
+
+async def test_the_watch_of_freed_leases_reports_a_release_and_a_lease_run_out(
+    nc: Client,
+) -> None:
+    """What lets a waiting worker take a lease the moment it is free: the watch sees the
+    release (a delete) and the expiry (the bucket's limit marker), and nothing else."""
+    leases = Leases(nc.jetstream(), ttl=1)
+    released = await leases.acquire("orders-p1", "worker-a")
+    expiring = await leases.acquire("orders-p2", "worker-a")
+    seen: list[str] = []
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            async with aclosing(leases.freed()) as freed:
+                async for key in freed:
+                    seen.append(key)
+
+        tg.start_soon(watch)
+        await anyio.sleep(0.3)
+        assert seen == []  # held leases are not reported
+        await released.renew()
+        await anyio.sleep(0.2)
+        assert seen == []  # nor renewals
+        await released.release()
+        with anyio.fail_after(5):
+            while len(seen) < 2:
+                await anyio.sleep(0.02)
+        tg.cancel_scope.cancel()
+    assert seen == ["orders-p1", "orders-p2"]  # released first
+    assert not expiring.valid()
+    await leases.acquire("orders-p2", "worker-b")  # free, as reported
 
 
 async def test_a_holder_stops_trusting_its_lease_a_margin_before_it_expires(nc: Client) -> None:

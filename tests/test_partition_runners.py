@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import anyio
+import pytest
 from partitioned_actors import Cart, Orders, Placed, fold
 
-from actorsource import NatsOptions, Worker
+import actorsource
+from actorsource import NatsOptions, QueryArgumentsError, Worker
 from actorsource._model.actor import definition_of
 from actorsource.journal import JournalEntry, SQLiteJournal, journal_path
 from actorsource.testing import ActorKit, NatsServer
@@ -118,3 +120,36 @@ async def test_an_entity_actors_partitions_each_hold_exactly_their_entities(
     for e in events:
         expected[e.key] = expected.get(e.key, 0) + e.n
     assert totals == expected
+
+
+async def test_a_keyed_query_reaches_the_keys_partition_on_one_worker(
+    actor_kit: ActorKit, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Outside cluster mode too: every partition is served by the one worker, and
+    ``ask(actor, key=...)`` learns the partition count and asks the key's partition."""
+    worker = Worker(
+        [Orders, Cart], nats=NatsOptions(servers=(nats_server.url,)), data_dir=tmp_path / "w"
+    )
+    events = [Placed(f"k{i % 11}", i) for i in range(66)]
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        with anyio.fail_after(20):
+            await worker.ready.wait()
+        last = 0
+        for e in events:
+            await actor_kit.publish(f"porders.{e.key}", e, msg_id=f"o{e.key}:{e.n}")
+            last = await actor_kit.publish(f"pcart.{e.key}", e, msg_id=f"c{e.key}:{e.n}")
+        expected = fold(events)
+        nc = actor_kit.nc
+        for key, values in expected.items():
+            k = PARTITIONING.partition_of_key(key)
+            answer = await actorsource.ask(nc, "porders", "values", key=key, timeout=5)
+            assert answer.actor == f"porders-p{k}"
+            assert answer.value[key] == values
+            cart = await actorsource.ask(
+                nc, "pcarts", "cart_total", key=key, after_seq=last, timeout=5
+            )
+            assert cart.value == sum(values)
+        with pytest.raises(QueryArgumentsError, match="'porders' has 4 partitions: give key="):
+            await actorsource.ask(nc, "porders", "values", timeout=5)
+        worker.stop()

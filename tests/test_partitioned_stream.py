@@ -15,6 +15,7 @@ from nats.js.api import ConsumerConfig, StreamConfig
 from actorsource import MailboxError, actor, handles
 from actorsource._mailbox.partitioned import ensure_partitioned_stream
 from actorsource._model.partitions import Partitioning
+from actorsource._model.query_wire import partition_of_key
 from actorsource.testing import ActorKit, NatsServer
 
 ORDERS = Partitioning(8, "orders.*", 1)
@@ -44,6 +45,23 @@ async def test_the_server_stores_each_key_in_the_partition_we_compute(nc: Client
         stored = (await js.get_msg("ORDERS", seq=seq)).subject
         assert stored == f"orders.{ORDERS.partition_of_key(key)}.{key}"
         assert ORDERS.published(stored) == f"orders.{key}"
+
+
+async def test_a_query_is_routed_to_the_partition_the_server_stores_its_key_in(
+    nc: Client,
+) -> None:
+    """The client computes a keyed query's partition (query_wire.partition_of_key): it must
+    be the one nats-server's {{partition(P, n)}} transform stores the key's messages in,
+    for every key, whatever P."""
+    js = nc.jetstream()
+    keys = [f"{prefix}{i}" for i in range(400) for prefix in ("o-", "Z", "key_", "é")]
+    for count in (3, 16):
+        partitioning = Partitioning(count, f"route{count}.*", 1)
+        await ensure_partitioned_stream(js, f"ROUTE{count}", partitioning, actor=f"r{count}")
+        for key in keys:
+            ack = await js.publish(f"route{count}.{key}", b"{}")
+            stored = (await js.get_msg(f"ROUTE{count}", seq=ack.seq)).subject
+            assert stored == f"route{count}.{partition_of_key(key, count)}.{key}"
 
 
 async def test_each_partition_filter_reads_exactly_its_own_messages(nc: Client) -> None:

@@ -40,16 +40,10 @@ _LOOK_EVERY = 1.0
 class Checkpointer:
     """The checkpoints of one owned partition (one owner, one epoch)."""
 
-    def __init__(
-        self,
-        store: CheckpointStore,
-        guard: PartitionGuard,
-        journal_path: Path,
-        *,
-        every: int,
-        log: Any,
-    ) -> None:
-        self.store = store
+    def __init__(self, guard: PartitionGuard, journal_path: Path, *, every: int, log: Any) -> None:
+        if guard.checkpoints is None:
+            raise ValueError("a Checkpointer needs a guard with a checkpoint store")
+        self.store: CheckpointStore = guard.checkpoints
         self.guard = guard
         self.journal_path = journal_path
         self.every = every

@@ -6,7 +6,10 @@ while another worker's key lives); the revision of that write is the **epoch**, 
 that grows with every acquisition of any lease (revisions are the bucket stream's
 sequences). The holder renews every L/3 by an ``update`` compare-and-set on its last
 revision, and on a planned stop releases with a ``delete`` on it, so the next owner need
-not wait out L.
+not wait out L. The bucket has limit markers (nats-server 2.11+): a key that runs out leaves
+a marker, so :meth:`Leases.freed` (a watch of the bucket) reports a lease the moment it is
+released *or* runs out, and a worker waiting for it acquires it then rather than at its
+next retry.
 
 A lease is not what keeps two workers from committing one partition: a worker paused past
 L still believes it holds it. The journal fence does that
@@ -19,6 +22,7 @@ then stops committing (self-fencing saves work; correctness never rests on clock
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator
 from contextlib import suppress
 
 import anyio
@@ -27,7 +31,7 @@ import nats.errors
 import nats.js.errors
 from anyio.abc import TaskStatus
 from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from .._errors import LeaseHeld, LeaseLost
 from .kv import Taken, claim, open_bucket
@@ -76,9 +80,23 @@ class Leases:
         """The bucket (created at first use, with the TTL; see :func:`open_bucket`)."""
         if self._kv is None:
             self._kv = await open_bucket(
-                self._js, self._bucket, ttl=self.ttl, replicas=self._replicas
+                self._js, self._bucket, ttl=self.ttl, replicas=self._replicas, markers=True
             )
         return self._kv
+
+    async def freed(self) -> AsyncGenerator[str, None]:
+        """The keys whose lease ends, as they end: deleted (released) or aged out (the
+        bucket's limit marker; a bucket created without markers reports releases only).
+        Keys already free when the watch starts are reported first. Runs until closed."""
+        kv = await self.kv()
+        watcher = await kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is not None and entry.operation in (KV_DEL, KV_PURGE):
+                    yield entry.key
+        finally:
+            with anyio.CancelScope(shield=True), suppress(nats.errors.Error, OSError):
+                await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def acquire(self, key: str, owner: str) -> Lease:
         """Take the lease ``key`` for ``owner``. Raises :class:`LeaseHeld` (with the holder

@@ -6,7 +6,7 @@ without it is one (its own name), so two workers never run the same singleton. F
 partition the worker keeps one task, :meth:`ClusterWorker._own`, whose life is::
 
     wait until the assignment gives it to this worker
-    acquire its lease (held by another: wait and try again)   -> the epoch
+    acquire its lease (held by another: wait until it is freed) -> the epoch
     run its runner with a PartitionGuard:
         epoch marker + import of the journal subject's tail, consumer <partition>-e<epoch>
         (earlier epochs' deleted), every batch appended to the journal subject before the
@@ -19,9 +19,14 @@ The assignment (:mod:`.assignment`) is computed on every worker over the live me
 the members bucket (:mod:`.membership`): a bounded-load rendezvous per actor, with the
 actor's name mixed into the members' names so that singletons spread over the workers.
 It only says what a worker *should* own; the lease decides who may start, and the fence who
-may commit. Before its runner starts, a new owner whose journal file is missing or behind the
-compacted journal subject restores a checkpoint (:mod:`.restore`); while it owns the
-partition it uploads checkpoints and compacts the subject (:mod:`.checkpointer`).
+may commit. A new owner restores a checkpoint first if its journal file needs one
+(:mod:`.restore`); an owner checkpoints and compacts the subject (:mod:`.checkpointer`).
+
+A hand-off is prompt: the worker watches the lease bucket (:meth:`Leases.freed`), so a
+partition it wants but another holds is acquired the moment that holder releases it (a
+graceful stop, or the holder's own assignment moving it away) or its lease runs out, not
+at a retry interval. A graceful stop releases every lease before leaving the members
+bucket, so the others take over at once.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from functools import partial
 from typing import Any
@@ -68,7 +73,17 @@ def default_worker_id() -> str:
 class PartitionState:
     """What this worker knows of one partition (for ``status`` and tests)."""
 
-    __slots__ = ("actor", "epoch", "fenced", "lease", "name", "owned_since", "partition", "wanted")
+    __slots__ = (
+        "actor",
+        "epoch",
+        "fenced",
+        "freed",
+        "lease",
+        "name",
+        "owned_since",
+        "partition",
+        "wanted",
+    )
 
     def __init__(self, unit: ActorDefinition) -> None:
         self.name = unit.name
@@ -82,6 +97,8 @@ class PartitionState:
         self.owned_since = 0.0
         #: How many times this worker's ownership ended fenced (or its lease lost).
         self.fenced = 0
+        #: How many times this worker saw the lease end (released or run out), anyone's.
+        self.freed = 0
 
 
 class ClusterWorker(Worker):
@@ -91,9 +108,8 @@ class ClusterWorker(Worker):
     ``replicas``: of the streams, buckets and journal subjects it creates (3 on a 3-node
     cluster). ``lease_time``: L, the lease (and membership) TTL; a dead worker's partitions
     are taken over after about L. ``join_delay`` and ``hold``: see
-    :class:`~actorsource._cluster.assignment.MemberSet`. ``checkpoint_every``: the owner of
-    a partition checkpoints it every this many admitted events (and on a planned stop; 0:
-    never), see :mod:`.checkpointer`.
+    :class:`~actorsource._cluster.assignment.MemberSet`. ``checkpoint_every``: admitted events
+    between an owner's checkpoints (0: none), see :mod:`.checkpointer`.
     """
 
     def __init__(
@@ -135,6 +151,15 @@ class ClusterWorker(Worker):
         state = self.partitions.get(name)
         return state.epoch if state is not None else None
 
+    def query_route(self) -> Callable[[str], bool]:
+        """Queries are answered only for what this worker owns under a lease still valid:
+        a partition handed back, fenced or whose lease lapsed stops answering first."""
+        return self._may_answer
+
+    def _may_answer(self, name: str) -> bool:
+        state = self.partitions.get(name)
+        return state is not None and state.lease is not None and state.lease.valid()
+
     async def _prepare(self, nc: NATS) -> None:
         # The members bucket's limit markers (watchers see a dead worker go) need 2.11.
         require_server_version(nc, (2, 11), "cluster mode (KV limit markers)")
@@ -175,6 +200,7 @@ class ClusterWorker(Worker):
                 # Restarted after a crash under the same id: its old key lives up to L.
                 await around.start(partial(membership.run, patience=self.lease_time * 1.5))
                 around.start_soon(self._follow_assignment, membership)
+                around.start_soon(self._follow_releases)
                 self.ready.set()
                 task_status.started()
                 async with anyio.create_task_group() as owners:
@@ -235,6 +261,22 @@ class ClusterWorker(Worker):
                     await waiting.wait()
             tg.cancel_scope.cancel()
 
+    async def _follow_releases(self) -> None:
+        """Count each lease's ends into its partition's ``freed`` and wake the waiters.
+        A watch that fails is started again (the waiters retry meanwhile anyway)."""
+        assert self._leases is not None
+        while True:
+            try:
+                async with aclosing(self._leases.freed()) as freed:
+                    async for key in freed:
+                        state = self.partitions.get(key)
+                        if state is not None:
+                            state.freed += 1
+                            self._wake()
+            except (nats.errors.Error, OSError) as exc:
+                self.log.warning("lease watch failed; watching again", error=repr(exc))
+            await anyio.sleep(min(1.0, self.lease_time / 4))
+
     async def _until(self, condition: Any) -> None:
         while not condition():
             changed = self._changed
@@ -253,12 +295,16 @@ class ClusterWorker(Worker):
             if self._stopping:
                 return
             assert self._leases is not None
+            freed = state.freed
             try:
                 lease = await self._leases.acquire(unit.name, self.name)
             except LeaseHeld:
-                # Its owner is alive, or its lease has not run out yet: look again soon.
-                with anyio.move_on_after(min(1.0, self.lease_time / 4)):
-                    await self._until(lambda: not state.wanted or self._stopping)
+                # Its owner is alive, or its lease has not run out yet: try again when the
+                # watch sees it freed (or after a while, should the watch miss it).
+                with anyio.move_on_after(self.lease_time / 3):
+                    await self._until(
+                        lambda seen=freed: state.freed != seen or not state.wanted or self._stopping
+                    )
                 continue
             except (nats.errors.Error, OSError, ClusterError) as exc:
                 log.warning("cannot acquire the lease; retrying", error=repr(exc))
@@ -299,10 +345,10 @@ class ClusterWorker(Worker):
             log=log.bind(epoch=lease.epoch),
             guard=guard,
             replicas=self.replicas,
+            tracing=self.tracing,
         )
-        checkpointer = Checkpointer(
-            store, guard, runner.journal_path, every=self.checkpoint_every, log=log
-        )
+        every = self.checkpoint_every
+        checkpointer = Checkpointer(guard, runner.journal_path, every=every, log=log)
         state.epoch, state.lease, state.owned_since = lease.epoch, lease, time.time()
         self.runners[unit.name] = runner
         log.info("partition owned", epoch=lease.epoch)
@@ -349,10 +395,12 @@ class ClusterWorker(Worker):
                     "partition dropped", epoch=lease.epoch, reason="lease lost", error=str(lost)
                 )
             if outcome == "released":
+                state.epoch, state.lease = 0, None  # no more queries for it here
                 with anyio.move_on_after(max(30.0, self.lease_time)):
-                    await checkpointer.final()
+                    await checkpointer.final()  # then the lease goes to the next owner
         finally:
             state.epoch, state.lease = 0, None
+            self._retire(unit.name, runner)
             if self.runners.get(unit.name) is runner:
                 del self.runners[unit.name]
             if outcome != "fenced":

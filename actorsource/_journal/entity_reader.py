@@ -2,8 +2,9 @@
 
 Opened by the runtime once per running entity actor (and by tools), on a read-only
 connection of its own used from the calling thread: each query is one short read
-transaction that sees committed rows only, and the partial index ``events_by_entity``
-makes it cost that entity's rows, not the journal's.
+transaction that sees committed rows only, and walks the entity's chain of rows down from
+its head by the primary key (:mod:`.entity_store`), so it costs that entity's rows, not the
+journal's.
 """
 
 from __future__ import annotations
@@ -30,6 +31,32 @@ _NEWEST_SNAPSHOT_BEFORE = (
     f"SELECT {_SNAPSHOT_COLUMNS} FROM entity_snapshots WHERE entity = ? AND pos < ? "
     "ORDER BY pos DESC LIMIT 1"
 )
+
+
+#: The positions of an entity's rows, newest first, down to the first after a position: its
+#: head, then each row's ``prev_pos`` (parameters: the key, that position).
+_CHAIN = (
+    "WITH RECURSIVE chain(at) AS ("
+    "SELECT pos FROM entity_heads WHERE entity = ? "
+    "UNION ALL SELECT prev_pos FROM chain CROSS JOIN events ON events.pos = chain.at "
+    "WHERE prev_pos > ?"
+    ") "
+)
+
+
+def _chain_sql(columns: str) -> str:
+    """``columns`` of an entity's rows in ``after < pos <= last``, in order (parameters: the
+    key, ``after``, what ``columns`` needs, ``after``, ``last``)."""
+    # CROSS JOIN keeps the chain outside: the planner would otherwise read ``events`` by
+    # the position range and look each row up in the chain (the whole journal's rows).
+    return (
+        _CHAIN + f"SELECT {columns} FROM chain CROSS JOIN events ON events.pos = chain.at "
+        "WHERE chain.at > ? AND chain.at <= ? ORDER BY chain.at"
+    )
+
+
+_ROWS = _chain_sql(REPLAY_COLUMNS)
+_ENTRY_ROWS = _chain_sql(ENTRY_COLUMNS)
 
 
 class EntityRows:
@@ -70,13 +97,13 @@ class EntityRows:
 class EntityReader:
     """Reads one entity at a time from a journal, through its own read-only connection.
 
-    Each query is one short read transaction of committed rows (the index makes it cost the
-    entity's rows, not the journal's); it runs on the calling thread.
+    Each query is one short read transaction of committed rows (a walk of the entity's
+    chain: it costs the entity's rows, not the journal's); it runs on the calling thread.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._codes: dict[tuple[Kind, ...], tuple[str, list[Any]]] = {}
+        self._codes: dict[tuple[Kind, ...], tuple[str, list[Any]]] = {}  # SQL, its parameters
         try:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             set_cache(self._db, ENTITY_CACHE_KIB)
@@ -120,37 +147,21 @@ class EntityReader:
         key = tuple(kinds)
         coded = self._codes.get(key)
         if coded is None:
-            coded = self._codes[key] = code_sql(kinds)
-        code, params = coded
-        rows = self._all(
-            f"SELECT pos, {code}, payload FROM events "
-            "WHERE entity = ? AND pos > ? AND pos <= ? ORDER BY pos",
-            (*params, entity, after, last),
-        )
+            code, params = code_sql(kinds)
+            coded = self._codes[key] = (_chain_sql(f"pos, {code}, payload"), params)
+        sql, params = coded
+        rows = self._all(sql, (entity, after, *params, after, last))
         return EntityRows(self, entity, rows)
 
     def rows(self, entity: str, after: int, last: int) -> list[tuple[Any, ...]]:
         """The entity's replay rows (pos, type, payload, version) in ``after < pos <= last``,
         in order."""
-        return self._all(
-            f"SELECT {REPLAY_COLUMNS} FROM events "
-            "WHERE entity = ? AND pos > ? AND pos <= ? ORDER BY pos",
-            (entity, after, last),
-        )
+        return self._all(_ROWS, (entity, after, after, last))
 
     def entry_rows(self, entity: str, first: int, last: int) -> list[tuple[Any, ...]]:
         """The entity's whole rows (:data:`ENTRY_COLUMNS`) at positions ``first..last``."""
-        return self._all(
-            f"SELECT {ENTRY_COLUMNS} FROM events WHERE entity = ? AND pos BETWEEN ? AND ? "
-            "ORDER BY pos",
-            (entity, first, last),
-        )
+        return self._all(_ENTRY_ROWS, (entity, first - 1, first - 1, last))
 
     def keys(self) -> list[str]:
-        """Every entity key in the journal (reads the index)."""
-        return [
-            r[0]
-            for r in self._all(
-                "SELECT DISTINCT entity FROM events WHERE entity IS NOT NULL ORDER BY entity", ()
-            )
-        ]
+        """Every entity key in the journal, in order (reads the heads)."""
+        return [r[0] for r in self._all("SELECT entity FROM entity_heads ORDER BY entity", ())]

@@ -7,9 +7,10 @@ What a row costs is mostly what the ``sqlite3`` module does with each parameter:
 its adaptation protocol first, which looks for an adapter, then for ``__adapt__`` on its
 protocol type and formats an ``AttributeError`` it throws away (CPython 3.11: about 2,400
 instructions a parameter, four of them in a usual row, more than everything else the row
-costs). So the usual row (a message with its type and id only, at version 1, no entity) is
-written with literal ``NULL`` s and its payload as a ``bytearray`` (the same blob, bound the
-same way); any other row goes in as before, with every column bound.
+costs). So the usual row (a message with its type and id only, at version 1) is written
+with literal ``NULL`` s and its payload as a ``bytearray`` (the same blob, bound the same
+way), with its entity key and previous position in an entity actor; any other row goes in
+as before, with every column bound.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import msgspec
 
 from .._model.events import JournalEntry
 from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER
+from .entity_store import chain_entities, write_heads
 
 __all__ = ["ENTRY_COLUMNS", "entry_row", "insert_events"]
 
@@ -100,10 +102,59 @@ def _usual_params(chunk: list[JournalEntry]) -> list[Any] | None:
     return params
 
 
+def _usual_chained_params(chunk: list[JournalEntry], prevs: list[int | None]) -> list[Any] | None:
+    """:func:`_usual_params` for an entity's rows: with their key and previous position
+    (the last two columns) instead of NULLs. None unless every row is usual that way."""
+    params: list[Any] = []
+    extend = params.extend
+    for e, prev in zip(chunk, prevs, strict=True):
+        msg_id = e.msg_id
+        stream_seq = e.stream_seq
+        stream = e.stream
+        entity = e.entity
+        if msg_id is None or stream_seq is None or stream is None or entity is None:
+            return None
+        headers = e.headers
+        if (
+            e.version != 1
+            or len(headers) != 2
+            or headers.get(MSG_ID_HEADER) != msg_id
+            or headers.get(EVENT_TYPE_HEADER) != e.type
+        ):
+            return None
+        extend(
+            (
+                e.pos,
+                e.subject,
+                e.type,
+                bytearray(e.payload),
+                e.received_at,
+                stream,
+                stream_seq,
+                msg_id,
+                entity,
+                prev,
+            )
+        )
+    return params
+
+
 @functools.lru_cache(maxsize=16)
 def _insert_sql(rows: int) -> str:
     values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * rows)
     return f"INSERT INTO events ({ENTRY_COLUMNS}) VALUES {values}"
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_chained_sql(rows: int) -> str:
+    values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
+    return f"INSERT INTO events ({ENTRY_COLUMNS}, prev_pos) VALUES {values}"
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_usual_chained_sql(rows: int) -> str:
+    values = ",".join(["(?,?,?,?,?,?,?,?,NULL,NULL,?,?)"] * rows)
+    return f"INSERT INTO events ({ENTRY_COLUMNS}, prev_pos) VALUES {values}"
 
 
 @functools.lru_cache(maxsize=16)
@@ -113,7 +164,9 @@ def _insert_usual_sql(rows: int) -> str:
 
 
 def insert_events(conn: sqlite3.Connection, entries: list[JournalEntry]) -> None:
-    """Insert the rows of ``entries`` (inside the caller's transaction)."""
+    """Insert the rows of ``entries`` (inside the caller's transaction); an entity's rows
+    are chained to its previous one and its head moves (:func:`.entity_store.chain_entities`)."""
+    heads: dict[str, int] = {}
     i, n = 0, len(entries)
     while i < n:
         size = min(_MAX_ROWS_PER_INSERT, 1 << ((n - i).bit_length() - 1))
@@ -124,6 +177,19 @@ def insert_events(conn: sqlite3.Connection, entries: list[JournalEntry]) -> None
             conn.execute(_insert_usual_sql(len(chunk)), usual)
             continue
         params: list[Any] = []
+        if any(e.entity is not None for e in chunk):
+            prevs = chain_entities(conn, chunk, heads)
+            usual = _usual_chained_params(chunk, prevs)
+            if usual is not None:
+                conn.execute(_insert_usual_chained_sql(len(chunk)), usual)
+                continue
+            for e, prev in zip(chunk, prevs, strict=True):
+                params.extend(entry_row(e))
+                params.append(prev)
+            conn.execute(_insert_chained_sql(len(chunk)), params)
+            continue
         for e in chunk:
             params.extend(entry_row(e))
         conn.execute(_insert_sql(len(chunk)), params)
+    if heads:
+        write_heads(conn, heads)

@@ -26,6 +26,7 @@ from .._model.effects import OutboxMessage
 from .._model.events import JournalEntry
 from .._model.snapshots import NewSnapshot, snapshot_checksum
 from .entity_store import (
+    CHAIN_MIGRATION,
     ENTITY_MIGRATION,
     ENTITY_SCHEMA,
     NewEntitySnapshot,
@@ -62,7 +63,7 @@ __all__ = [
 ]
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Statements that bring a journal of schema ``n`` to ``n + 1``, each run in one transaction.
 MIGRATIONS = {
@@ -75,6 +76,9 @@ MIGRATIONS = {
     # Large snapshots in parts (snapshot_parts.py): the parts' table, and a header's part
     # count and size; every snapshot written before is one blob (NULL parts).
     3: PARTS_MIGRATION,
+    # Entity chains (entity_store.py): each entity row's previous row of its entity, each
+    # entity's head; the (entity, pos) index goes.
+    4: CHAIN_MIGRATION,
 }
 
 SCHEMA = """
@@ -93,7 +97,8 @@ CREATE TABLE IF NOT EXISTS events (
     msg_id      TEXT,
     headers     BLOB,
     version     INTEGER,
-    entity      TEXT
+    entity      TEXT,
+    prev_pos    INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream_seq
     ON events (stream, stream_seq) WHERE stream_seq IS NOT NULL;
@@ -142,7 +147,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
 """
-SCHEMA += ENTITY_SCHEMA  # the entities' index and snapshots (entity_store.py)
+SCHEMA += ENTITY_SCHEMA  # the entities' heads and snapshots (entity_store.py)
 SCHEMA += PARTS_SCHEMA  # large snapshots' parts (snapshot_parts.py)
 
 headers_encoder = msgspec.json.Encoder()

@@ -26,6 +26,7 @@ from .handlers import (
 from .keys import EntitySpec
 from .partitions import Partitioning, partition_name, partitioning_for
 from .policy import ErrorPolicy
+from .publishes import Publishes, declared_publishes
 from .query import Query, collect_queries
 from .snapshots import SnapshotPolicy, StateCodec
 from .subjects import validate_name, validate_subject
@@ -74,6 +75,8 @@ class ActorDefinition:
     partition: int | None = None
     #: The actor's own name, which a partition's ``name`` (``orders-p3``) is derived from.
     actor: str = ""
+    #: What its handlers publish, by subject pattern (None: not declared, not checked).
+    publishes: Publishes | None = None
 
     def __post_init__(self) -> None:
         if not self.actor:
@@ -129,6 +132,7 @@ def actor(
     snapshots: SnapshotPolicy | None = None,
     partitions: int | None = None,
     partition_token: int | None = None,
+    publishes: Mapping[str, Sequence[type]] | None = None,
 ) -> Callable[[C], C]:
     """Make a class an event-sourced actor.
 
@@ -150,6 +154,9 @@ def actor(
     ``*`` of its one subject filter, or ``partition_token=N``): its stream is its own,
     created with a subject transform that stores the partition in the subject; P is fixed
     for the stream's life (see :mod:`actorsource._model.partitions`).
+    ``publishes={"shop.payments.*": [PaymentCaptured, ...]}`` declares the event types its
+    handlers publish to each subject pattern: listed by ``actorsource asyncapi``, and
+    checked once declared (see :mod:`actorsource._model.publishes`).
     """
     validate_name(name)
     if isinstance(subjects, str):
@@ -184,6 +191,7 @@ def actor(
     if errors is not None and not isinstance(errors, ErrorPolicy):
         raise ActorDefinitionError(f"actor {name!r}: errors must be an ErrorPolicy, got {errors!r}")
     policy_errors = errors or ErrorPolicy()
+    declared = declared_publishes(name, publishes)
 
     def make(cls: C) -> C:
         if not isinstance(cls, type):
@@ -212,6 +220,7 @@ def actor(
             timers=collect_timers(cls),
             queries=collect_queries(cls),
             partitions=partitioning,
+            publishes=declared,
         )
         setattr(cls, _DEFINITION_ATTR, definition)
         return cls

@@ -66,7 +66,9 @@ class Context:
     deterministic (a clock, a random choice, an outside call) belongs in an event the
     handler :meth:`record` s, made only when not ``replaying``.
 
-    Handlers are given their Context by the runtime; they never make one.
+    Handlers are given their Context by the runtime; they never make one, and they do not
+    keep it: a Context is valid during its handler's call only (a replay moves one Context
+    from row to row).
     """
 
     __slots__ = ("_effects", "_entry", "_pos", "_scope")

@@ -158,6 +158,10 @@ class Dispatch:
         direct = self._direct_steps
         scope = self._replay_scope
         scope.load = chunk.entry
+        # One Context serves the chunk's rows: a Context is valid during its handler's call
+        # only, and moving it to the next row (its position, no entry read yet) costs a
+        # seventh of making one.
+        ctx = Context(scope, 0)
         rows = chunk.rows
         pos = chunk.first - 1
         try:
@@ -169,7 +173,9 @@ class Dispatch:
                 if code >= 0:
                     decode, handler, takes_context = direct[code]
                     if takes_context:
-                        handler(decode(payload), Context(scope, pos))
+                        ctx._pos = pos
+                        ctx._entry = None
+                        handler(decode(payload), ctx)
                     else:
                         handler(decode(payload))
                     continue

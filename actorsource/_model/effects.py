@@ -15,21 +15,38 @@ when the decision itself was not deterministic.
 
 On replay both are no-ops: what was published is already in the outbox, and what was
 recorded is already in the journal and replays in its own place.
+
+Trace context: while the runtime applies a received event that carried a W3C trace context
+(and tracing is on, :mod:`actorsource._runtime.tracing`), :data:`OUTBOUND_TRACE` holds the
+``traceparent`` (and ``tracestate``) that its handling passes on; every message published
+meanwhile, by its handlers or those of the events they record, carries them in its outbox
+row, so a resend after a crash carries the same context. Nothing else sets it: replay,
+rebuilds and timers publish without it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from .._errors import EffectError, EventCodecError
 from .actor import ActorDefinition
 from .events import JournalEntry, encode_event, event_headers, event_type_name, event_version
 from .headers import EVENT_TYPE_HEADER, EVENT_VERSION_HEADER, MSG_ID_HEADER
+from .publishes import check_published
 from .subjects import validate_subject
 
-__all__ = ["MAX_RECORDED", "RECORDED_SUBJECT", "Effects", "OutboxMessage"]
+__all__ = [
+    "MAX_RECORDED",
+    "OUTBOUND_TRACE",
+    "RECORDED_SUBJECT",
+    "Effects",
+    "OutboxMessage",
+    "outbound_trace",
+]
 
 #: The ``subject`` of journal entries an actor recorded itself (never a NATS subject).
 RECORDED_SUBJECT = "@recorded"
@@ -39,6 +56,25 @@ MAX_RECORDED = 1_000
 
 _RESERVED = {h.lower() for h in (EVENT_TYPE_HEADER, EVENT_VERSION_HEADER, MSG_ID_HEADER)}
 _HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+#: The trace context headers the event being applied passes on to what its handlers publish
+#: (set by the runtime's tracing around one event's handling, in the actor's own task).
+OUTBOUND_TRACE: ContextVar[Mapping[str, str] | None] = ContextVar(
+    "actorsource_outbound_trace", default=None
+)
+
+
+@contextmanager
+def outbound_trace(headers: Mapping[str, str] | None) -> Iterator[None]:
+    """:data:`OUTBOUND_TRACE` set to ``headers`` in the block (nothing done for None)."""
+    if headers is None:
+        yield
+        return
+    token = OUTBOUND_TRACE.set(headers)
+    try:
+        yield
+    finally:
+        OUTBOUND_TRACE.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +120,9 @@ class Effects:
             validate_subject(subject, wildcards=False)
         except ValueError as exc:
             raise EffectError(f"cannot publish {type(event).__name__}: {exc}") from None
+        declared = self._definition.publishes
+        if declared is not None:
+            check_published(self._definition.name, declared, subject, type(event))
         try:
             _, payload = encode_event(event)
         except EventCodecError as exc:
@@ -100,6 +139,10 @@ class Effects:
             if key.lower() in _RESERVED:
                 raise EffectError(f"header {key!r} is set by actorsource; leave it out")
             all_headers[key] = value
+        trace = OUTBOUND_TRACE.get()
+        if trace is not None:
+            for key, value in trace.items():
+                all_headers.setdefault(key, value)
         n = self._counts.get(entry.pos, 0) + 1
         msg_id = f"{self._definition.name}:{entry.pos}:{n}"
         size = len(payload) + sum(len(k) + len(v) + 4 for k, v in all_headers.items())

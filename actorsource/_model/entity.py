@@ -12,7 +12,7 @@ batch and one outbox (:class:`~actorsource._model.actor.ActorDefinition` with it
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from .._errors import ActorDefinitionError
@@ -38,12 +38,14 @@ def entity(
     passivate_after: float = 120.0,
     snapshot_every: int = 100,
     keep: int = 2,
+    snapshot_on_evict: bool = False,
     stream: str | None = None,
     stream_subjects: Sequence[str] | None = None,
     version: int = 1,
     ack_wait: float = 30.0,
     max_batch: int = 256,
     errors: ErrorPolicy | None = None,
+    publishes: Mapping[str, Sequence[type]] | None = None,
 ) -> Callable[[C], C]:
     """Make a class a keyed entity actor: one instance of it per entity key.
 
@@ -53,8 +55,13 @@ def entity(
     is a dead letter (``no-entity-key``). ``max_resident`` entities stay in memory at most
     (the least recently used are passivated beyond it), and one unused for
     ``passivate_after`` seconds is passivated. Each entity is snapshotted after
-    ``snapshot_every`` of its own events (and when passivated with unsaved events); the
-    newest ``keep`` snapshots per entity are kept. ``@every`` timers are refused: they are
+    ``snapshot_every`` of its own events, and when passivated for being idle with unsaved
+    events; the newest ``keep`` snapshots per entity are kept. An entity evicted because
+    ``max_resident`` are in memory is not snapshotted unless ``snapshot_on_evict=True``: its
+    next load reads its newest snapshot and its fewer than ``snapshot_every`` later rows,
+    whereas a snapshot at every eviction is one more write at a random place of the journal
+    per event once the keys in use outnumber ``max_resident`` many times
+    (``bench/entity_storage.py``). ``@every`` timers are refused: they are
     per actor, not per entity. The other arguments are :func:`actor`'s; with ``partitions=P``
     the key token also picks the partition, so an entity lives in one partition (hence
     ``key_field`` does not combine with partitions).
@@ -110,6 +117,7 @@ def entity(
         errors=errors,
         partitions=partitions,
         partition_token=token if partitions is not None else None,
+        publishes=publishes,
     )
 
     def make(cls: C) -> C:
@@ -131,6 +139,7 @@ def entity(
             passivate_after=float(passivate_after),
             snapshot_every=snapshot_every,
             keep=keep,
+            snapshot_on_evict=bool(snapshot_on_evict),
         )
         setattr(cls, _DEFINITION_ATTR, dataclasses.replace(definition, entity=spec))
         return cls

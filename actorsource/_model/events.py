@@ -1,6 +1,8 @@
 """Event types, the journal entry that wraps a received event, and the JSON codec.
 
-An event type is a dataclass (or a ``msgspec.Struct``). On the wire its payload is JSON and
+An event type is a dataclass, a ``msgspec.Struct`` or a pydantic v2 ``BaseModel``
+(:mod:`.pydantic_models`: validated by pydantic, encoded by its serializer; pydantic is
+never imported here). On the wire its payload is JSON and
 its type name travels in the ``Event-Type`` header, its version (when above 1) in
 ``Event-Version``; publishers that are not actorsource can set those headers themselves.
 Payloads are decoded with msgspec straight into the declared type, so a payload of the
@@ -22,6 +24,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from .._errors import ActorDefinitionError, EventCodecError, UnknownEventTypeError
+from . import pydantic_models
 
 # The header names and helpers live in .headers, and are re-exported here with the events.
 from .headers import (
@@ -39,6 +42,7 @@ __all__ = [
     "MSG_ID_HEADER",
     "EventCodec",
     "JournalEntry",
+    "check_event_class",
     "Upcaster",
     "encode_event",
     "event",
@@ -88,7 +92,7 @@ def event(name: str, *, version: int = 1) -> Callable[[T], T]:
         )
 
     def mark(cls: T) -> T:
-        _check_event_class(cls)
+        check_event_class(cls)
         setattr(cls, _NAME_ATTR, name)
         setattr(cls, _VERSION_ATTR, version)
         return cls
@@ -106,7 +110,7 @@ def upcaster(event_cls: type, *, from_version: int) -> Callable[[Upcaster], Upca
 
     The chain runs at read time, live and on replay, up to the class's current version.
     """
-    _check_event_class(event_cls)
+    check_event_class(event_cls)
     current = event_version(event_cls)
     if not isinstance(from_version, int) or not 1 <= from_version < current:
         raise ActorDefinitionError(
@@ -153,14 +157,31 @@ def event_headers(cls: type) -> dict[str, str]:
     return {EVENT_TYPE_HEADER: name, EVENT_VERSION_HEADER: str(version)}
 
 
-def _check_event_class(cls: object) -> None:
+def check_event_class(cls: object) -> None:
+    """Raise :class:`ActorDefinitionError` unless ``cls`` is a class events can be."""
     if not isinstance(cls, type) or not (
-        dataclasses.is_dataclass(cls) or issubclass(cls, msgspec.Struct)
+        dataclasses.is_dataclass(cls)
+        or issubclass(cls, msgspec.Struct)
+        or pydantic_models.is_model_class(cls)
     ):
         raise ActorDefinitionError(
             f"{cls!r} is not an event type: declare events as @dataclass classes "
-            "(or msgspec.Struct subclasses)"
+            "(or msgspec.Struct subclasses, or pydantic BaseModel subclasses)"
         )
+
+
+def _decoder_of(cls: type) -> Callable[[bytes], Any]:
+    """JSON bytes -> an instance of ``cls``, strictly (raises msgspec errors)."""
+    if pydantic_models.is_model_class(cls):
+        return pydantic_models.model_decoder(cls)
+    return msgspec.json.Decoder(cls).decode
+
+
+def _convert(data: Any, cls: type) -> Any:
+    """A JSON object -> an instance of ``cls``, strictly (raises msgspec errors)."""
+    if pydantic_models.is_model_class(cls):
+        return pydantic_models.model_converter(cls)(data)
+    return msgspec.convert(data, cls)
 
 
 _headers_decoder = msgspec.json.Decoder(dict[str, str])
@@ -293,10 +314,10 @@ class EventCodec:
 
     def __init__(self, classes: Iterable[type]) -> None:
         self._classes: dict[str, type] = {}
-        self._decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+        self._decoders: dict[str, Callable[[bytes], Any]] = {}
         self._versions: dict[str, int] = {}
         for cls in classes:
-            _check_event_class(cls)
+            check_event_class(cls)
             name = event_type_name(cls)
             other = self._classes.get(name)
             if other is not None and other is not cls:
@@ -305,7 +326,7 @@ class EventCodec:
                     f"{cls.__qualname__}: give one of them another name with @event(...)"
                 )
             self._classes[name] = cls
-            self._decoders[name] = msgspec.json.Decoder(cls)
+            self._decoders[name] = _decoder_of(cls)
             self._versions[name] = event_version(cls)
 
     def version(self, type_name: str) -> int:
@@ -318,7 +339,7 @@ class EventCodec:
         decoder = self._decoders.get(type_name)
         if decoder is None:
             raise self._unknown(type_name)
-        return decoder.decode
+        return decoder
 
     def decode(self, type_name: str, payload: bytes, version: int = 1) -> Any:
         """Decode ``payload``, of ``version``, into the class registered for ``type_name``."""
@@ -327,7 +348,7 @@ class EventCodec:
             raise self._unknown(type_name)
         try:
             if version == self._versions[type_name]:
-                return decoder.decode(payload)
+                return decoder(payload)
             return self._upcast(type_name, payload, version)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise EventCodecError(
@@ -367,7 +388,7 @@ class EventCodec:
                     f"{step + 1}) failed: {exc!r}",
                     type_name=type_name,
                 ) from exc
-        return msgspec.convert(data, cls)
+        return _convert(data, cls)
 
     def _unknown(self, type_name: str) -> UnknownEventTypeError:
         return UnknownEventTypeError(
@@ -378,8 +399,10 @@ class EventCodec:
 
 def encode_event(obj: object) -> tuple[str, bytes]:
     """Encode an event object into ``(type name, JSON payload)``."""
-    _check_event_class(type(obj))
+    check_event_class(type(obj))
     try:
+        if pydantic_models.is_model(obj):
+            return event_type_name(type(obj)), pydantic_models.encode_model(obj)
         return event_type_name(type(obj)), _encoder.encode(obj)
-    except (TypeError, msgspec.EncodeError) as exc:
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
         raise EventCodecError(f"cannot encode {obj!r}: {exc}") from exc

@@ -33,6 +33,9 @@ class EntitySpec:
     passivate_after: float
     snapshot_every: int
     keep: int
+    #: Snapshot an entity evicted over ``max_resident`` when it has unsaved events (an
+    #: entity passivated for being idle always is).
+    snapshot_on_evict: bool = False
 
     def describe_key(self) -> str:
         """Where the key comes from, in words (for errors and logs)."""

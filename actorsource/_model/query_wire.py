@@ -4,9 +4,13 @@
 an entity adds its key as the last token, ``actorsource.query.A.q.<key>``, when the key can
 stand as a subject token (always so for an entity keyed by a subject token). The worker
 hosting ``A`` serves ``actorsource.query.A.>``. The request body holds the key as well, and it
-is the body's key that is answered: the token is there for routing, so that a partitioned
-actor can later map ``actorsource.query.A.*.*`` with the same ``{{partition(n, ...)}}`` as
-its stream and have each worker serve only the keys of the partitions it owns.
+is the body's key that is answered: the token is there for routing.
+
+**Partitioned actors.** Partition *k* of ``A`` answers as ``A-p<k>``, on
+``actorsource.query.A-p<k>.>``. ``actorsource.query.A.>`` answers every query with the
+fault ``partitioned`` (details: ``partitions``, the count P): the client then computes the
+key's partition as the stream's transform does (:func:`partition_of_key`, FNV-1a-32 mod P),
+remembers P, and asks ``A-p<k>`` directly from then on.
 
 **Request** (:class:`QueryRequest`): the key, the arguments, ``after_seq`` and the timeout
 the caller waits (the worker answers a little before it). **Answer**
@@ -22,9 +26,11 @@ from typing import Any
 import msgspec
 
 from .._errors import QUERY_ERRORS, QueryError
+from .partitions import fnv1a_32
 from .subjects import _BAD_TOKEN_CHARS
 
 __all__ = [
+    "PARTITIONED",
     "QUERY_PREFIX",
     "STATUS_OF",
     "QueryAnswer",
@@ -33,6 +39,7 @@ __all__ = [
     "endpoint_subject",
     "error_from",
     "fault_of",
+    "partition_of_key",
     "query_subject",
 ]
 
@@ -50,7 +57,16 @@ STATUS_OF = {
     "mutated-state": "500",
     "not-running": "503",
     "timeout": "504",
+    "partitioned": "421",
 }
+
+#: The fault code of an actor's own query subject when it is partitioned (see above).
+PARTITIONED = "partitioned"
+
+
+def partition_of_key(key: str, partitions: int) -> int:
+    """The partition whose worker answers for ``key``: the one its messages are stored in."""
+    return fnv1a_32(key.encode()) % partitions
 
 
 def _is_token(key: str) -> bool:

@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from .._errors import ActorDefinitionError, SnapshotError
+from .pydantic_models import dec_hook, enc_hook
 
 __all__ = [
     "NewSnapshot",
@@ -39,7 +40,9 @@ __all__ = [
     "snapshot_hasher",
 ]
 
-_encoder = msgspec.json.Encoder()
+# The hooks let a state hold pydantic models (see .pydantic_models); other types unknown to
+# msgspec are refused as before.
+_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 _untyped = msgspec.json.Decoder()
 CODEC_NAME = "msgspec-json"
 
@@ -198,7 +201,9 @@ class StateCodec:
             self._hints = {
                 k: v for k, v in hints.items() if typing.get_origin(v) is not typing.ClassVar
             }
-            self._decoders = {k: msgspec.json.Decoder(v) for k, v in self._hints.items()}
+            self._decoders = {
+                k: msgspec.json.Decoder(v, dec_hook=dec_hook) for k, v in self._hints.items()
+            }
         return self._hints
 
     def encode(self, state: object) -> bytes:
@@ -269,7 +274,9 @@ class StateCodec:
 
 def _non_finite(value: object) -> tuple[str, float] | None:
     """Where in ``value`` a float is inf or nan (``"['a'][2]"``, ``""`` for the value itself)."""
-    stack: list[tuple[object, tuple[str, ...]]] = [(msgspec.to_builtins(value), ())]
+    stack: list[tuple[object, tuple[str, ...]]] = [
+        (msgspec.to_builtins(value, enc_hook=enc_hook), ())
+    ]
     while stack:
         item, path = stack.pop()
         if isinstance(item, float):

@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
+import anyio
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from .._errors import (
     InvalidNameError,
     NatsConnectionError,
     QueryArgumentsError,
     QueryError,
+    QueryNotRunningError,
     QueryTimeoutError,
     UnknownActorError,
 )
+from .._model.partitions import partition_name
 from .._model.query_wire import (
+    PARTITIONED,
     QueryAnswer,
     QueryFault,
     QueryRequest,
     error_from,
+    partition_of_key,
     query_subject,
 )
 from .._model.subjects import validate_name
@@ -53,6 +62,12 @@ async def ask(
     sent as JSON. Every failure raises a :class:`QueryError` whose ``code`` says why:
     ``unknown-actor`` (no worker hosts it), ``unknown-query``, ``no-such-entity``,
     ``bad-arguments``, ``seq-beyond-stream``, ``query-failed``, ``not-running``, ``timeout``.
+
+    A partitioned actor is asked by ``key`` (its subjects' key token): the query goes to
+    the worker that owns the key's partition (the first query of a connection to the actor
+    learns the partition count, see :mod:`actorsource._model.query_wire`). While that
+    partition has no owner serving it (moving between workers), the query is asked again
+    until ``timeout``; a worker whose ownership ended never answers it.
     """
     try:
         validate_name(actor)
@@ -68,17 +83,106 @@ async def ask(
         raise QueryArgumentsError(f"after_seq must be an int >= 1, got {after_seq!r}", actor=actor)
     if not timeout > 0:
         raise QueryArgumentsError(f"timeout must be > 0 seconds, got {timeout!r}", actor=actor)
-    try:
-        body = msgspec.json.encode(
-            QueryRequest(key=key, args=args, after_seq=after_seq, timeout=float(timeout))
-        )
-    except (TypeError, msgspec.EncodeError) as exc:
+    deadline = time.monotonic() + timeout
+
+    def body(left: float) -> bytes:
+        try:
+            return msgspec.json.encode(
+                QueryRequest(key=key, args=args, after_seq=after_seq, timeout=float(left))
+            )
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise QueryArgumentsError(
+                f"the arguments of query {name!r} do not encode to JSON: {exc}",
+                actor=actor,
+                query=name,
+            ) from None
+
+    partitions = _learnt(nc).get(actor)
+    if partitions is None:
+        subject = query_subject(actor, name, key)
+        msg = await _request(nc, subject, body(timeout), timeout, actor, name, key)
+        fault = _fault_of(msg, actor, name, key)
+        if fault is None:
+            return _decode_answer(msg.data)
+        if fault.code != PARTITIONED:
+            raise error_from(fault)
+        partitions = int(fault.details.get("partitions", 0))
+        if partitions < 1:
+            raise error_from(fault)
+        _learnt(nc)[actor] = partitions
+    if key is None:
         raise QueryArgumentsError(
-            f"the arguments of query {name!r} do not encode to JSON: {exc}", actor=actor, query=name
-        ) from None
-    subject = query_subject(actor, name, key)
+            f"actor {actor!r} has {partitions} partitions: give key= (the key token of its "
+            f"subjects, which picks the partition), or ask one partition by name "
+            f"('{partition_name(actor, 0)}')",
+            actor=actor,
+            query=name,
+        )
+    part = partition_name(actor, partition_of_key(key, partitions))
+    return await _ask_owner(nc, actor, part, name, key, body, deadline)
+
+
+#: What each connection learnt: the partition count of each partitioned actor it asked
+#: (fixed for the stream's life).
+_LEARNT: weakref.WeakKeyDictionary[NATS, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+def _learnt(nc: NATS) -> dict[str, int]:
+    known = _LEARNT.get(nc)
+    if known is None:
+        known = _LEARNT[nc] = {}
+    return known
+
+
+async def _ask_owner(
+    nc: NATS,
+    actor: str,
+    part: str,
+    name: str,
+    key: str,
+    body: Callable[[float], bytes],
+    deadline: float,
+) -> QueryAnswer:
+    """Ask the partition ``part`` (the key's), whose owner alone serves it. While nobody
+    does (it is moving, or its owner just stopped serving it: fenced, lease run out,
+    stopping), ask again until ``deadline``; then raise the last ``not-running``."""
+    subject = query_subject(part, name, key)
+    delay = 0.02
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            msg = await _request(nc, subject, body(left), left, actor, name, key)
+        except UnknownActorError:
+            last: QueryError = QueryNotRunningError(
+                f"no worker serves partition {part!r} of actor {actor!r} (it may be moving): "
+                f"it cannot answer {name!r} now",
+                actor=actor,
+                query=name,
+                key=key,
+            )
+        else:
+            fault = _fault_of(msg, actor, name, key)
+            if fault is None:
+                return _decode_answer(msg.data)
+            last = error_from(fault)
+            if not isinstance(last, QueryNotRunningError):
+                raise last
+        left = deadline - time.monotonic()
+        if left <= _RETRY_MIN:
+            raise last
+        await anyio.sleep(min(delay, left - _RETRY_MIN))
+        delay = min(delay * 2, 0.25)
+
+
+#: The least time left worth another attempt at a partition.
+_RETRY_MIN = 0.01
+
+
+async def _request(
+    nc: NATS, subject: str, body: bytes, timeout: float, actor: str, name: str, key: str | None
+) -> Msg:
     try:
-        msg = await nc.request(subject, body, timeout=timeout)
+        return await nc.request(subject, body, timeout=timeout)
     except nats.errors.NoRespondersError:
         raise UnknownActorError(
             f"no running worker hosts actor {actor!r} (nothing answers on {subject})",
@@ -95,18 +199,20 @@ async def ask(
         ) from None
     except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
         raise NatsConnectionError(f"cannot ask {actor!r}: {exc}", actor=actor) from exc
+
+
+def _fault_of(msg: Msg, actor: str, name: str, key: str | None) -> QueryFault | None:
+    """The error reply's fault (None: an answer)."""
     headers = msg.headers or {}
-    if _ERROR_CODE_HEADER in headers:
-        try:
-            fault = _decode_fault(msg.data)
-        except msgspec.DecodeError:
-            error = QueryError(
-                f"actor {actor!r} failed to answer {name!r}: {headers.get(_ERROR_HEADER)}",
-                actor=actor,
-                query=name,
-                key=key,
-            )
-            error.code = headers[_ERROR_CODE_HEADER]
-            raise error from None
-        raise error_from(fault)
-    return _decode_answer(msg.data)
+    if _ERROR_CODE_HEADER not in headers:
+        return None
+    try:
+        return _decode_fault(msg.data)
+    except msgspec.DecodeError:
+        return QueryFault(
+            code=headers[_ERROR_CODE_HEADER],
+            message=f"actor {actor!r} failed to answer {name!r}: {headers.get(_ERROR_HEADER)}",
+            actor=actor,
+            query=name,
+            key=key,
+        )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
@@ -36,6 +37,9 @@ from .._mailbox.mailbox import Delivery, JetStreamMailbox
 from .commit_guard import CommitGuard, needs_admission
 from .snapshot_writer import SnapshotWriter
 from .status import ActorStats, CrashSwitch
+
+if TYPE_CHECKING:
+    from .tracing import Traced
 
 __all__ = ["CommitJob", "Committer"]
 
@@ -49,6 +53,8 @@ class CommitJob:
     to_ack: list[Delivery]
     dead: list[tuple[Delivery, DeadLetter]]
     handed_at: float = field(default_factory=time.monotonic)
+    #: Its traced deliveries (tracing on only): their spans end once it is acknowledged.
+    traced: list[Traced] = field(default_factory=list)
 
     def absorb(self, later: CommitJob) -> None:
         """Append a later job to this one, which then commits and acknowledges both."""
@@ -64,6 +70,7 @@ class CommitJob:
         self.deliveries.extend(later.deliveries)
         self.to_ack.extend(later.to_ack)
         self.dead.extend(later.dead)
+        self.traced.extend(later.traced)
 
 
 class Committer:
@@ -210,6 +217,9 @@ class Committer:
                 await self._commit_and_ack(job)
             except BaseException as exc:
                 self.failed = exc
+                for each in (*self._held, *self._inflight):
+                    for traced in each.traced:
+                        traced.end(exc)
                 raise
             finally:
                 self._inflight.remove(job)
@@ -261,6 +271,8 @@ class Committer:
         await self._mailbox.ack(job.to_ack)
         for d, dl in job.dead:
             await self._mailbox.term(d, dl.reason)
+        for traced in job.traced:
+            traced.end()
         self._crash.check("after_ack")
         stats = self._stats
         stats.applied += len(job.batch.entries)
@@ -313,7 +325,9 @@ class Committer:
         for attempt in range(1, self._attempts + 1):
             try:
                 async with self._lock:
+                    started = time.perf_counter()
                     await self._journal.append(batch)
+                    self._stats.commit_seconds.observe(time.perf_counter() - started)
                 return
             except (DuplicateMessageIdError, JournalCorruptError, JournalOrderError):
                 raise

@@ -17,7 +17,9 @@ entities whose events were not stored reload, not all of them.
 
 **Snapshots** are per entity: one whose own events reach ``snapshot_every`` since its last
 snapshot is snapshotted in the transaction of the batch that got it there; one passivated
-with unsaved events is snapshotted in the next transaction. Both go to the committer with
+for being idle with unsaved events is snapshotted in the next transaction, and so is one
+evicted over ``max_resident`` if the spec says ``snapshot_on_evict`` (else its next load
+replays its rows after its newest snapshot: fewer than ``snapshot_every``). Both go to the committer with
 a batch (:meth:`collect`). Residents held over ``max_resident`` by the pin rule are let go
 once their batch is committed (:meth:`trim`).
 """
@@ -116,7 +118,10 @@ class Entities:
     async def _load(self, key: str) -> Resident:
         committed = self._journal.last_pos
         if len(self.resident) >= self.spec.max_resident:
-            self._evict(self._lru_evictable(len(self.resident) - self.spec.max_resident + 1))
+            self._evict(
+                self._lru_evictable(len(self.resident) - self.spec.max_resident + 1),
+                snapshot=self.spec.snapshot_on_evict,
+            )
         state, report = await load_entity(
             self.definition, self._reader, key, committed=committed, log=self._log
         )
@@ -161,11 +166,12 @@ class Entities:
         committed = self._journal.last_pos
         idle = self.spec.passivate_after
         self._evict(
-            [k for k, r in self.resident.items() if now - r.used > idle and r.applied <= committed]
+            [k for k, r in self.resident.items() if now - r.used > idle and r.applied <= committed],
+            snapshot=True,
         )
         excess = len(self.resident) - self.spec.max_resident
         if excess > 0:
-            self._evict(self._lru_evictable(excess))
+            self._evict(self._lru_evictable(excess), snapshot=self.spec.snapshot_on_evict)
         out, self._evicted = self._evicted, []
         return out
 
@@ -174,7 +180,7 @@ class Entities:
         ``max_resident`` (their snapshots go with the next transaction)."""
         excess = len(self.resident) - self.spec.max_resident
         if excess > 0:
-            self._evict(self._lru_evictable(excess))
+            self._evict(self._lru_evictable(excess), snapshot=self.spec.snapshot_on_evict)
 
     def unsaved(self) -> list[NewEntitySnapshot]:
         """Snapshots of every resident with unsaved committed events (for a stop, or when
@@ -201,13 +207,15 @@ class Entities:
                 out.append(key)
         return out
 
-    def _evict(self, keys: list[str]) -> None:
+    def _evict(self, keys: list[str], *, snapshot: bool) -> None:
+        """Let ``keys`` go; with ``snapshot``, those with unsaved events are snapshotted in
+        the next transaction (without, their next load replays those events' rows)."""
         for key in keys:
             resident = self.resident.pop(key)
-            if resident.since:
-                snapshot = self._snapshot(key, resident)
-                if snapshot is not None:
-                    self._evicted.append(snapshot)
+            if snapshot and resident.since:
+                taken = self._snapshot(key, resident)
+                if taken is not None:
+                    self._evicted.append(taken)
         self.passivated += len(keys)
 
     def _snapshot(self, key: str, resident: Resident) -> NewEntitySnapshot | None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
@@ -47,6 +48,9 @@ from .snapshot_schedule import SnapshotSchedule
 from .snapshot_writer import SnapshotWriter
 from .status import ActorStats, CrashSwitch
 from .triage import Failure, Triage, triage
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 __all__ = ["Pipeline", "recover", "restore"]
 
@@ -112,8 +116,10 @@ class Pipeline:
         entities: Entities | None = None,
         snapshots: SnapshotWriter | None = None,
         guard: CommitGuard | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._live = live
+        self._tracing = tracing
         self._snapshots = snapshots
         self._entities = entities
         self._journal = journal
@@ -198,6 +204,7 @@ class Pipeline:
                 known_seqs, known_ids = await self._journal.known(stream, maybe_seen, ids)
         definition = self._live.definition
         entities = self._entities
+        started = time.perf_counter()
         outcome = await triage(
             deliveries,
             start,
@@ -210,7 +217,9 @@ class Pipeline:
             apply=self._live.apply_live if entities is None else entities.apply_live,
             plain=self._live.dispatch.plain if entities is None else None,
             key=None if entities is None else entities.key_of,
+            tracing=self._tracing,
         )
+        self._stats.apply_seconds.observe(time.perf_counter() - started)
         failure = outcome.failure
         snapshot = None
         entity_snapshots = None
@@ -254,6 +263,12 @@ class Pipeline:
         d = failure.delivery
         high = self._high.get(stream, 0)
         outcome = Triage(pos=self._pos, top=max(high, d.stream_seq), end=failure.index + 1)
+        if failure.traced is not None:
+            outcome.traced.append(failure.traced)
+            if retried.letter is None:
+                failure.traced.note("applied", failure.entry.pos)
+            else:
+                failure.traced.note("dead-letter")
         if retried.letter is not None:
             outcome.dead.append((d, retried.letter))
         else:

@@ -11,6 +11,14 @@ worker that hosts the actor. Only one of them can run it (one writer per journal
 others answer ``not-running`` after a short pause, so the running one's answer comes first
 and is the one the caller takes.
 
+A partitioned actor's partitions answer as ``<actor>-p<k>``; its own name answers every
+query with the fault ``partitioned`` (the partition count), from which the caller computes
+the key's partition (:mod:`actorsource._model.query_wire`). A partition asked with a key
+not in it is refused (``bad-arguments``); a partitioned actor that is not an entity uses the
+key for routing only. In cluster mode (``serving`` given) only what ``serving`` allows is
+answered: the partitions' query subjects are subscribed only while their owner may answer
+(:mod:`.query_routes`), and every request is checked again on arrival.
+
 Every failure is an error reply with a machine-readable code (:class:`QueryError`),
 never silence: a caller that sees no reply at all (within its timeout) learns that no
 worker hosts the actor (NATS answers "no responders" at once) or that the worker is gone.
@@ -24,12 +32,22 @@ import anyio
 import anyio.abc
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.micro.request import Request
 from nats.micro.service import Service
 
 from .._errors import QueryArgumentsError, QueryError, QueryNotRunningError
 from .._model.actor import ActorDefinition
-from .._model.query_wire import STATUS_OF, QueryRequest, endpoint_subject, fault_of
+from .._model.query_wire import (
+    PARTITIONED,
+    STATUS_OF,
+    QueryFault,
+    QueryRequest,
+    endpoint_subject,
+    fault_of,
+    partition_of_key,
+)
+from .query_routes import QUERY_QUEUE, OwnedRoutes
 from .read_your_writes import reach
 from .runner import ActorRunner
 from .status import ActorStatus
@@ -56,13 +74,19 @@ class QueryEndpoints:
         nc: NATS,
         runners: Callable[[], Mapping[str, ActorRunner]],
         halted: Callable[[], Mapping[str, BaseException]] = dict,
+        serving: Callable[[str], bool] | None = None,
     ) -> None:
         self._nc = nc
         self._js = nc.jetstream()
         self._runners = runners
         self._halted = halted
+        #: Cluster mode: whether this worker may answer for an actor (partition) now.
+        self._serving = serving
         self._tg: anyio.abc.TaskGroup | None = None
         self._served: set[str] = set()
+        self._definitions: dict[str, ActorDefinition] = {}
+        #: The partitions whose query subject follows ``serving`` (cluster mode).
+        self._owned: list[str] = []
 
     async def serve(
         self,
@@ -76,6 +100,10 @@ class QueryEndpoints:
             self._tg = tg
             for definition in definitions:
                 await self.add(service, definition)
+            if self._owned:
+                routes = OwnedRoutes(self._nc, self._owned, self._may_answer, self._on_msg)
+                await routes.update()
+                tg.start_soon(routes.run)
             task_status.started()
             await anyio.sleep_forever()
 
@@ -84,6 +112,12 @@ class QueryEndpoints:
         if definition.name in self._served:
             return
         self._served.add(definition.name)
+        self._definitions[definition.name] = definition
+        if definition.partitions is not None and definition.partition is not None:
+            await self._add_partitioned(service, definition)
+            if self._serving is not None:
+                self._owned.append(definition.name)
+                return
         await service.add_endpoint(
             name=f"query-{definition.name}",
             subject=endpoint_subject(definition.name),
@@ -96,9 +130,67 @@ class QueryEndpoints:
             },
         )
 
+    async def _add_partitioned(self, service: Service, partition: ActorDefinition) -> None:
+        """The actor's own query subject, answering with its partition count."""
+        actor = partition.actor
+        if actor in self._served or partition.partitions is None:
+            return
+        self._served.add(actor)
+        count = partition.partitions.count
+        fault = msgspec.json.encode(
+            QueryFault(
+                code=PARTITIONED,
+                message=f"actor {actor!r} has {count} partitions: ask the key's partition",
+                actor=actor,
+                details={"partitions": count},
+            )
+        )
+
+        async def partitioned(request: Request) -> None:
+            await request.respond_error(STATUS_OF[PARTITIONED], "partitioned", data=fault)
+
+        await service.add_endpoint(
+            name=f"query-{actor}",
+            subject=endpoint_subject(actor),
+            queue_group=QUERY_QUEUE,
+            handler=partitioned,
+            metadata={
+                "actor": actor,
+                "partitions": str(count),
+                "queries": ",".join(sorted(partition.queries)),
+                "keyed": "true" if partition.entity is not None else "false",
+            },
+        )
+
+    def _may_answer(self, name: str) -> bool:
+        runner = self._runners().get(name)
+        return (
+            runner is not None
+            and runner.status is ActorStatus.RUNNING
+            and (self._serving is None or self._serving(name))
+        )
+
+    async def _on_msg(self, msg: Msg) -> None:
+        await self._on_request(Request(msg))
+
     async def _on_request(self, request: Request) -> None:
         assert self._tg is not None
         self._tg.start_soon(self._answer, request)
+
+    def _routed_key(self, actor: str, key: str | None) -> str | None:
+        """The key to answer for: a partition's key must be in it; a partitioned actor
+        that is not an entity takes its key for routing only."""
+        definition = self._definitions.get(actor)
+        if key is None or definition is None or definition.partition is None:
+            return key
+        assert definition.partitions is not None
+        k = partition_of_key(key, definition.partitions.count)
+        if k != definition.partition:
+            raise QueryArgumentsError(
+                f"key {key!r} is in partition {k} of actor {definition.actor!r}, not in "
+                f"{actor!r}: ask {definition.actor!r} with key= (the partition is computed)"
+            )
+        return key if definition.entity is not None else None
 
     async def _answer(self, request: Request) -> None:
         started = anyio.current_time()
@@ -115,8 +207,9 @@ class QueryEndpoints:
             if not name:
                 raise QueryArgumentsError("no query named: ask actorsource.query.<actor>.<query>")
             deadline = started + answer_budget(body.timeout)
+            routed = self._routed_key(actor, key)
             runner = await self._running(actor, name, deadline)
-            pending = runner.queries.prepare(name, key, body.args)
+            pending = runner.queries.prepare(name, routed, body.args)
             if body.after_seq is not None:
                 if isinstance(body.after_seq, bool) or body.after_seq < 1:
                     raise QueryArgumentsError(
@@ -142,15 +235,19 @@ class QueryEndpoints:
         """The actor's runner if it runs; else (after a pause) :class:`QueryNotRunningError`."""
         runner = self._runners().get(actor)
         halted = self._halted().get(actor)
-        if runner is not None and halted is None and runner.status is ActorStatus.RUNNING:
+        if halted is None and self._may_answer(actor):
+            assert runner is not None
             return runner
         if halted is not None:
             why = f"halted: {halted}"
         elif runner is None:
             why = "starting"
+        elif runner.status is ActorStatus.RUNNING:
+            why = "not owned by this worker now"
         else:
             why = runner.status.value
-        await anyio.sleep(min(NOT_RUNNING_PAUSE, max(0.0, deadline - anyio.current_time())))
+        if actor not in self._owned:  # others may answer on the same subject: let them first
+            await anyio.sleep(min(NOT_RUNNING_PAUSE, max(0.0, deadline - anyio.current_time())))
         raise QueryNotRunningError(
             f"actor {actor!r} is not running ({why}): it cannot answer {name!r} now", actor=actor
         )

@@ -21,7 +21,7 @@ import structlog
 from .._errors import HandlerTimeout
 from .._journal.journal import DeadLetter
 from .._model.actor import ActorDefinition
-from .._model.effects import Effects
+from .._model.effects import Effects, outbound_trace
 from .._model.events import JournalEntry
 from .deadletters import dead_letter
 from .status import ActorStats
@@ -79,9 +79,12 @@ async def retry_in_place(
             return None
         stats.retries += 1
         try:
-            effects = await live.apply_live(failure.event, failure.entry)
+            with outbound_trace(failure.outbound):
+                effects = await live.apply_live(failure.event, failure.entry)
         except Exception as exc:
             error = exc
+            if failure.traced is not None:
+                failure.traced.failed(exc)
             await restore()
             continue
         return Retried(effects=effects)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
@@ -56,6 +56,9 @@ from .snapshot_writer import SnapshotWriter
 from .status import ActorStats, ActorStatus, CrashSwitch, SimulatedCrash
 from .timers import TimerTicks
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
 __all__ = ["ActorRunner"]
 
 
@@ -84,6 +87,7 @@ class ActorRunner:
         on_query_violation: Callable[[str], None] | None = None,
         guard: CommitGuard | None = None,
         replicas: int = 1,
+        tracing: bool | TracerProvider = False,
     ) -> None:
         self.definition = definition
         self.name = definition.name
@@ -126,6 +130,13 @@ class ActorRunner:
         # One transaction at a time on the journal: a batch commit, a snapshot and the outbox
         # publisher must not interleave their statements on the shared connection.
         self._write_lock = anyio.Lock()
+        # Traces (the otel extra): opentelemetry is imported only when asked for. True: the
+        # global tracer provider; a provider: that one.
+        self._tracing = None
+        if tracing is not False:
+            from .tracing import Tracing
+
+            self._tracing = Tracing(self.name, None if tracing is True else tracing)
 
     # -- the view ----------------------------------------------------------------------------
 
@@ -316,6 +327,7 @@ class ActorRunner:
             entities=self._entities,
             snapshots=writer,
             guard=self.guard,
+            tracing=self._tracing,
         )
         doorbell = MailboxDoorbell(mailbox, self._control)
         try:

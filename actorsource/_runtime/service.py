@@ -25,7 +25,7 @@ import collections
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol
 
@@ -69,6 +69,7 @@ class Hosting(Protocol):
     def halted(self) -> Mapping[str, BaseException]: ...
     def hosted(self) -> list[str]: ...
     def epoch_of(self, name: str) -> int | None: ...
+    def query_route(self) -> Callable[[str], bool] | None: ...
 
 
 #: The nats.micro service name every worker registers under.
@@ -230,7 +231,9 @@ class WorkerService:
             group = service.add_group(name=f"{SERVICE_NAME}.{service.id}")
             await group.add_endpoint(name="status", handler=self._on_status)
             await group.add_endpoint(name="snapshot", handler=self._on_snapshot)
-            queries = QueryEndpoints(self._nc, lambda: worker.runners, lambda: worker.halted)
+            queries = QueryEndpoints(
+                self._nc, lambda: worker.runners, lambda: worker.halted, worker.query_route()
+            )
             with self._scope:
                 async with anyio.create_task_group() as tg:
                     await tg.start(queries.serve, service, worker.definitions)

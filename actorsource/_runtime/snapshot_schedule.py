@@ -99,6 +99,7 @@ class SnapshotSchedule:
         if self._handed is not None and self._handed[0] == pos:
             spacing.committed(seconds if seconds is not None else self._clock - self._handed[1])
             self._handed = None
+            stats.snapshot_seconds.observe(spacing.encode + spacing.commit)
         self._log.info(
             "snapshot taken",
             pos=pos,

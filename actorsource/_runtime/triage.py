@@ -9,6 +9,11 @@ entity key first (``key``); a message without one is a dead letter (``no-entity-
 The first handler that raises stops the triage
 there: that delivery and the ones after it are neither journaled nor acknowledged by this
 batch.
+
+With ``tracing`` (:mod:`.tracing`, only when tracing is on), each delivery with a sampled
+trace context is noted with its outcome and collected in :attr:`Triage.traced`, and the
+context a delivery passes on is set for what its handlers publish (``OUTBOUND_TRACE``);
+without, one ``is None`` per delivery is all it costs.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -24,13 +29,16 @@ from .._errors import EntityKeyError, EventCodecError, UnknownEventTypeError
 from .._journal.entity_store import NewEntitySnapshot
 from .._journal.journal import DeadLetter, JournalBatch, NewSnapshot, OutboxMessage
 from .._mailbox.mailbox import Delivery
-from .._model.effects import Effects
+from .._model.effects import OUTBOUND_TRACE, Effects
 from .._model.events import EventCodec, JournalEntry
 from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER, missing_header, version_header
 from .._model.keys import KeyOf
 from .._model.policy import ErrorPolicy
 from .committer import CommitJob
 from .deadletters import dead_letter
+
+if TYPE_CHECKING:
+    from .tracing import Traced, Tracing
 
 __all__ = ["Failure", "PlainStep", "Triage", "triage"]
 
@@ -47,6 +55,9 @@ class Failure:
     event: object
     entry: JournalEntry
     error: BaseException
+    traced: Traced | None = None
+    #: The trace context its handlers pass on (tracing on only), for the retries.
+    outbound: Mapping[str, str] | None = None
 
 
 @dataclass
@@ -63,6 +74,7 @@ class Triage:
     duplicates: int = 0
     ignored: int = 0
     failure: Failure | None = None
+    traced: list[Traced] = field(default_factory=list)
 
     def to_job(
         self,
@@ -86,7 +98,13 @@ class Triage:
             snapshot=snapshot,
             entity_snapshots=entity_snapshots or [],
         )
-        return CommitJob(batch=batch, deliveries=deliveries, to_ack=self.to_ack, dead=self.dead)
+        return CommitJob(
+            batch=batch,
+            deliveries=deliveries,
+            to_ack=self.to_ack,
+            dead=self.dead,
+            traced=self.traced,
+        )
 
 
 async def triage(
@@ -102,6 +120,7 @@ async def triage(
     apply: Callable[[object, JournalEntry], Awaitable[Effects | None]],
     plain: Mapping[str, PlainStep] | None = None,
     key: KeyOf | None = None,
+    tracing: Tracing | None = None,
 ) -> Triage:
     """Sort ``deliveries[start:]`` in order, applying events through ``apply``.
 
@@ -110,12 +129,14 @@ async def triage(
     ``plain`` (by type name: decoder, bound handler, current version) is the short way for
     synchronous handlers without a context: decoded and called here, with nothing to
     collect, instead of through ``apply``. ``key`` (entity actors only) gives each event
-    its entity key.
+    its entity key. ``tracing``: see the module's docstring.
     """
     out = Triage(pos=pos, top=high, end=len(deliveries))
     seen_seqs: set[int] = set()
     now = time.time()
     plain_get = (plain or {}).get
+    # Spans only where something records them (an SDK): the API alone passes contexts on.
+    spans = tracing if tracing is not None and tracing.recording() else None
     entries, to_ack = out.entries, out.to_ack
     top = high
     max_payload = policy.max_payload
@@ -123,6 +144,11 @@ async def triage(
         d = deliveries[index]
         seq = d.stream_seq
         headers = d.headers or {}
+        traced = None
+        if spans is not None:
+            traced = spans.begin(d, headers)
+            if traced is not None:
+                out.traced.append(traced)
         msg_id = headers.get(MSG_ID_HEADER)
         # Every sequence seen in this batch is at most ``top``: a greater one is not.
         if (
@@ -131,6 +157,8 @@ async def triage(
             or (msg_id is not None and msg_id in known_ids)
         ):
             out.duplicates += 1
+            if traced is not None:
+                traced.note("duplicate")
             to_ack.append(d)
             top = max(top, seq)
             continue
@@ -144,6 +172,8 @@ async def triage(
             )
             out.dead.append((d, dead_letter(d, type_name, "too-large", error, now)))
             top = max(top, seq)
+            if traced is not None:
+                traced.note("dead-letter")
             continue
         step = plain_get(type_name) if type_name is not None else None
         try:
@@ -164,9 +194,13 @@ async def triage(
             if isinstance(exc, UnknownEventTypeError) and policy.on_unknown == "ignore":
                 out.ignored += 1
                 to_ack.append(d)
+                if traced is not None:
+                    traced.note("ignored")
                 continue
             reason = "unknown-type" if isinstance(exc, UnknownEventTypeError) else "undecodable"
             out.dead.append((d, dead_letter(d, type_name, reason, exc, now)))
+            if traced is not None:
+                traced.note("dead-letter")
             continue
         entity = None
         if key is not None:
@@ -175,28 +209,42 @@ async def triage(
             except EntityKeyError as exc:
                 top = max(top, seq)
                 out.dead.append((d, dead_letter(d, type_name, "no-entity-key", exc, now)))
+                if traced is not None:
+                    traced.note("dead-letter")
                 continue
         entry = JournalEntry(
             out.pos + 1, d.subject, type_name, data, now, d.stream, seq, msg_id, headers,
             version=version, entity=entity,
         )  # fmt: skip
+        outbound = None
         try:
             if step is not None:
                 step[1](event)
                 effects = None
-            else:
+            elif tracing is None or (outbound := tracing.outbound(traced, headers)) is None:
                 effects = await apply(event, entry)
+            else:
+                token = OUTBOUND_TRACE.set(outbound)
+                try:
+                    effects = await apply(event, entry)
+                finally:
+                    OUTBOUND_TRACE.reset(token)
         except Exception as exc:
             # Not journaled, not acknowledged, not part of ``top``: if the process dies
             # from here on, the next start delivers this message again.
             seen_seqs.discard(seq)
-            out.failure = Failure(index, d, event, entry, exc)
+            if traced is not None:
+                out.traced.pop()  # the retry's outcome goes with the delivery
+                traced.failed(exc)
+            out.failure = Failure(index, d, event, entry, exc, traced, outbound)
             out.end = index
             break
         if seq > top:
             top = seq
         out.pos += 1
         entries.append(entry)
+        if traced is not None:
+            traced.note("applied", entry.pos)
         if effects is not None:
             out.pos += len(effects.entries)
             entries.extend(effects.entries)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -28,6 +28,7 @@ from .._mailbox.connection import NatsOptions, connect, require_server_version
 from .._model.actor import ActorDefinition, definition_of
 from .runner import ActorRunner
 from .service import WorkerService
+from .status import ActorStats
 
 __all__ = ["FATAL_ERRORS", "Worker", "run_worker"]
 
@@ -62,6 +63,7 @@ class Worker:
         restart_backoff: tuple[float, float] = (0.5, 30.0),
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         name: str | None = None,
+        tracing: bool = False,
     ) -> None:
         # A partitioned actor runs as one actor per partition (``orders-p0`` ...).
         definitions = [unit for a in actors for unit in definition_of(a).units()]
@@ -75,10 +77,17 @@ class Worker:
         self.name = name or f"worker-{os.getpid()}"
         self._backoff = restart_backoff
         self._synchronous = synchronous
+        #: Continue the trace context of received messages (the otel extra; see
+        #: :mod:`actorsource._runtime.tracing`).
+        self.tracing = tracing
         self.log = get_logger(worker=self.name)
         self.runners: dict[str, ActorRunner] = {}
         self.restarts: dict[str, int] = dict.fromkeys(names, 0)
         self.halted: dict[str, BaseException] = {}
+        # Per actor: the counters of its runners that have ended, summed, and the last of
+        # them; replaced in one assignment, so that a reader in another thread (a metrics
+        # scrape) never counts a runner twice.
+        self._ended: dict[str, tuple[ActorStats, ActorRunner | None]] = {}
         self.nc: NATS | None = None
         #: The worker's micro service (discovery, ``actorsource status``), while running.
         self.service: WorkerService | None = None
@@ -156,12 +165,33 @@ class Worker:
         for definition in self.definitions:
             tg.start_soon(supervise, definition)
 
+    def totals(self, name: str) -> ActorStats:
+        """The counters of actor ``name`` since the worker started: those of its runners that
+        have ended plus those of the current one. Safe to call from another thread."""
+        ended, last = self._ended.get(name, (None, None))
+        runner = self.runners.get(name)
+        if runner is not None and runner is not last:
+            return runner.stats if ended is None else ended.plus(runner.stats)
+        return ended if ended is not None else ActorStats()
+
+    def _retire(self, name: str, runner: ActorRunner) -> None:
+        """Fold the counters of ``runner``, which has ended, into the actor's totals."""
+        ended, last = self._ended.get(name, (None, None))
+        if last is runner:
+            return
+        self._ended[name] = (runner.stats if ended is None else ended.plus(runner.stats), runner)
+
     def hosted(self) -> list[str]:
         """The names of the actors (partitions) this worker reports on."""
         return [d.name for d in self.definitions]
 
     def epoch_of(self, name: str) -> int | None:
         """The epoch this worker owns ``name`` under (None: not in cluster mode)."""
+        return None
+
+    def query_route(self) -> Callable[[str], bool] | None:
+        """Whether this worker may answer queries for an actor (partition) now, where that
+        changes (cluster mode: while it owns it); None: for all of its actors, always."""
         return None
 
     async def _prepare(self, nc: NATS) -> None:
@@ -188,9 +218,13 @@ class Worker:
                     synchronous=self._synchronous,
                     log=log,
                     on_ready=self._on_ready,
+                    tracing=self.tracing,
                 )
                 self.runners[definition.name] = runner
-                await runner.run()
+                try:
+                    await runner.run()
+                finally:
+                    self._retire(definition.name, runner)
                 return
             except FATAL_ERRORS as exc:
                 # Restarting cannot help (another owner, another history, a broken file):

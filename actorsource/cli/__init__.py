@@ -2,7 +2,7 @@
 
 The commands live by what they work on: ``_worker`` (run, demo), ``_journal`` (a journal
 file), ``_ops`` (running workers and streams), ``_streams`` (setting streams up), ``_wait``
-(waiting for an actor), ``_query`` (asking an actor a query); ``_common`` holds what they
+(waiting for an actor), ``_query`` (asking an actor a query), ``_asyncapi`` (the actors' AsyncAPI document); ``_common`` holds what they
 share, among it the NATS connection options every command that connects takes. Expected failures print
 one line to stderr and exit non-zero; tracebacks are for bugs.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from ._asyncapi import asyncapi
 from ._common import load_actors
 from ._journal import (
     journal_export,
@@ -61,7 +62,7 @@ def _add(group: click.Group, *commands: click.Command) -> None:
         group.add_command(command)
 
 
-_add(main, run, demo, rebuild, status, wait, query)
+_add(main, run, demo, rebuild, status, wait, query, asyncapi)
 _add(journal, journal_info, journal_tail, journal_show, journal_export, journal_import)
 _add(snapshots, snapshots_list, snapshots_delete, snapshots_take)
 _add(dlq, dlq_list, dlq_replay)

@@ -34,6 +34,7 @@ __all__ = [
     "load_actors",
     "nats_connection_options",
     "plural",
+    "require_extra",
     "run_or_fail",
     "with_nats",
 ]
@@ -48,6 +49,17 @@ class BadTarget(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(f"actorsource: {self.format_message()}", err=True)
+
+
+def require_extra(module: str, extra: str, feature: str) -> None:
+    """Fail in one line (exit 2) naming the extra to install when ``module``, which
+    ``feature`` needs, cannot be imported."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise BadTarget(
+            f"{feature} needs {module}, which is not installed: pip install 'actorsource[{extra}]'"
+        ) from None
 
 
 def load_actors(targets: tuple[str, ...]) -> list[type]:

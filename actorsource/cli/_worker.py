@@ -12,7 +12,13 @@ import click
 
 from .._mailbox.connection import NatsOptions
 from .._mailbox.server_config import NatsServerConfig
-from ._common import data_dir_option, exit_on_expected_failure, load_actors, nats_connection_options
+from ._common import (
+    data_dir_option,
+    exit_on_expected_failure,
+    load_actors,
+    nats_connection_options,
+    require_extra,
+)
 from ._logging_setup import configure_logging
 
 __all__ = ["demo", "run"]
@@ -80,6 +86,44 @@ __all__ = ["demo", "run"]
     default=None,
     help="Cluster mode: this worker's id among the members (default: <host>-<pid>).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve /metrics (Prometheus), /healthz and /readyz over HTTP on PORT (0: any free "
+    "port, logged). Needs the prometheus extra: pip install 'actorsource[prometheus]'.",
+)
+@click.option(
+    "--tracing",
+    is_flag=True,
+    help="Continue the W3C trace context (traceparent) of received messages: a span for "
+    "each sampled one, the context passed on to what handlers publish. Needs the otel "
+    "extra: pip install 'actorsource[otel]'; the OpenTelemetry SDK is configured by the "
+    "service (or by opentelemetry-instrument).",
+)
+@click.option(
+    "--metrics-host",
+    default="0.0.0.0",
+    show_default=True,
+    help="The address the metrics and probes server listens on.",
+)
+@click.option(
+    "--health-stale-after",
+    type=click.FloatRange(min=0.01),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="/healthz answers 503 when the event loop has not run for SECONDS.",
+)
+@click.option(
+    "--ready-max-lag",
+    type=click.IntRange(min=0),
+    default=1_000,
+    show_default=True,
+    metavar="EVENTS",
+    help="/readyz answers 503 while an actor lags its stream by more than EVENTS.",
+)
 def run(
     targets: tuple[str, ...],
     nats: NatsOptions,
@@ -93,6 +137,11 @@ def run(
     lease_time: float,
     checkpoint_every: int,
     worker_id: str | None,
+    metrics_port: int | None,
+    tracing: bool,
+    metrics_host: str,
+    health_stale_after: float,
+    ready_max_lag: int,
 ) -> None:
     """Run a worker hosting the actors named by TARGETS (MODULE:CLASS or MODULE).
 
@@ -101,12 +150,26 @@ def run(
     """
     from .._journal.storage import prepare_data_dir
 
+    if metrics_port is not None:
+        require_extra("prometheus_client", "prometheus", "--metrics-port")
+    if tracing:
+        require_extra("opentelemetry.trace", "otel", "--tracing")
     configure_logging(log_format, log_level)
     actors = load_actors(targets)
     nats = replace(nats, wait_for_server=connect_timeout)
     if embedded and cluster:
         raise click.UsageError("--cluster runs against a NATS cluster: leave out --embedded")
-    placement = _Placement(cluster, replicas, lease_time, worker_id, checkpoint_every)
+    placement = _Placement(
+        cluster,
+        replicas,
+        lease_time,
+        worker_id,
+        None if metrics_port is None else _Probes(metrics_host, metrics_port),
+        health_stale_after,
+        ready_max_lag,
+        tracing,
+        checkpoint_every,
+    )
     try:
         with exit_on_expected_failure("actorsource"):
             prepare_data_dir(data_dir)  # a data directory that cannot be written fails now
@@ -121,7 +184,17 @@ class _Placement:
     replicas: int
     lease_time: float
     worker_id: str | None
-    checkpoint_every: int
+    probes: _Probes | None = None
+    stale_after: float = 10.0
+    max_lag: int = 1_000
+    tracing: bool = False
+    checkpoint_every: int = 50_000
+
+
+@dataclass(frozen=True)
+class _Probes:
+    host: str
+    port: int
 
 
 async def _run_worker(
@@ -133,6 +206,18 @@ async def _run_worker(
 ) -> None:
     from .._runtime.worker import Worker, run_worker
 
+    async def run_observed(worker: Worker) -> None:
+        if placement.probes is None:
+            await run_worker(worker)
+            return
+        from .._runtime.health import HealthOptions
+        from .._runtime.probe_server import serve_probes
+
+        options = HealthOptions(stale_after=placement.stale_after, max_lag=placement.max_lag)
+        where = placement.probes
+        async with serve_probes(worker, host=where.host, port=where.port, options=options):
+            await run_worker(worker)
+
     if placement.cluster:
         from .._cluster.node import ClusterWorker
 
@@ -143,12 +228,13 @@ async def _run_worker(
             replicas=placement.replicas,
             lease_time=placement.lease_time,
             name=placement.worker_id,
+            tracing=placement.tracing,
             checkpoint_every=placement.checkpoint_every,
         )
-        await run_worker(worker)
+        await run_observed(worker)
         return
     if not embedded:
-        await run_worker(Worker(actors, nats=nats, data_dir=data_dir))
+        await run_observed(Worker(actors, nats=nats, data_dir=data_dir, tracing=placement.tracing))
         return
     from .._log import get_logger
     from .._mailbox.server import NatsServer
@@ -159,7 +245,9 @@ async def _run_worker(
             "embedded nats-server started", url=server.url, store=str(data_dir / "nats")
         )
         embedded_nats = replace(nats, servers=(server.url,))
-        await run_worker(Worker(actors, nats=embedded_nats, data_dir=data_dir))
+        await run_observed(
+            Worker(actors, nats=embedded_nats, data_dir=data_dir, tracing=placement.tracing)
+        )
 
 
 def _embedded_config(nats: NatsOptions, data_dir: Path) -> NatsServerConfig:

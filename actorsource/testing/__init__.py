@@ -39,7 +39,7 @@ from .._errors import NatsServerError as _NatsServerError
 from .._mailbox.server import NatsServer, NatsServerConfig
 from .._public import moved as _moved
 from .._public import publish as _publish
-from .._runtime.status import ActorStats, ActorStatus
+from .._runtime.status import ActorStats, ActorStatus, Durations
 from ._cluster import NatsCluster
 from ._kit import ActorKit
 from ._plugin import pytest_configure as pytest_configure
@@ -57,6 +57,7 @@ __all__ = [
     "ActorProbe",
     "ActorStats",
     "ActorStatus",
+    "Durations",
     "NatsCluster",
     "NatsServer",
     "NatsServerConfig",

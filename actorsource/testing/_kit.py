@@ -94,7 +94,7 @@ class ActorKit:
 
     @asynccontextmanager
     async def start(
-        self, actor_cls: type[S], *, ack_wait: float | None = None
+        self, actor_cls: type[S], *, ack_wait: float | None = None, tracing: Any = False
     ) -> AsyncIterator[ActorProbe[S]]:
         """Host ``actor_cls`` until the block ends (then stop it gracefully).
 
@@ -102,7 +102,9 @@ class ActorKit:
         by a crash are redelivered quickly. Its queries are served over NATS as a worker
         serves them (by a micro service of its own, ``actorsource-testing``), each checked
         read-only: a query that changed the state fails the block at its end (with
-        ``probe.query_violations``) unless the test cleared that list.
+        ``probe.query_violations``) unless the test cleared that list. ``tracing``: True
+        (the global tracer provider) or an OpenTelemetry ``TracerProvider`` continues the
+        trace context of received messages (the otel extra), as ``run --tracing`` does.
         """
         probe = ActorProbe(
             self.nc,
@@ -110,6 +112,7 @@ class ActorKit:
             data_dir=self.data_dir,
             ack_wait=ack_wait or self.ack_wait,
             js=self.js,
+            tracing=tracing,
         )
         self._probes.append(probe)
         async with anyio.create_task_group() as tg:

@@ -43,8 +43,10 @@ class ActorProbe(Generic[S]):
         data_dir: Path,
         ack_wait: float,
         js: JetStreamContext | None = None,
+        tracing: Any = False,
     ) -> None:
         self._nc = nc
+        self._tracing = tracing
         self._js = js or nc.jetstream()
         self._data_dir = data_dir
         self._definition = definition_of(actor_cls)
@@ -283,6 +285,7 @@ class ActorProbe(Generic[S]):
             crash_switch=self._switch,
             check_queries=True,
             on_query_violation=self.query_violations.append,
+            tracing=self._tracing,
         )
         self._runner = runner
         self._ended = anyio.Event()

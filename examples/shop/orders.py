@@ -107,6 +107,7 @@ class OrderStatus:
     key_token=3,
     stream="SHOP",
     stream_subjects=["shop.>"],
+    publishes={"shop.orders.placed.*": [OrderPlaced], "shop.orders.cancelled.*": [OrderCancelled]},
 )
 @dataclass
 class Order:

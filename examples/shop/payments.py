@@ -81,6 +81,11 @@ class Payment:
     subjects=["shop.orders.placed.>", "shop.shipping.failed.>"],
     stream="SHOP",
     stream_subjects=["shop.>"],
+    publishes={
+        "shop.payments.captured.*": [PaymentCaptured],
+        "shop.payments.declined.*": [PaymentDeclined],
+        "shop.payments.refunded.*": [PaymentRefunded],
+    },
 )
 @dataclass
 class Payments:

@@ -51,6 +51,10 @@ class ShipmentFailed:
     subjects=["shop.orders.placed.>", "shop.payments.captured.>"],
     stream="SHOP",
     stream_subjects=["shop.>"],
+    publishes={
+        "shop.shipping.scheduled.*": [ShipmentScheduled],
+        "shop.shipping.failed.*": [ShipmentFailed],
+    },
 )
 @dataclass
 class Shipping:
