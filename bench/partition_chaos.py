@@ -2,6 +2,7 @@
 
     python bench/partition_chaos.py [--workers 3] [--cluster] [--partitions 8]
                                     [--seconds S] [--seed N] [--lease-time L] [--rate R]
+                                    [--wipe-share F] [--checkpoint-every N]
                                     [--json] [--keep DIR]
 
 ``--cluster`` runs a 3-node JetStream cluster on loopback (R3 streams, buckets and journal
@@ -9,13 +10,17 @@ subjects); without it, one server (R1). ``--workers`` worker processes run the a
 ``bench/_partition_chaos_actor.py`` (``partitions=P``) in cluster mode (``actorsource run
 --cluster``). For S seconds events are published at about R per second to 64 keys, each
 with a deterministic ``Nats-Msg-Id`` and retried until acknowledged; meanwhile, one at a
-time at seeded random moments: a worker is killed with SIGKILL (restarted 0.5-3 s later), a
-worker is paused with SIGSTOP past its lease (L + 1-4 s, then SIGCONT), and (with
+time at seeded random moments: a worker is killed with SIGKILL (restarted 0.5-3 s later; a share F
+of those kills also wipe its data directory, so that it restores its partitions from the
+checkpoints and the compacted journal subjects), a worker is paused with SIGSTOP past its lease (L + 1-4 s, then SIGCONT), and (with
 ``--cluster``) a server is killed with SIGKILL (restarted 2-8 s later). Then the workers
 catch up and are stopped with SIGTERM.
 
 What every partition committed is its journal subject (each batch is appended there before
-its SQLite commit, whoever owned the partition). Read back, per partition and in total:
+its SQLite commit, whoever owned the partition). The owners checkpoint every N events
+(``--checkpoint-every``) and compact the subjects, so the history is read from a mirror of
+the journal stream that the bench creates first (a purge is not mirrored). Read back, per
+partition and in total:
 
 * ``lost``: acknowledged events missing from the committed history;
 * ``duplicated``: events committed more than once, plus entries nobody published;
@@ -27,6 +32,10 @@ its SQLite commit, whoever owned the partition). Read back, per partition and in
 * ``fenced``: ownerships that ended refused (a conditional append refused, or the lease
   lost so the owner stopped before committing), from the workers' logs.
 
+At the end it reports the storage the journal stream and the checkpoints bucket hold
+(``journal_stream_bytes``, ``checkpoint_bytes``; ``history_bytes`` is the uncompacted mirror
+for comparison) and, from the workers' logs, the checkpoints uploaded and restored.
+
 The last line on stdout is one JSON object (with ``--json``, the only one). The exit status
 is 0 only if lost, duplicated, out_of_order and diverged are all 0.
 """
@@ -34,7 +43,6 @@ is 0 only if lost, duplicated, out_of_order and diverged are all 0.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import random
@@ -47,11 +55,19 @@ from typing import Any
 import _scaffold  # noqa: F401  (puts the checkout on sys.path)
 import anyio
 import nats.errors
+from _partition_chaos_check import (
+    HISTORY_STREAM,
+    check,
+    checkpoint_counts,
+    mirror_journal,
+    storage_sizes,
+)
 from _scaffold import ROOT, BenchError, Say, emit, say_to_stderr, scratch
 from nats.aio.client import Client as NATS
 
 from actorsource._cluster.batches import decode_batch
 from actorsource._cluster.fence import JournalFence
+from actorsource._errors import ClusterError
 from actorsource._journal.journal import SQLiteJournal
 from actorsource._journal.recovery import restore_state
 from actorsource._journal.storage import journal_path
@@ -121,7 +137,7 @@ async def _chaos(
     rng: random.Random,
     say: Say,
 ) -> dict[str, int]:
-    actions = {"kill_worker": 0, "pause_worker": 0, "kill_server": 0}
+    actions = {"kill_worker": 0, "wipe_worker": 0, "pause_worker": 0, "kill_server": 0}
     kinds = ["kill_worker", "pause_worker"] + (["kill_server"] if args.cluster else [])
     while True:
         await anyio.sleep(rng.uniform(1.0, 4.0))
@@ -133,6 +149,10 @@ async def _chaos(
             worker = rng.choice(workers)
             say(f"SIGKILL worker {worker.data_dir.name}")
             worker.kill()
+            if args.wipe_share > 0 and rng.random() < args.wipe_share:
+                say(f"wiping {worker.data_dir}")
+                shutil.rmtree(worker.data_dir, ignore_errors=True)
+                actions["wipe_worker"] += 1
             await anyio.sleep(rng.uniform(0.5, 3.0))
             worker.start()
         elif kind == "pause_worker":
@@ -166,7 +186,8 @@ class History:
     async def refresh(self) -> None:
         for k in self.batches:
             with anyio.fail_after(120):
-                async for record in JournalFence(self._js, "chaos", k).tail(self._after[k]):
+                fence = JournalFence(self._js, "chaos", k, stream=HISTORY_STREAM)
+                async for record in fence.tail(self._after[k]):
                     self._after[k] = record.seq
                     if record.kind == "batch":
                         self.batches[k].append(decode_batch(record.data))
@@ -192,58 +213,6 @@ async def _last_owner_state(root: Path, workers: int, k: int) -> dict[str, list[
         state, _ = await restore_state(unit, journal)
     seen: dict[str, list[int]] = state.seen
     return seen
-
-
-def _check(
-    history: dict[int, list[Any]],
-    acked: list[tuple[str, int]],
-    states: dict[int, dict[str, list[int]] | None],
-    fenced: dict[int, int],
-) -> dict[str, Any]:
-    from actorsource._model.partitions import fnv1a_32
-
-    count = len(history)
-    expected: dict[int, dict[str, list[int]]] = {k: {} for k in range(count)}
-    for key, n in acked:
-        expected[fnv1a_32(key.encode()) % count].setdefault(key, []).append(n)
-    per: dict[str, dict[str, int]] = {}
-    for k, batches in history.items():
-        entries = [e for b in batches for e in b.entries]
-        breaks = sum(1 for i, e in enumerate(entries) if e.pos != i + 1)
-        ids = [e.msg_id for e in entries]
-        committed: dict[str, list[int]] = {}
-        for e in entries:
-            event = json.loads(e.payload)
-            committed.setdefault(event["key"], []).append(event["n"])
-        want = {f"{key}:{n}" for key, values in expected[k].items() for n in values}
-        got: dict[str | None, int] = {}
-        for i in ids:
-            got[i] = got.get(i, 0) + 1
-        lost = len(want - got.keys())
-        duplicated = sum(c - 1 for c in got.values()) + sum(1 for i in got if i not in want)
-        out_of_order = breaks + sum(
-            1 for values in committed.values() for a, b in itertools.pairwise(values) if b <= a
-        )
-        state = states.get(k)
-        keys = set(expected[k]) | set(state or {})
-        diverged = (
-            len(keys)
-            if state is None and expected[k]
-            else sum(1 for key in keys if (state or {}).get(key) != expected[k].get(key))
-        )
-        per[str(k)] = {
-            "committed": len(entries),
-            "lost": lost,
-            "duplicated": duplicated,
-            "out_of_order": out_of_order,
-            "diverged": diverged,
-            "fenced": fenced.get(k, 0),
-        }
-    totals = {
-        name: sum(p[name] for p in per.values())
-        for name in ("committed", "lost", "duplicated", "out_of_order", "diverged", "fenced")
-    }
-    return {**totals, "per_partition": per}
 
 
 def _fenced(workers: list[WorkerProcess]) -> tuple[dict[int, int], int]:
@@ -273,17 +242,20 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
             args=[
                 *("--cluster", "--replicas", replicas, "--lease-time", str(args.lease_time)),
                 *("--worker-id", f"w{i + 1}", "--log-level", "INFO"),
+                *("--checkpoint-every", str(args.checkpoint_every)),
             ],
             pythonpath=[ROOT / "bench", ROOT],
         )
         for i in range(args.workers)
     ]
     nc: NATS | None = None
+    storage: dict[str, int] = {}
     try:
+        nc = await _connect(cluster.urls)
+        js = nc.jetstream(timeout=5)
+        await mirror_journal(js, int(replicas))
         for worker in workers:
             worker.start()
-        nc = await _connect(cluster.urls)
-        js = nc.jetstream(timeout=2)
         with anyio.fail_after(60):
             while True:
                 try:
@@ -309,14 +281,22 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         while time.monotonic() < caught_up_at:
             try:
                 await history.refresh()
-            except (nats.errors.Error, OSError, TimeoutError) as exc:
+            except (nats.errors.Error, OSError, TimeoutError, ClusterError) as exc:
                 say(f"cannot read the journal subjects yet: {exc!r}")
             say(f"committed {history.committed} of {len(publisher.acked)}")
             if history.committed >= len(publisher.acked):
                 break
             await anyio.sleep(1.0)
         await anyio.sleep(2 * args.lease_time)  # a stale owner would append now, if it could
-        await history.refresh()
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    await history.refresh()
+                    break
+                except ClusterError as exc:  # a server restarting: the mirror's leader
+                    say(f"cannot read the journal subjects yet: {exc!r}")
+                    await anyio.sleep(1.0)
+        storage = await storage_sizes(js)
     finally:
         say("stopping the workers")
         for worker in workers:
@@ -329,8 +309,10 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
     say("checking the partitions")
     states = {k: await _last_owner_state(root, args.workers, k) for k in range(args.partitions)}
     fenced, by_fence = _fenced(workers)
-    result = _check(history.batches, publisher.acked, states, fenced)
+    result = check(history.batches, publisher.acked, states, fenced)
     result["fenced_by_append"] = by_fence
+    result.update(storage)
+    result.update(checkpoint_counts(workers))
     ok = all(result[k] == 0 for k in ("lost", "duplicated", "out_of_order", "diverged"))
     return {
         "workers": args.workers,
@@ -338,6 +320,8 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
         "cluster": args.cluster,
         "seconds": args.seconds,
         "seed": args.seed,
+        "wipe_share": args.wipe_share,
+        "checkpoint_every": args.checkpoint_every,
         "lease_time": args.lease_time,
         "published": len(publisher.acked),
         "publish_retries": publisher.retries,
@@ -357,6 +341,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--lease-time", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=300.0, help="events published per second")
+    parser.add_argument(
+        "--wipe-share",
+        type=float,
+        default=0.0,
+        help="share of the worker kills that also wipe the worker's data directory",
+    )
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=1000, help="the workers' --checkpoint-every"
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
     parser.add_argument("--keep", type=Path, help="run in DIR (new or empty) and keep it")
     args = parser.parse_args(argv)

@@ -284,6 +284,7 @@ def test_queries_reports_latencies_rates_and_the_consumption_ratio() -> None:
         "state_growth",
         "queries",
         "entities",
+        "checkpoint_restore",
         "event_codecs",
     ],
 )
@@ -300,18 +301,34 @@ def test_partition_chaos_reports_every_figure_per_partition_and_in_total() -> No
             "bench/partition_chaos.py",
             *("--workers", "2", "--cluster", "--partitions", "4", "--seconds", "12"),
             *("--seed", "3", "--lease-time", "3", "--json"),
+            *("--wipe-share", "0.5", "--checkpoint-every", "100"),
         ],
         timeout=240,
     )
     result = json.loads(out.splitlines()[-1])
     assert code == 0, f"exit status {code}: {result}\n{err}"
     assert set(result["per_partition"]) == {"0", "1", "2", "3"}
+    assert result["checkpoints_uploaded"] > 0
     for figures in [result, *result["per_partition"].values()]:
         assert figures["lost"] == figures["duplicated"] == 0
         assert figures["out_of_order"] == figures["diverged"] == 0
         assert figures["fenced"] >= 0
     assert result["committed"] == result["published"] > 0
     assert sum(result["actions"].values()) > 0
+
+
+def test_checkpoint_restore_reports_both_ways_of_restoring_a_partition() -> None:
+    result = _report(["bench/checkpoint_restore.py", "--entities", "3000", "--batch", "200"])
+    _assert_positive(
+        result,
+        [
+            "checkpoint_copy_s",
+            "checkpoint_upload_s",
+            "restore_to_ready_s",
+            "import_to_ready_s",
+            "ratio_import_restore",
+        ],
+    )
 
 
 def test_scaling_reports_events_per_s_and_cpu_per_worker_count() -> None:

@@ -10,6 +10,9 @@
 - :mod:`.batches`: a journal batch as the bytes of one append;
 - :mod:`.guard`: the hooks a partition's runner calls (recovery, its consumer, the commit
   point): the runtime's :class:`~actorsource._runtime.commit_guard.CommitGuard`;
+- :mod:`.checkpoints`: a partition's journal file copied into the object store;
+  :mod:`.checkpointer`: the owner's checkpoints and the compaction of its journal subject;
+  :mod:`.restore`: a new owner's journal file restored from them before it is opened;
 - :mod:`.node`: the worker in cluster mode, owning the partitions assigned to it;
 - :mod:`.kv`: TTL buckets and a create that sees through expired keys.
 

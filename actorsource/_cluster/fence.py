@@ -93,6 +93,9 @@ class JournalRecord:
     epoch: int
     kind: Literal["epoch", "batch"]
     data: bytes
+    #: The subject sequence its writer expected to be last (0: the subject's first message
+    #: ever). On the first message left after a purge, everything up to it is gone.
+    expected: int = 0
 
 
 def _record(msg: RawStreamMsg) -> JournalRecord:
@@ -103,6 +106,7 @@ def _record(msg: RawStreamMsg) -> JournalRecord:
         epoch=int(headers.get(EPOCH_HEADER, 0)),
         kind=kind,
         data=msg.data or b"",
+        expected=int(headers.get(_EXPECTED, 0)),
     )
 
 
@@ -149,6 +153,25 @@ class JournalFence:
         except nats.js.errors.NotFoundError:
             return None
         return _record(msg)
+
+    async def first(self) -> JournalRecord | None:
+        """The subject's first message left (after compaction), or None."""
+        try:
+            msg = await self._js.get_msg(self.stream, seq=1, subject=self.subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return None
+        return _record(msg)
+
+    async def compacted_to(self) -> int:
+        """Up to which sequence the subject's messages were purged (0: it holds them all):
+        an import must start after it to miss nothing."""
+        first = await self.first()
+        return first.expected if first is not None else 0
+
+    async def purge_before(self, seq: int) -> None:
+        """Purge the subject's messages before sequence ``seq`` (the one at ``seq`` stays,
+        and so does the last: the fence's expected sequence keeps working)."""
+        await self._js.purge_stream(self.stream, subject=self.subject, seq=seq)
 
     async def open(self, epoch: int) -> int:
         """Append the marker of ``epoch`` after whatever the subject holds; its sequence.

@@ -23,15 +23,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import suppress
+from pathlib import Path
+from typing import Any
 
 import nats.errors
 
-from .._errors import Fenced, LeaseLost
+from .._errors import ClusterError, Fenced, LeaseLost
 from .._journal.journal import SQLiteJournal
 from .._journal.schema import JournalBatch
+from .._log import get_logger
 from .batches import decode_batch, encode_batch
+from .checkpoints import Checkpoint, CheckpointStore
 from .fence import JournalFence
 from .lease import Lease
+from .restore import restore_if_needed
 
 __all__ = ["PartitionGuard"]
 
@@ -40,20 +45,40 @@ class PartitionGuard:
     """One owner's lease and fence for one partition, used by that partition's runner (it
     is the runner's :class:`~actorsource._runtime.commit_guard.CommitGuard`)."""
 
-    def __init__(self, lease: Lease, fence: JournalFence) -> None:
+    def __init__(
+        self,
+        lease: Lease,
+        fence: JournalFence,
+        *,
+        checkpoints: CheckpointStore | None = None,
+        log: Any = None,
+    ) -> None:
         self.lease = lease
         self.fence = fence
+        #: Where the partition's checkpoints are (None: restore nothing, import the subject).
+        self.checkpoints = checkpoints
+        self.log = log if log is not None else get_logger(partition=lease.key)
+        #: The checkpoint the journal file was restored from, if it was.
+        self.restored: Checkpoint | None = None
         #: Batches refused by the fence or the lapsed lease (0 or 1: the owner then stops).
         self.refused = 0
         #: The epochs of the owners before this one that recovery saw on the subject (the
         #: last one, and every one after the journal file's position).
         self.earlier_epochs: set[int] = set()
+        #: Events admitted by this owner (what its checkpoints are spaced by).
+        self.admitted_events = 0
 
     @property
     def consumer(self) -> str:
         """This owner's consumer: ``<partition>-e<epoch>``, one per epoch, so that an older
         owner's pulls and acknowledgements reach a consumer that no longer exists."""
         return f"{self.lease.key}-e{self.lease.epoch}"
+
+    async def restore(self, path: Path) -> None:
+        """Install the newest usable checkpoint at ``path`` if the journal file there is
+        missing or behind the compacted journal subject (see :mod:`.restore`)."""
+        if self.checkpoints is not None:
+            self.restored = await restore_if_needed(self.checkpoints, self.fence, path, self.log)
 
     async def import_tail(self, journal: SQLiteJournal) -> int:
         """Open this epoch on the journal subject and write to ``journal`` the batches the
@@ -78,6 +103,7 @@ class PartitionGuard:
         sequence in its ``positions``; raises :class:`Fenced` or :class:`LeaseLost`."""
         try:
             batch.positions[self.position_key] = await self.before_commit(batch)
+            self.admitted_events += len(batch.entries)
         except (Fenced, LeaseLost):
             self.refused += 1
             raise
@@ -94,7 +120,18 @@ class PartitionGuard:
         if a newer owner opened the subject."""
         marker = await self.fence.open(self.lease.epoch)
         self.earlier_epochs.add(self.fence.previous_epoch)
+        previous = after
         async for record in self.fence.tail(after):
+            # Each message names the one before it on the subject (its expected sequence):
+            # a break means compaction purged part of what this import needs.
+            if record.expected > previous or (previous > after and record.expected != previous):
+                raise ClusterError(
+                    f"{self.fence.subject}: the journal subject lacks messages between "
+                    f"{previous} and {record.seq} (compacted): the journal must be restored "
+                    "from a checkpoint",
+                    key=self.fence.subject,
+                )
+            previous = record.seq
             if record.seq >= marker:
                 return
             self.earlier_epochs.add(record.epoch)

@@ -10,8 +10,8 @@ partition the worker keeps one task, :meth:`ClusterWorker._own`, whose life is::
     run its runner with a PartitionGuard:
         epoch marker + import of the journal subject's tail, consumer <partition>-e<epoch>
         (earlier epochs' deleted), every batch appended to the journal subject before the
-        SQLite commit; renew the lease every L/3 meanwhile
-    until: assigned elsewhere or stopping -> graceful stop, release the lease
+        SQLite commit; renew the lease every L/3 meanwhile; a checkpoint every N events
+    until: assigned elsewhere or stopping -> graceful stop, a checkpoint, release the lease
            fenced or lease lost          -> drop it (nothing more committed or acked)
            failed                        -> release, back off, start again
 
@@ -19,7 +19,8 @@ The assignment (:mod:`.assignment`) is computed on every worker over the live me
 the members bucket (:mod:`.membership`): a bounded-load rendezvous per actor, with the
 actor's name mixed into the members' names so that singletons spread over the workers.
 It only says what a worker *should* own; the lease decides who may start, and the fence who
-may commit.
+may commit. A new owner restores a checkpoint first if its journal file needs one
+(:mod:`.restore`); an owner checkpoints and compacts the subject (:mod:`.checkpointer`).
 
 A hand-off is prompt: the worker watches the lease bucket (:meth:`Leases.freed`), so a
 partition it wants but another holds is acquired the moment that holder releases it (a
@@ -53,6 +54,8 @@ from .._runtime.runner import ActorRunner
 from .._runtime.service import WorkerService
 from .._runtime.worker import FATAL_ERRORS, Worker
 from .assignment import MemberSet, assign
+from .checkpointer import Checkpointer
+from .checkpoints import CheckpointStore, checkpoint_store
 from .fence import JournalFence, ensure_journal_stream
 from .guard import PartitionGuard
 from .lease import Lease, Leases
@@ -105,7 +108,8 @@ class ClusterWorker(Worker):
     ``replicas``: of the streams, buckets and journal subjects it creates (3 on a 3-node
     cluster). ``lease_time``: L, the lease (and membership) TTL; a dead worker's partitions
     are taken over after about L. ``join_delay`` and ``hold``: see
-    :class:`~actorsource._cluster.assignment.MemberSet`.
+    :class:`~actorsource._cluster.assignment.MemberSet`. ``checkpoint_every``: admitted events
+    between an owner's checkpoints (0: none), see :mod:`.checkpointer`.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class ClusterWorker(Worker):
         join_delay: float = 2.0,
         hold: float = 1.0,
         name: str | None = None,
+        checkpoint_every: int = 50_000,
         **kwargs: Any,
     ) -> None:
         super().__init__(actors, name=name or default_worker_id(), **kwargs)
@@ -132,6 +137,8 @@ class ClusterWorker(Worker):
         self.members: frozenset[str] = frozenset()
         self._changed = anyio.Event()
         self._leases: Leases | None = None
+        self.checkpoint_every = checkpoint_every
+        self._checkpoints: Any = None  # the checkpoints bucket (an ObjectStore)
 
     # -- what the worker hosts ---------------------------------------------------------------
 
@@ -160,6 +167,7 @@ class ClusterWorker(Worker):
         await ensure_journal_stream(js, replicas=self.replicas)
         self._leases = Leases(js, ttl=self.lease_time, replicas=self.replicas)
         await self._leases.kv()
+        self._checkpoints = await checkpoint_store(js, replicas=self.replicas)
         # Each actor's streams once, here, rather than by its partitions' runners all at
         # once (concurrent creations of one replicated stream wait out API timeouts).
         for definition in self.actor_definitions:
@@ -325,7 +333,10 @@ class ClusterWorker(Worker):
     ) -> str:
         """Run the partition under ``lease`` until it ends; how it ended: ``released``
         (stopped on purpose), ``fenced``, ``failed`` or ``halted``."""
-        guard = PartitionGuard(lease, JournalFence(nc.jetstream(), unit.actor, unit.partition or 0))
+        js = nc.jetstream()
+        store = CheckpointStore(js, self._checkpoints, unit.name)
+        fence = JournalFence(js, unit.actor, unit.partition or 0)
+        guard = PartitionGuard(lease, fence, checkpoints=store, log=log)
         runner = ActorRunner(
             unit,
             nc,
@@ -336,6 +347,8 @@ class ClusterWorker(Worker):
             replicas=self.replicas,
             tracing=self.tracing,
         )
+        every = self.checkpoint_every
+        checkpointer = Checkpointer(guard, runner.journal_path, every=every, log=log)
         state.epoch, state.lease, state.owned_since = lease.epoch, lease, time.time()
         self.runners[unit.name] = runner
         log.info("partition owned", epoch=lease.epoch)
@@ -359,6 +372,7 @@ class ClusterWorker(Worker):
 
                 tg.start_soon(keep)
                 tg.start_soon(give_up_when_unwanted)
+                tg.start_soon(checkpointer.run)
                 try:
                     await runner.run()
                 except (Fenced, LeaseLost) as exc:
@@ -380,6 +394,10 @@ class ClusterWorker(Worker):
                 log.warning(
                     "partition dropped", epoch=lease.epoch, reason="lease lost", error=str(lost)
                 )
+            if outcome == "released":
+                state.epoch, state.lease = 0, None  # no more queries for it here
+                with anyio.move_on_after(max(30.0, self.lease_time)):
+                    await checkpointer.final()  # then the lease goes to the next owner
         finally:
             state.epoch, state.lease = 0, None
             self._retire(unit.name, runner)

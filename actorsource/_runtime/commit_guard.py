@@ -1,9 +1,12 @@
 """The hooks through which a runner is made one fenced owner among several workers.
 
 The runtime knows nothing of clusters, leases or fences: a runner given a
-:class:`CommitGuard` calls it at three points of its life, and the cluster layer
+:class:`CommitGuard` calls it at these points of its life, and the cluster layer
 (:mod:`actorsource._cluster`) implements it and hands it over.
 
+0. :meth:`CommitGuard.restore`, before the journal file is opened: a file that is missing,
+   or too far behind for the replicated record to bring it up to date, is replaced by a
+   copy of the whole store from elsewhere (a checkpoint).
 1. :meth:`CommitGuard.import_tail`, right after the journal is opened and before the state
    is recovered: what the replicated record of the partition holds beyond the journal file
    (a crash between the fenced append and the SQLite commit, or a file that was never
@@ -19,6 +22,7 @@ The runtime knows nothing of clusters, leases or fences: a runner given a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from .._journal.journal import JournalBatch, SQLiteJournal
@@ -32,6 +36,11 @@ class CommitGuard(Protocol):
     @property
     def consumer(self) -> str:
         """The name of the durable consumer this owner reads with."""
+        ...
+
+    async def restore(self, path: Path) -> None:
+        """Before the journal file at ``path`` is opened: put in its place a copy the
+        replicated record can bring up to date, if it is missing or too far behind."""
         ...
 
     async def import_tail(self, journal: SQLiteJournal) -> int:

@@ -234,6 +234,9 @@ class ActorRunner:
     ) -> None:
         """Recover, then consume until stopped. Raises on failure (after closing everything)."""
         try:
+            if self.guard is not None:
+                self.status = ActorStatus.RECOVERING
+                await self.guard.restore(self.journal_path)
             async with SQLiteJournal(
                 self.journal_path,
                 actor=self.name,

@@ -72,6 +72,16 @@ __all__ = ["demo", "run"]
     "(use 10-15 s with R3 so that elections do not move partitions).",
 )
 @click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=50_000,
+    show_default=True,
+    metavar="EVENTS",
+    help="Cluster mode: the owner of a partition uploads a checkpoint of it to the object "
+    "store every EVENTS journaled events (and on a planned stop), then compacts its journal "
+    "subject; 0: never.",
+)
+@click.option(
     "--worker-id",
     default=None,
     help="Cluster mode: this worker's id among the members (default: <host>-<pid>).",
@@ -125,6 +135,7 @@ def run(
     cluster: bool,
     replicas: int,
     lease_time: float,
+    checkpoint_every: int,
     worker_id: str | None,
     metrics_port: int | None,
     tracing: bool,
@@ -157,6 +168,7 @@ def run(
         health_stale_after,
         ready_max_lag,
         tracing,
+        checkpoint_every,
     )
     try:
         with exit_on_expected_failure("actorsource"):
@@ -176,6 +188,7 @@ class _Placement:
     stale_after: float = 10.0
     max_lag: int = 1_000
     tracing: bool = False
+    checkpoint_every: int = 50_000
 
 
 @dataclass(frozen=True)
@@ -216,6 +229,7 @@ async def _run_worker(
             lease_time=placement.lease_time,
             name=placement.worker_id,
             tracing=placement.tracing,
+            checkpoint_every=placement.checkpoint_every,
         )
         await run_observed(worker)
         return
