@@ -105,7 +105,7 @@ async def test_a_worker_paused_past_its_lease_commits_nothing_and_ends_fenced(
             }
             return {f"porders-p{k}" for k in paused_partitions} <= ended
 
-        await until(dropped, 20, "the paused worker dropped each partition it held")
+        await until(dropped, 40, "the paused worker dropped each partition it held")
         check_exactly_once_in_order(await committed_history(js), published)
         await w1.stop()
         await w2.stop()
