@@ -13,7 +13,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from actorsource import JournalCorruptError, JournalError, JournalLockedError, JournalOrderError
+from actorsource import (
+    DuplicateMessageIdError,
+    JournalCorruptError,
+    JournalError,
+    JournalLockedError,
+    JournalOrderError,
+)
 from actorsource._journal.event_rows import ENTRY_COLUMNS, entry_row
 from actorsource._journal.schema import SCHEMA_VERSION
 from actorsource.journal import DeadLetter, JournalBatch, JournalEntry, SQLiteJournal
@@ -372,6 +378,23 @@ async def test_entity_rows_are_chained_and_stored_as_the_general_form_would_be(
         ]
         assert dict(await j._execute("SELECT entity, pos FROM entity_heads")) == heads
         assert await _all(j, chunk=1_000) == written
+
+
+async def test_a_batch_that_fails_moves_no_entity_head(tmp_path: Path) -> None:
+    def keyed(pos: int, msg_id: str) -> JournalEntry:
+        return JournalEntry(pos, f"s.{pos}", "T", b"{}", 1.0, "S", pos, msg_id, entity="k")
+
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        await j.append(_batch([keyed(1, "m1"), keyed(2, "m2")]))
+        with pytest.raises(DuplicateMessageIdError):
+            await j.append(_batch([keyed(3, "m3"), keyed(4, "m1")]))  # rolled back whole
+        await j.append(_batch([keyed(3, "m5")]))
+        assert await j._execute("SELECT pos, prev_pos FROM events ORDER BY pos") == [
+            (1, 0),
+            (2, 1),
+            (3, 2),
+        ]
+        assert await j._execute("SELECT entity, pos FROM entity_heads") == [("k", 3)]
 
 
 async def test_deleting_snapshots_reports_how_many_and_keeps_the_events(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "ENTITY_MIGRATION",
     "ENTITY_SCHEMA",
     "EntitySnapshot",
+    "HeadCache",
     "NewEntitySnapshot",
     "chain_entities",
     "entity_checksum",
@@ -89,14 +90,47 @@ CHAIN_MIGRATION = (
 )
 
 
+class HeadCache:
+    """The committed heads of the entities written lately, kept by the journal's writer so
+    that a batch reads from ``entity_heads`` only the keys it has not written lately.
+
+    Only the journal's own writer moves heads, so a head here is the table's as long as it
+    is updated after each commit (:meth:`committed`) and dropped on any failed one
+    (:meth:`forget`). Bounded: emptied when it would hold more than ``limit`` keys."""
+
+    __slots__ = ("heads", "limit")
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self.heads: dict[str, int] = {}
+
+    def committed(self, heads: dict[str, int]) -> None:
+        """The heads a batch just committed."""
+        if len(self.heads) + len(heads) > self.limit:
+            self.heads.clear()
+        self.heads.update(heads)
+
+    def forget(self) -> None:
+        """Drop everything (a batch failed: what it moved is not known to be stored)."""
+        self.heads.clear()
+
+
 def chain_entities(
-    conn: sqlite3.Connection, entries: Sequence[JournalEntry], heads: dict[str, int]
+    conn: sqlite3.Connection,
+    entries: Sequence[JournalEntry],
+    heads: dict[str, int],
+    cache: HeadCache | None = None,
 ) -> list[int | None]:
     """``prev_pos`` of each of ``entries`` (None for one of no entity), in order: its
     entity's head before it. ``heads`` carries the heads across the chunks of one batch
-    (read from ``entity_heads`` on first need, then moved to each entry); write them back
-    with :func:`write_heads` (inside the caller's transaction)."""
+    (taken from ``cache`` or read from ``entity_heads`` on first need, then moved to each
+    entry); write them back with :func:`write_heads` (inside the caller's transaction)."""
     missing = {e.entity for e in entries if e.entity is not None and e.entity not in heads}
+    if missing and cache is not None and cache.heads:
+        known = cache.heads
+        for hit in [k for k in missing if k in known]:
+            heads[hit] = known[hit]
+            missing.discard(hit)
     if missing:
         keys = list(missing)
         for start in range(0, len(keys), _KEYS_PER_QUERY):

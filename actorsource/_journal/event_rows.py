@@ -23,7 +23,7 @@ import msgspec
 
 from .._model.events import JournalEntry
 from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER
-from .entity_store import chain_entities, write_heads
+from .entity_store import HeadCache, chain_entities, write_heads
 
 __all__ = ["ENTRY_COLUMNS", "entry_row", "insert_events"]
 
@@ -163,9 +163,12 @@ def _insert_usual_sql(rows: int) -> str:
     return f"INSERT INTO events ({ENTRY_COLUMNS}) VALUES {values}"
 
 
-def insert_events(conn: sqlite3.Connection, entries: list[JournalEntry]) -> None:
+def insert_events(
+    conn: sqlite3.Connection, entries: list[JournalEntry], cache: HeadCache | None = None
+) -> dict[str, int]:
     """Insert the rows of ``entries`` (inside the caller's transaction); an entity's rows
-    are chained to its previous one and its head moves (:func:`.entity_store.chain_entities`)."""
+    are chained to its previous one and its head moves (:func:`.entity_store.chain_entities`).
+    Returns the heads moved (for ``cache``, once committed)."""
     heads: dict[str, int] = {}
     i, n = 0, len(entries)
     while i < n:
@@ -178,7 +181,7 @@ def insert_events(conn: sqlite3.Connection, entries: list[JournalEntry]) -> None
             continue
         params: list[Any] = []
         if any(e.entity is not None for e in chunk):
-            prevs = chain_entities(conn, chunk, heads)
+            prevs = chain_entities(conn, chunk, heads, cache)
             usual = _usual_chained_params(chunk, prevs)
             if usual is not None:
                 conn.execute(_insert_usual_chained_sql(len(chunk)), usual)
@@ -193,3 +196,4 @@ def insert_events(conn: sqlite3.Connection, entries: list[JournalEntry]) -> None
         conn.execute(_insert_sql(len(chunk)), params)
     if heads:
         write_heads(conn, heads)
+    return heads

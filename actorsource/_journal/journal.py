@@ -35,6 +35,7 @@ from .._model.events import JournalEntry
 from .._model.snapshots import Snapshot, SnapshotInfo
 from . import snapshot_parts, tables
 from .connection import ThreadedConnection
+from .entity_store import HeadCache
 from .lock import take_lock
 from .reader import JournalReader
 from .schema import (
@@ -96,6 +97,8 @@ class SQLiteJournal:
         self.actor = actor
         self._synchronous = synchronous
         self._db = ThreadedConnection()
+        #: The entity heads its batches committed lately (entity_store.HeadCache).
+        self._heads = HeadCache()
         self._lock_fd: int | None = None
         self._closed = False
         self.last_pos = 0
@@ -177,7 +180,7 @@ class SQLiteJournal:
         self._check_open()
         check_continues(batch, self.last_pos, self.stream_positions, self.path)
         try:
-            await self._db.run(write_batch, batch)
+            await self._db.run(write_batch, batch, self._heads)
         except sqlite3.IntegrityError as exc:
             if "events.msg_id" in str(exc):
                 raise DuplicateMessageIdError(

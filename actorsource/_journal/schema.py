@@ -29,6 +29,7 @@ from .entity_store import (
     CHAIN_MIGRATION,
     ENTITY_MIGRATION,
     ENTITY_SCHEMA,
+    HeadCache,
     NewEntitySnapshot,
     write_entity_snapshots,
 )
@@ -270,11 +271,14 @@ def entry_columns(schema_version: int) -> str:
     return columns
 
 
-def write_batch(conn: sqlite3.Connection, batch: JournalBatch) -> None:
-    """Write ``batch`` in one ``BEGIN IMMEDIATE`` transaction (runs on the journal's thread)."""
+def write_batch(
+    conn: sqlite3.Connection, batch: JournalBatch, heads: HeadCache | None = None
+) -> None:
+    """Write ``batch`` in one ``BEGIN IMMEDIATE`` transaction (runs on the journal's thread);
+    ``heads`` learns the entity heads it committed, and forgets all on a failure."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        insert_events(conn, batch.entries)
+        moved = insert_events(conn, batch.entries, heads)
         if batch.positions:
             conn.executemany(
                 "INSERT INTO positions (stream, last_seq) VALUES (?, ?) ON CONFLICT (stream) "
@@ -335,9 +339,13 @@ def write_batch(conn: sqlite3.Connection, batch: JournalBatch) -> None:
             write_entity_snapshots(conn, batch.entity_snapshots, now)
         conn.execute("COMMIT")
     except BaseException:
+        if heads is not None:
+            heads.forget()
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    if heads is not None and moved:
+        heads.committed(moved)
 
 
 def translate(exc: sqlite3.Error, path: Path, doing: str) -> JournalError:
