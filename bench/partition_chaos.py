@@ -62,7 +62,7 @@ from _partition_chaos_check import (
     mirror_journal,
     storage_sizes,
 )
-from _scaffold import ROOT, BenchError, Say, emit, say_to_stderr, scratch
+from _scaffold import ROOT, BenchError, Say, connect_cluster, emit, say_to_stderr, scratch
 from nats.aio.client import Client as NATS
 
 from actorsource._cluster.batches import decode_batch
@@ -76,21 +76,6 @@ from actorsource.testing import NatsCluster, WorkerProcess
 
 KEYS = [f"key{i}" for i in range(64)]
 DROPPED = "partition dropped"
-
-
-async def _quiet(exc: Exception) -> None:
-    pass
-
-
-async def _connect(urls: tuple[str, ...]) -> NATS:
-    nc = NATS()
-    await nc.connect(
-        servers=list(urls),
-        reconnect_time_wait=0.1,  # type: ignore[arg-type]
-        max_reconnect_attempts=-1,
-        error_cb=_quiet,
-    )
-    return nc
 
 
 class Publisher:
@@ -251,7 +236,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
     nc: NATS | None = None
     storage: dict[str, int] = {}
     try:
-        nc = await _connect(cluster.urls)
+        nc = await connect_cluster(cluster.urls)
         js = nc.jetstream(timeout=5)
         await mirror_journal(js, int(replicas))
         for worker in workers:

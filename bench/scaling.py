@@ -48,7 +48,7 @@ import _scaffold  # noqa: F401  (puts the checkout on sys.path)
 import anyio
 import msgspec
 import nats.errors
-from _scaffold import ROOT, BenchError, Say, quiet_library, run_bench
+from _scaffold import ROOT, BenchError, Say, connect_cluster, quiet_library, run_bench
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -77,21 +77,6 @@ def cpu_seconds(pid: int | None) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of stat(5)
-
-
-async def _quiet(exc: Exception) -> None:
-    pass
-
-
-async def _connect(urls: tuple[str, ...]) -> NATS:
-    nc = NATS()
-    await nc.connect(
-        servers=list(urls),
-        reconnect_time_wait=0.1,  # type: ignore[arg-type]
-        max_reconnect_attempts=-1,
-        error_cb=_quiet,
-    )
-    return nc
 
 
 class Committed:
@@ -164,7 +149,7 @@ class Cluster:
 
     async def __aenter__(self) -> Cluster:
         await self.nats.start()
-        self.nc = await _connect(self.nats.urls)
+        self.nc = await connect_cluster(self.nats.urls)
         await ensure_partitioned_stream(
             self.js, "FCSPLIT", self.partitioning, actor=ACTOR, replicas=self.replicas
         )
