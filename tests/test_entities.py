@@ -110,6 +110,30 @@ class OneCart(CartModel):
     """At most one resident: the pin rule is all that keeps an uncommitted one."""
 
 
+@dataclass
+class Tossed:
+    """Handled without a Context: triage's short way when its entity is resident."""
+
+    sku: str
+
+
+@entity(
+    "plain-retried-carts",
+    subjects=["plainretried.*"],
+    errors=ErrorPolicy(retries=2, backoff=0.01),
+)
+class PlainRetriedCart(CartModel):
+    """RetriedCart with a handler that takes no Context."""
+
+    @handles(Tossed)
+    def tossed(self, e: Tossed) -> None:
+        self.items[e.sku] = self.items.get(e.sku, 0) + 1_000
+        if FAILS.get(e.sku, 0) > 0:
+            FAILS[e.sku] -= 1
+            raise RuntimeError(f"tossed {e.sku}")
+        self.items[e.sku] -= 999
+
+
 @entity(
     "retried-carts",
     subjects=["retried.*"],
@@ -457,6 +481,27 @@ async def test_a_failing_handler_reloads_only_its_entity(actor_kit: ActorKit) ->
         assert (await carts.entity("b")).items == {"x": 2}
         assert "a" in carts.resident
         assert "c" in carts.resident
+
+
+async def test_a_handler_without_context_applies_to_a_resident_entity_and_fails_alone(
+    actor_kit: ActorKit,
+) -> None:
+    FAILS["t1"] = 1
+    async with actor_kit.start(PlainRetriedCart) as carts:
+        for key in "abc":
+            await actor_kit.publish(f"plainretried.{key}", ItemAdded("x", 1))
+        await carts.settled()
+        assert carts.entity_loads == 3
+        await actor_kit.publish("plainretried.a", Tossed("t2"))  # resident: no load
+        await actor_kit.publish("plainretried.c", Tossed("t1"))  # fails once, then succeeds
+        await actor_kit.publish("plainretried.d", Tossed("t3"))  # not resident: loaded
+        await carts.settled()
+        assert carts.entity_loads == 5  # c again and d, not a
+        assert (await carts.entity("a")).items == {"x": 1, "t2": 1}
+        assert (await carts.entity("c")).items == {"x": 1, "t1": 1}
+        assert (await carts.entity("d")).items == {"t3": 1}
+        for key in "acd":
+            assert (await carts.fold_entity(key)).items == (await carts.entity(key)).items
 
 
 # -- versions and old journals --------------------------------------------------------------------

@@ -77,6 +77,14 @@ class Entities:
         self._journal = journal
         self._log = log
         self._dispatch = EntityDispatch(definition, log, max_payload=max_payload)
+        #: The synchronous handlers without a context, unbound, for triage's short way
+        #: (:meth:`apply_resident`): (decode, handler, current version) by type name.
+        codec = definition.codec
+        self.plain = {
+            name: (codec.decoder(name), getattr(definition.cls, h.method), codec.version(name))
+            for name, h in definition.handlers.items()
+            if not h.takes_context and not h.is_async
+        }
         #: ``key_of(subject, event)``: the entity key of a received message (for triage).
         self.key_of = key_function(self.spec)
         #: The resident entities by key, least recently used first.
@@ -114,6 +122,21 @@ class Entities:
             resident.since += 1
 
         return await self._dispatch.apply(resident.state, event, entry, recorded)
+
+    def apply_resident(self, entry: JournalEntry, handler: Any, event: object) -> bool:
+        """:meth:`apply_live` for a synchronous handler without a context (``plain``), done
+        here if the entity is resident; False if it is not (apply_live loads it)."""
+        key = entry.entity
+        resident = self.resident.pop(key, None)  # type: ignore[arg-type]
+        if resident is None:
+            return False
+        self.resident[key] = resident  # type: ignore[index]
+        resident.used = entry.received_at
+        resident.applied = entry.pos
+        resident.since += 1
+        self._touched.add(key)  # type: ignore[arg-type]
+        handler(resident.state, event)
+        return True
 
     async def _load(self, key: str) -> Resident:
         committed = self._journal.last_pos

@@ -215,7 +215,8 @@ class Pipeline:
             policy=definition.errors,
             codec=definition.codec,
             apply=self._live.apply_live if entities is None else entities.apply_live,
-            plain=self._live.dispatch.plain if entities is None else None,
+            plain=self._live.dispatch.plain if entities is None else entities.plain,
+            resident=None if entities is None else entities.apply_resident,
             key=None if entities is None else entities.key_of,
             tracing=self._tracing,
         )

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Failure", "PlainStep", "Triage", "triage"]
 
+#: Applies a plain step's handler to the entry's entity if resident (entity actors).
+ResidentStep = Callable[[JournalEntry, Callable[..., Any], object], bool]
+
 #: A synchronous handler without a context: (decode, bound handler, current version).
 PlainStep = tuple[Callable[[bytes], Any], Callable[[Any], object], int]
 
@@ -121,6 +124,7 @@ async def triage(
     plain: Mapping[str, PlainStep] | None = None,
     key: KeyOf | None = None,
     tracing: Tracing | None = None,
+    resident: ResidentStep | None = None,
 ) -> Triage:
     """Sort ``deliveries[start:]`` in order, applying events through ``apply``.
 
@@ -129,7 +133,9 @@ async def triage(
     ``plain`` (by type name: decoder, bound handler, current version) is the short way for
     synchronous handlers without a context: decoded and called here, with nothing to
     collect, instead of through ``apply``. ``key`` (entity actors only) gives each event
-    its entity key. ``tracing``: see the module's docstring.
+    its entity key; there, ``plain`` holds the handlers unbound and ``resident(entry,
+    handler, event)`` applies one to its entity when that is in memory (False when not:
+    ``apply`` loads it). ``tracing``: see the module's docstring.
     """
     out = Triage(pos=pos, top=high, end=len(deliveries))
     seen_seqs: set[int] = set()
@@ -219,8 +225,11 @@ async def triage(
         outbound = None
         try:
             if step is not None:
-                step[1](event)
                 effects = None
+                if resident is None:
+                    step[1](event)
+                elif not resident(entry, step[1], event):
+                    effects = await apply(event, entry)  # loads the entity first
             elif tracing is None or (outbound := tracing.outbound(traced, headers)) is None:
                 effects = await apply(event, entry)
             else:
