@@ -150,10 +150,25 @@ async def _ask_owner(
     stopping), ask again until ``deadline``; then raise the last ``not-running``."""
     subject = query_subject(part, name, key)
     delay = 0.02
+    began = time.monotonic()
     while True:
         left = deadline - time.monotonic()
         try:
-            msg = await _request(nc, subject, body(left), left, actor, name, key)
+            # The owner is told the whole time left; the wait for its reply is cut into
+            # attempts, so that a request an owner took in just as it stopped (and will
+            # never answer) is asked again of whoever serves the partition next.
+            wait = min(left, _ATTEMPT)
+            msg = await _request(nc, subject, body(left), wait, actor, name, key)
+        except QueryTimeoutError:
+            if deadline - time.monotonic() <= _RETRY_MIN:
+                raise QueryTimeoutError(
+                    f"no answer from actor {actor!r} to query {name!r} within "
+                    f"{deadline - began:.3g} s",
+                    actor=actor,
+                    query=name,
+                    key=key,
+                ) from None
+            continue
         except UnknownActorError:
             last: QueryError = QueryNotRunningError(
                 f"no worker serves partition {part!r} of actor {actor!r} (it may be moving): "
@@ -178,6 +193,9 @@ async def _ask_owner(
 
 #: The least time left worth another attempt at a partition.
 _RETRY_MIN = 0.01
+
+#: The longest wait for one attempt's reply from a partition's owner (see _ask_owner).
+_ATTEMPT = 2.0
 
 
 async def _request(
