@@ -111,11 +111,7 @@ class Entities:
         resident = self.resident.pop(key, None)
         if resident is None:
             resident = await self._load(key)
-        self.resident[key] = resident
-        resident.used = entry.received_at
-        resident.applied = entry.pos
-        resident.since += 1
-        self._touched.add(key)
+        self._use(key, resident, entry)
 
         def recorded(e: JournalEntry) -> None:
             resident.applied = e.pos
@@ -127,16 +123,22 @@ class Entities:
         """:meth:`apply_live` for a synchronous handler without a context (``plain``), done
         here if the entity is resident; False if it is not (apply_live loads it)."""
         key = entry.entity
-        resident = self.resident.pop(key, None)  # type: ignore[arg-type]
+        assert key is not None
+        resident = self.resident.pop(key, None)
         if resident is None:
             return False
-        self.resident[key] = resident  # type: ignore[index]
+        self._use(key, resident, entry)
+        handler(resident.state, event)
+        return True
+
+    def _use(self, key: str, resident: Resident, entry: JournalEntry) -> None:
+        """Make ``resident`` the most recently used, holding ``entry`` (before its handler
+        runs: one that raises leaves it above the journal's end, forgotten then)."""
+        self.resident[key] = resident
         resident.used = entry.received_at
         resident.applied = entry.pos
         resident.since += 1
-        self._touched.add(key)  # type: ignore[arg-type]
-        handler(resident.state, event)
-        return True
+        self._touched.add(key)
 
     async def _load(self, key: str) -> Resident:
         committed = self._journal.last_pos
