@@ -108,9 +108,10 @@ async def one(
 
 
 async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any]:
-    results: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in VARIANTS}
+    chosen = {name: VARIANTS[name] for name in args.only}
+    results: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in chosen}
     for round_ in range(args.repeat):
-        for name, (keyed, index, snapshots) in VARIANTS.items():
+        for name, (keyed, index, snapshots) in chosen.items():
             path = root / f"{name}-{round_}.sqlite"
             seconds, rates = await one(path, args, keyed, index, snapshots)
             results[name].append((seconds, rates))
@@ -138,8 +139,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=2_000_000, help="events appended")
     parser.add_argument("--batch", type=int, default=512, help="events per transaction")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the four variants")
+    parser.add_argument(
+        "--only", default=",".join(VARIANTS), help="variants to run, comma-separated"
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
     args = parser.parse_args(argv)
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    if not args.only or set(args.only) - set(VARIANTS):
+        parser.error(f"--only takes some of: {', '.join(VARIANTS)}")
     if args.entities < 1 or args.events < 10 or args.batch < 1 or args.repeat < 1:
         parser.error("--entities, --batch and --repeat must be >= 1, --events >= 10")
     return args
