@@ -51,7 +51,9 @@ from examples import bank
 
 async def _write(path: Path, fence: JournalFence, amounts: list[int], size: int, say: Say) -> None:
     name = path.name.split(".")[0]
-    async with SQLiteJournal(path, actor=name, cache_kib=ENTITY_CACHE_KIB) as journal:
+    async with SQLiteJournal(
+        path, actor=name, cache_kib=ENTITY_CACHE_KIB, entities=True
+    ) as journal:
         for start in range(0, len(amounts), size):
             entries = []
             for i in range(start, min(start + size, len(amounts))):

@@ -36,6 +36,7 @@ from typing import Any
 from _scaffold import Say, median, quiet_library, run_bench
 
 from actorsource._journal.entity_store import NewEntitySnapshot
+from actorsource._journal.storage import ENTITY_CACHE_KIB
 from actorsource.journal import JournalBatch, JournalEntry, SQLiteJournal
 
 #: name: (rows carry an entity key, the (entity, pos) index, a snapshot per event)
@@ -58,7 +59,9 @@ async def one(
     n, batch = args.events, args.batch
     tenth = n // 10
     rates: list[float] = []
-    async with SQLiteJournal(path, actor="storage") as journal:
+    async with SQLiteJournal(
+        path, actor="storage", entities=keyed, cache_kib=ENTITY_CACHE_KIB if keyed else None
+    ) as journal:
         await journal.bind_stream("ACCOUNTS", "")
         if index:
             db = sqlite3.connect(path)

@@ -4,7 +4,9 @@ Opened by the runtime once per running entity actor (and by tools), on a read-on
 connection of its own used from the calling thread: each query is one short read
 transaction that sees committed rows only, and walks the entity's chain of rows down from
 its head by the primary key (:mod:`.entity_store`), so it costs that entity's rows, not the
-journal's.
+journal's. The head is the one its journal's writer staged (:mod:`.entity_heads`), or else
+the one in ``entity_heads``; a reader with no writer beside it finds the staged heads
+itself when it opens (one scan of the rows after the heads table's horizon).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._model.events import JournalEntry
+from .entity_heads import StagedHeads, staged_after_horizon
 from .entity_store import EntitySnapshot
 from .reader import Kind, code_sql
 from .schema import ENTRY_COLUMNS, REPLAY_COLUMNS, row_entry, translate
@@ -33,30 +36,30 @@ _NEWEST_SNAPSHOT_BEFORE = (
 )
 
 
-#: The positions of an entity's rows, newest first, down to the first after a position: its
-#: head, then each row's ``prev_pos`` (parameters: the key, that position).
-_CHAIN = (
-    "WITH RECURSIVE chain(at) AS ("
-    "SELECT pos FROM entity_heads WHERE entity = ? "
-    "UNION ALL SELECT prev_pos FROM chain CROSS JOIN events ON events.pos = chain.at "
-    "WHERE prev_pos > ?"
-    ") "
-)
+#: The start of an entity's chain: its head in the table (parameter: the key), or a head
+#: already known (parameter: that position).
+_HEAD_BY_KEY = "SELECT pos FROM entity_heads WHERE entity = ?"
+_HEAD_GIVEN = "SELECT ?"
 
 
-def _chain_sql(columns: str) -> str:
-    """``columns`` of an entity's rows in ``after < pos <= last``, in order (parameters: the
-    key, ``after``, what ``columns`` needs, ``after``, ``last``)."""
+def _chain_sql(columns: str, head: str) -> str:
+    """``columns`` of an entity's rows in ``after < pos <= last``, in order: the rows from
+    ``head`` down, by each row's ``prev_pos`` (parameters: what ``head`` needs, ``after``,
+    what ``columns`` needs, ``after``, ``last``)."""
     # CROSS JOIN keeps the chain outside: the planner would otherwise read ``events`` by
     # the position range and look each row up in the chain (the whole journal's rows).
     return (
-        _CHAIN + f"SELECT {columns} FROM chain CROSS JOIN events ON events.pos = chain.at "
+        f"WITH RECURSIVE chain(at) AS ({head} "
+        "UNION ALL SELECT prev_pos FROM chain CROSS JOIN events ON events.pos = chain.at "
+        "WHERE prev_pos > ?) "
+        f"SELECT {columns} FROM chain CROSS JOIN events ON events.pos = chain.at "
         "WHERE chain.at > ? AND chain.at <= ? ORDER BY chain.at"
     )
 
 
-_ROWS = _chain_sql(REPLAY_COLUMNS)
-_ENTRY_ROWS = _chain_sql(ENTRY_COLUMNS)
+#: (the SQL from the table's head, the SQL from a given head), per selection of columns.
+_ROWS = (_chain_sql(REPLAY_COLUMNS, _HEAD_BY_KEY), _chain_sql(REPLAY_COLUMNS, _HEAD_GIVEN))
+_ENTRY_ROWS = (_chain_sql(ENTRY_COLUMNS, _HEAD_BY_KEY), _chain_sql(ENTRY_COLUMNS, _HEAD_GIVEN))
 
 
 class EntityRows:
@@ -101,12 +104,14 @@ class EntityReader:
     chain: it costs the entity's rows, not the journal's); it runs on the calling thread.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, staged: StagedHeads | None = None) -> None:
         self.path = path
-        self._codes: dict[tuple[Kind, ...], tuple[str, list[Any]]] = {}  # SQL, its parameters
+        # SQL (from the table's head, from a given head), its parameters
+        self._codes: dict[tuple[Kind, ...], tuple[tuple[str, str], list[Any]]] = {}
         try:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             set_cache(self._db, ENTITY_CACHE_KIB)
+            self._staged = staged if staged is not None else staged_after_horizon(self._db)
         except sqlite3.Error as exc:
             raise translate(exc, path, "read") from exc
 
@@ -119,6 +124,14 @@ class EntityReader:
     def close(self) -> None:
         """Close the connection (idempotent)."""
         self._db.close()
+
+    def _chain(self, sql: tuple[str, str], entity: str, params: Sequence[Any]) -> list[Any]:
+        """The rows of ``sql`` for ``entity``: walked from its staged head if it has one,
+        else from its head in the table (``params``: the rest of the parameters)."""
+        head = self._staged.get(entity)
+        if head is None:
+            return self._all(sql[0], (entity, *params))
+        return self._all(sql[1], (head, *params))
 
     def _all(self, sql: str, params: Sequence[Any]) -> list[Any]:
         try:
@@ -148,20 +161,23 @@ class EntityReader:
         coded = self._codes.get(key)
         if coded is None:
             code, params = code_sql(kinds)
-            coded = self._codes[key] = (_chain_sql(f"pos, {code}, payload"), params)
+            columns = f"pos, {code}, payload"
+            sql = (_chain_sql(columns, _HEAD_BY_KEY), _chain_sql(columns, _HEAD_GIVEN))
+            coded = self._codes[key] = (sql, params)
         sql, params = coded
-        rows = self._all(sql, (entity, after, *params, after, last))
+        rows = self._chain(sql, entity, (after, *params, after, last))
         return EntityRows(self, entity, rows)
 
     def rows(self, entity: str, after: int, last: int) -> list[tuple[Any, ...]]:
         """The entity's replay rows (pos, type, payload, version) in ``after < pos <= last``,
         in order."""
-        return self._all(_ROWS, (entity, after, after, last))
+        return self._chain(_ROWS, entity, (after, after, last))
 
     def entry_rows(self, entity: str, first: int, last: int) -> list[tuple[Any, ...]]:
         """The entity's whole rows (:data:`ENTRY_COLUMNS`) at positions ``first..last``."""
-        return self._all(_ENTRY_ROWS, (entity, first - 1, first - 1, last))
+        return self._chain(_ENTRY_ROWS, entity, (first - 1, first - 1, last))
 
     def keys(self) -> list[str]:
         """Every entity key in the journal, in order (reads the heads)."""
-        return [r[0] for r in self._all("SELECT entity FROM entity_heads ORDER BY entity", ())]
+        stored = {r[0] for r in self._all("SELECT entity FROM entity_heads", ())}
+        return sorted(stored.union(self._staged.heads))

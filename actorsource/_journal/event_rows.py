@@ -23,7 +23,7 @@ import msgspec
 
 from .._model.events import JournalEntry
 from .._model.headers import EVENT_TYPE_HEADER, MSG_ID_HEADER
-from .entity_store import HeadCache, chain_entities, write_heads
+from .entity_heads import StagedHeads, chain_entities
 
 __all__ = ["ENTRY_COLUMNS", "entry_row", "insert_events"]
 
@@ -164,12 +164,13 @@ def _insert_usual_sql(rows: int) -> str:
 
 
 def insert_events(
-    conn: sqlite3.Connection, entries: list[JournalEntry], cache: HeadCache | None = None
-) -> dict[str, int]:
+    conn: sqlite3.Connection, entries: list[JournalEntry], staged: StagedHeads
+) -> tuple[dict[str, int], int]:
     """Insert the rows of ``entries`` (inside the caller's transaction); an entity's rows
-    are chained to its previous one and its head moves (:func:`.entity_store.chain_entities`).
-    Returns the heads moved (for ``cache``, once committed)."""
+    are chained to its previous one (:func:`.entity_heads.chain_entities`). Returns the
+    heads moved and how many entity rows there were (for ``staged``, once committed)."""
     heads: dict[str, int] = {}
+    keyed = 0
     i, n = 0, len(entries)
     while i < n:
         size = min(_MAX_ROWS_PER_INSERT, 1 << ((n - i).bit_length() - 1))
@@ -181,7 +182,8 @@ def insert_events(
             continue
         params: list[Any] = []
         if any(e.entity is not None for e in chunk):
-            prevs = chain_entities(conn, chunk, heads, cache)
+            prevs = chain_entities(conn, chunk, heads, staged)
+            keyed += len(chunk) - prevs.count(None)
             usual = _usual_chained_params(chunk, prevs)
             if usual is not None:
                 conn.execute(_insert_usual_chained_sql(len(chunk)), usual)
@@ -194,6 +196,4 @@ def insert_events(
         for e in chunk:
             params.extend(entry_row(e))
         conn.execute(_insert_sql(len(chunk)), params)
-    if heads:
-        write_heads(conn, heads)
-    return heads
+    return heads, keyed

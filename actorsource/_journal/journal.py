@@ -20,27 +20,24 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack
 
 import anyio
 import anyio.to_thread
 
-from .._errors import JournalClosedError, JournalError, JournalLockedError
-from .._log import get_logger
+from .._errors import JournalClosedError, JournalError
 from .._model.events import JournalEntry
 from .._model.snapshots import Snapshot, SnapshotInfo
 from . import snapshot_parts, tables
 from .connection import ThreadedConnection
-from .entity_store import HeadCache
+from .entity_heads import StagedHeads, flush_staged, staged_after_horizon
+from .entity_reader import EntityReader
 from .lock import take_lock
+from .opening import prepare
 from .reader import JournalReader
 from .schema import (
-    MIGRATIONS,
-    SCHEMA,
     SCHEMA_VERSION,
     DeadLetter,
     DuplicateMessageIdError,
@@ -54,7 +51,7 @@ from .schema import (
     write_batch,
 )
 from .snapshot_parts import PART_BYTES, PartedSnapshot
-from .storage import is_access_error, quick_check, set_cache
+from .storage import quick_check, set_cache
 
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
@@ -87,6 +84,7 @@ class SQLiteJournal:
         integrity_check: bool = False,
         snapshot_part_bytes: int = PART_BYTES,
         cache_kib: int | None = None,
+        entities: bool = False,
     ) -> None:
         self.path = Path(path)
         #: SQLite's page cache of the connection, in KiB (None: SQLite's default, 2 MiB).
@@ -94,11 +92,14 @@ class SQLiteJournal:
         #: A snapshot of at least twice this many bytes can be written in parts of this size.
         self.snapshot_part_bytes = snapshot_part_bytes
         self._integrity_check = integrity_check
+        #: An entity actor's journal: its staged heads are read when it opens (others read
+        #: them at their first entity row, if one ever comes: entity_heads.py).
+        self.entities = entities
         self.actor = actor
         self._synchronous = synchronous
         self._db = ThreadedConnection()
-        #: The entity heads its batches committed lately (entity_store.HeadCache).
-        self._heads = HeadCache()
+        #: The entity heads moved after the heads table's horizon (entity_heads.py).
+        self.staged_heads = StagedHeads()
         self._lock_fd: int | None = None
         self._closed = False
         self.last_pos = 0
@@ -124,9 +125,11 @@ class SQLiteJournal:
             # would open a file it cannot write read-only, and fail every commit later.
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
             await self._db.open(self.path)
-            opened = await self._db.run(_prepare, self.path, self.actor, self._synchronous)
+            opened = await self._db.run(prepare, self.path, self.actor, self._synchronous)
             if self.cache_kib is not None:
                 await self._db.run(set_cache, self.cache_kib)
+            if self.entities:
+                self.staged_heads = await self._db.run(staged_after_horizon)
             if self._integrity_check and opened.version != 0:
                 await self.check_integrity()
         except BaseException as exc:
@@ -139,7 +142,17 @@ class SQLiteJournal:
         self.stream_positions = opened.positions
 
     async def aclose(self) -> None:
-        """Close the database and release the lock. Idempotent and safe under cancellation."""
+        """Close the database and release the lock. Idempotent and safe under cancellation.
+
+        Staged entity heads are stored first, so that the next open scans nothing (on any
+        error they are left to that scan)."""
+        staged = self.staged_heads
+        if self._db.is_open and staged.loaded and staged.heads and not self._closed:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._db.run(flush_staged, self.staged_heads)
+                except (sqlite3.Error, OSError):
+                    pass
         self._closed = True
         await self._release()
 
@@ -180,7 +193,7 @@ class SQLiteJournal:
         self._check_open()
         check_continues(batch, self.last_pos, self.stream_positions, self.path)
         try:
-            await self._db.run(write_batch, batch, self._heads)
+            await self._db.run(write_batch, batch, self.staged_heads)
         except sqlite3.IntegrityError as exc:
             if "events.msg_id" in str(exc):
                 raise DuplicateMessageIdError(
@@ -284,6 +297,13 @@ class SQLiteJournal:
             pos = batch[-1].pos
             yield batch
 
+    def entity_reader(self) -> EntityReader:
+        """A read-only connection that reads one entity at a time (close it, or use it as a
+        context manager); it finds the heads this journal stages."""
+        self._check_open()
+        staged = self.staged_heads
+        return EntityReader(self.path, staged if staged.loaded else None)
+
     def _reader(self) -> JournalReader:
         """A read-only connection for replay (close it, or use it as a context manager)."""
         self._check_open()
@@ -332,85 +352,3 @@ class SQLiteJournal:
         Not part of the API: for tests that must reach below it (a full disk is simulated
         with ``PRAGMA max_page_count``, which holds per connection)."""
         return await self._run("query", tables.fetchall, sql, params)
-
-
-@dataclass(frozen=True, slots=True)
-class _Opened:
-    """What :func:`_prepare` found in the journal."""
-
-    version: int
-    last_pos: int
-    unsent: int
-    positions: dict[str, int]
-
-
-def _prepare(conn: sqlite3.Connection, path: Path, actor: str, synchronous: str) -> _Opened:
-    """Put the file in WAL mode, create or upgrade its schema and check its owner."""
-    try:
-        return _prepare_checked(conn, path, actor, synchronous)
-    except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-            raise JournalLockedError(f"{path} is locked: {exc}", path=path) from exc
-        if is_access_error(exc):
-            raise open_failure(exc, path) from exc
-        raise corrupt(path, f"is not a usable actorsource journal: {exc}") from exc
-
-
-def _prepare_checked(conn: sqlite3.Connection, path: Path, actor: str, synchronous: str) -> _Opened:
-    def scalar(sql: str) -> Any:
-        row = conn.execute(sql).fetchone()
-        return row[0] if row else None
-
-    version = int(scalar("PRAGMA user_version"))
-    mode = scalar("PRAGMA journal_mode=WAL")
-    if str(mode).lower() != "wal":
-        raise JournalError(f"cannot put {path} in WAL mode (got {mode})", path=path)
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    # Debian's SQLite zeroes every page it frees (secure_delete=ON): pruning a snapshot then
-    # wrote as many bytes as writing it. FAST zeroes only what it writes anyway; what pruned
-    # snapshots held is still in the journal's events.
-    conn.execute("PRAGMA secure_delete=FAST")
-    if version == 0:
-        # One transaction for the schema, the owner and the version stamp: a process killed
-        # half-way leaves either an empty file or a complete journal.
-        owner_sql = actor.replace("'", "''")
-        conn.executescript(
-            "BEGIN IMMEDIATE;"
-            + SCHEMA
-            + "INSERT OR IGNORE INTO meta (key, value) VALUES "
-            + f"('actor', '{owner_sql}'), ('created_at', '{time.time()!r}');"
-            + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
-        )
-    elif version < SCHEMA_VERSION:
-        # One step per transaction, each stamping its version: a kill in between is safe.
-        for step in range(version, SCHEMA_VERSION):
-            conn.executescript(
-                "BEGIN IMMEDIATE;" + MIGRATIONS[step] + f"PRAGMA user_version={step + 1}; COMMIT;"
-            )
-            get_logger(actor=actor).info("journal schema upgraded", path=str(path), schema=step + 1)
-    elif version > SCHEMA_VERSION:
-        raise JournalError(
-            f"{path} has journal schema {version}, newer than this actorsource "
-            f"({SCHEMA_VERSION}): upgrade actorsource",
-            path=path,
-        )
-    owner = scalar("SELECT value FROM meta WHERE key = 'actor'")
-    if owner is None and not scalar("SELECT count(*) FROM events"):
-        # Created by an older version that stamped the owner in a second step, and killed in
-        # between: nothing was ever journaled, so finish the stamp.
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('actor', ?), ('created_at', ?)",
-            (actor, repr(time.time())),
-        )
-        owner = actor
-    if owner != actor:
-        raise JournalError(f"{path} is the journal of actor {owner!r}, not {actor!r}", path=path)
-    positions = dict(conn.execute("SELECT stream, last_seq FROM positions").fetchall())
-    # The parts of a snapshot whose writing was cut short, or whose pruning was.
-    snapshot_parts.delete_orphans(conn)
-    return _Opened(
-        version=version,
-        last_pos=int(scalar("SELECT coalesce(max(pos), 0) FROM events")),
-        unsent=int(scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")),
-        positions=positions,
-    )

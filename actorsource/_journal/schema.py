@@ -25,11 +25,11 @@ from .._errors import (
 from .._model.effects import OutboxMessage
 from .._model.events import JournalEntry
 from .._model.snapshots import NewSnapshot, snapshot_checksum
+from .entity_heads import HORIZON_MIGRATION, StagedHeads, flush_heads
 from .entity_store import (
     CHAIN_MIGRATION,
     ENTITY_MIGRATION,
     ENTITY_SCHEMA,
-    HeadCache,
     NewEntitySnapshot,
     write_entity_snapshots,
 )
@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: Statements that bring a journal of schema ``n`` to ``n + 1``, each run in one transaction.
 MIGRATIONS = {
@@ -80,6 +80,9 @@ MIGRATIONS = {
     # Entity chains (entity_store.py): each entity row's previous row of its entity, each
     # entity's head; the (entity, pos) index goes.
     4: CHAIN_MIGRATION,
+    # Staged entity heads (entity_heads.py): the heads table is complete up to a horizon;
+    # a journal of schema 5 wrote every head with its batch, so up to its last row.
+    5: HORIZON_MIGRATION,
 }
 
 SCHEMA = """
@@ -271,14 +274,16 @@ def entry_columns(schema_version: int) -> str:
     return columns
 
 
-def write_batch(
-    conn: sqlite3.Connection, batch: JournalBatch, heads: HeadCache | None = None
-) -> None:
+def write_batch(conn: sqlite3.Connection, batch: JournalBatch, staged: StagedHeads) -> None:
     """Write ``batch`` in one ``BEGIN IMMEDIATE`` transaction (runs on the journal's thread);
-    ``heads`` learns the entity heads it committed, and forgets all on a failure."""
+    ``staged`` learns the entity heads it committed (stored with it when they are due: see
+    :mod:`.entity_heads`), and nothing of a batch that fails."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        moved = insert_events(conn, batch.entries, heads)
+        moved, keyed = insert_events(conn, batch.entries, staged)
+        flushed = bool(moved) and staged.due(moved, keyed)
+        if flushed:
+            flush_heads(conn, staged, moved, batch.entries[-1].pos)
         if batch.positions:
             conn.executemany(
                 "INSERT INTO positions (stream, last_seq) VALUES (?, ?) ON CONFLICT (stream) "
@@ -339,13 +344,11 @@ def write_batch(
             write_entity_snapshots(conn, batch.entity_snapshots, now)
         conn.execute("COMMIT")
     except BaseException:
-        if heads is not None:
-            heads.forget()
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    if heads is not None and moved:
-        heads.committed(moved)
+    if moved:
+        staged.committed(moved, keyed, flushed=flushed)
 
 
 def translate(exc: sqlite3.Error, path: Path, doing: str) -> JournalError:

@@ -34,7 +34,6 @@ import anyio
 import structlog
 
 from .._errors import SnapshotError
-from .._journal.entity_reader import EntityReader
 from .._journal.entity_recovery import load_entity
 from .._journal.entity_store import NewEntitySnapshot
 from .._journal.journal import SQLiteJournal
@@ -89,7 +88,7 @@ class Entities:
         self.key_of = key_function(self.spec)
         #: The resident entities by key, least recently used first.
         self.resident: dict[str, Resident] = {}
-        self._reader = EntityReader(journal.path)
+        self._reader = journal.entity_reader()
         self._touched: set[str] = set()
         self._evicted: list[NewEntitySnapshot] = []
         #: Loads into residency, and entities passivated, since start (counters).

@@ -242,6 +242,7 @@ class ActorRunner:
                 actor=self.name,
                 synchronous=self._synchronous,
                 cache_kib=ENTITY_CACHE_KIB if self.definition.entity is not None else None,
+                entities=self.definition.entity is not None,
             ) as journal:
                 self._journal = journal
                 writer = self._schedule.writer(journal, self._write_lock, crash=self._crash)

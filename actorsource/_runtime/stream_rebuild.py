@@ -116,7 +116,9 @@ async def rebuild_from_stream(
             )
         _remove(work)  # what an interrupted rebuild left: the lock says nobody else owns it
         report = StreamRebuildReport(stream=stream)
-        async with SQLiteJournal(work, actor=definition.name) as journal:
+        async with SQLiteJournal(
+            work, actor=definition.name, entities=definition.entity is not None
+        ) as journal:
             # The same identity the runtime records (see _binding.bind_mailbox).
             await journal.bind_stream(stream, info.created.isoformat() if info.created else "")
             state = await _read_stream(

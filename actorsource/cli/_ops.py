@@ -240,7 +240,7 @@ async def _rebuild_entities(actor_cls: type, data_dir: Path) -> Any:
     definition = definition_of(actor_cls)
     path = journal_path(data_dir, definition.name)
     open_read_only(path).close()  # a clear error for a missing or foreign file
-    async with SQLiteJournal(path, actor=definition.name) as journal:
+    async with SQLiteJournal(path, actor=definition.name, entities=True) as journal:
         with click.progressbar(length=1, label="rebuilding entities", file=sys.stderr) as bar:
 
             def progress(done: int, total: int) -> None:
