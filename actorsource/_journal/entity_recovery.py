@@ -5,8 +5,8 @@ version matches, its codec is known, its position is within what is committed, i
 checksum verifies and its bytes decode; every other one is skipped with the reason and an
 older one tried; with none, all the entity's rows are replayed (a model version bump
 rebuilds each entity lazily, when it is next loaded, through the upcasters). Rows are
-read by the partial index on ``(entity, pos)``, so the cost is the entity's, not the
-journal's.
+found by walking the entity's chain down from its head (:mod:`.entity_reader`), so the
+cost is the entity's, not the journal's.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import structlog
 from .._errors import SnapshotError
 from .._model.actor import ActorDefinition
 from .._model.dispatch import Dispatch
+from .._model.entity_dispatch import EntityDispatch
 from .._model.snapshots import CODEC_NAME
 from .entity_reader import EntityReader
 from .entity_store import NewEntitySnapshot
@@ -49,10 +50,12 @@ async def load_entity(
     committed: int,
     log: structlog.stdlib.BoundLogger,
     use_snapshots: bool = True,
+    replayer: EntityDispatch | None = None,
 ) -> tuple[Any, EntityLoad]:
     """Return ``(state, report)``: the fold of entity ``key``'s committed rows (up to
-    ``committed``), from its newest usable snapshot. Raises :class:`ActorCrashed` naming the
-    position if one of its rows cannot be decoded or applied."""
+    ``committed``), from its newest usable snapshot, through ``replayer`` (the actor's
+    entity dispatch) if given. Raises :class:`ActorCrashed` naming the position if one of
+    its rows cannot be decoded or applied."""
     report = EntityLoad()
     state = definition.new_state()
     after = 0
@@ -78,9 +81,15 @@ async def load_entity(
             continue
         after = report.snapshot_pos = report.applied = snap.pos
         break
-    rows = reader.replay_rows(key, after, committed, Dispatch.replay_kinds_of(definition))
-    if rows.rows:  # (most loads find a snapshot of the entity's last event: no dispatch)
-        await Dispatch(definition, state, log, key=key).replay(rows)
+    if replayer is not None:
+        rows = reader.replay_rows(key, after, committed, replayer.replay_kinds)
+        if rows.rows:
+            await replayer.replay(state, rows, key)
+    else:
+        rows = reader.replay_rows(key, after, committed, Dispatch.replay_kinds_of(definition))
+        if rows.rows:  # (most loads find a snapshot of the entity's last event: no dispatch)
+            await Dispatch(definition, state, log, key=key).replay(rows)
+    if rows.rows:
         report.replayed = len(rows.rows)
         report.applied = rows.last
     return state, report

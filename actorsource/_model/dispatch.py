@@ -11,7 +11,7 @@ events to live, with the effects its handlers cause.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 import anyio
@@ -24,7 +24,7 @@ from .context import Context, Scope
 from .effects import RECORDED_SUBJECT, Effects
 from .events import JournalEntry
 
-__all__ = ["Dispatch", "LiveState", "ReplayChunk", "fold"]
+__all__ = ["Dispatch", "LiveState", "ReplayChunk", "fold", "replay_chunk"]
 
 
 class ReplayChunk(Protocol):
@@ -155,42 +155,11 @@ class Dispatch:
     async def replay(self, chunk: ReplayChunk) -> None:
         """Apply a chunk of journal rows in order, replaying. Raises :class:`ActorCrashed`
         naming the position of an entry that cannot be decoded or applied."""
-        direct = self._direct_steps
-        scope = self._replay_scope
-        scope.load = chunk.entry
-        # One Context serves the chunk's rows: a Context is valid during its handler's call
-        # only, and moving it to the next row (its position, no entry read yet) costs a
-        # seventh of making one.
-        ctx = Context(scope, 0)
-        rows = chunk.rows
-        pos = chunk.first - 1
-        try:
-            for pos, (code, payload) in (
-                enumerate(rows, chunk.first)
-                if chunk.positions is None
-                else zip(chunk.positions, rows, strict=True)
-            ):
-                if code >= 0:
-                    decode, handler, takes_context = direct[code]
-                    if takes_context:
-                        ctx._pos = pos
-                        ctx._entry = None
-                        handler(decode(payload), ctx)
-                    else:
-                        handler(decode(payload))
-                    continue
-                name, payload, stored = chunk.row(pos)
-                await self._replay_row(pos, name, payload, stored or 1)
-        except Exception as exc:
-            name = chunk.row(pos)[0] if chunk.first <= pos <= chunk.last else "?"
-            raise ActorCrashed(
-                f"actor {self._name!r} cannot replay journal position {pos} "
-                f"({name}): {exc!r}; the journal is intact, "
-                "fix the handler or register the event type and restart",
-                actor=self._name,
-            ) from exc
+        await replay_chunk(
+            chunk, self._direct_steps, self._replay_scope, self.replay_row, self._name
+        )
 
-    async def _replay_row(self, pos: int, name: str, payload: bytes, version: int) -> None:
+    async def replay_row(self, pos: int, name: str, payload: bytes, version: int) -> None:
         """Replay one row the long way: an older version (upcast), an ``async`` handler."""
         decode, current, handler, takes_context, is_async, _ = self._steps[name]
         event = (
@@ -201,6 +170,55 @@ class Dispatch:
         )
         if is_async:
             await result
+
+
+#: How :func:`replay_chunk` replays a row the long way: (position, type, payload, version).
+SlowRow = Callable[[int, str, bytes, int], Awaitable[None]]
+
+
+async def replay_chunk(
+    chunk: ReplayChunk,
+    direct: list[tuple[Any, Any, bool]],
+    scope: Scope,
+    slow: SlowRow,
+    actor: str,
+) -> None:
+    """Apply ``chunk``'s rows in order, replaying: a row coded ``k >= 0`` through
+    ``direct[k]`` (decoder, bound handler, whether it takes a Context), any other through
+    ``slow``. Raises :class:`ActorCrashed` naming the position of an entry that cannot be
+    decoded or applied."""
+    scope.load = chunk.entry
+    # One Context serves the chunk's rows: a Context is valid during its handler's call
+    # only, and moving it to the next row (its position, no entry read yet) costs a
+    # seventh of making one.
+    ctx = Context(scope, 0)
+    rows = chunk.rows
+    pos = chunk.first - 1
+    try:
+        for pos, (code, payload) in (
+            enumerate(rows, chunk.first)
+            if chunk.positions is None
+            else zip(chunk.positions, rows, strict=True)
+        ):
+            if code >= 0:
+                decode, handler, takes_context = direct[code]
+                if takes_context:
+                    ctx._pos = pos
+                    ctx._entry = None
+                    handler(decode(payload), ctx)
+                else:
+                    handler(decode(payload))
+                continue
+            name, payload, stored = chunk.row(pos)
+            await slow(pos, name, payload, stored or 1)
+    except Exception as exc:
+        name = chunk.row(pos)[0] if chunk.first <= pos <= chunk.last else "?"
+        raise ActorCrashed(
+            f"actor {actor!r} cannot replay journal position {pos} "
+            f"({name}): {exc!r}; the journal is intact, "
+            "fix the handler or register the event type and restart",
+            actor=actor,
+        ) from exc
 
 
 class LiveState:

@@ -3,8 +3,10 @@
 :class:`~actorsource._model.dispatch.Dispatch` binds the handlers to one state object, which
 suits a singleton. An entity actor holds thousands of states, so :class:`EntityDispatch`
 resolves each event type's handler once per actor, unbound, and calls it with the entity's
-state: live processing costs no per-entity table. Replay (loading an entity) still goes
-through ``Dispatch.replay``, bound for the time of the load.
+state: live processing costs no per-entity table, and neither does loading one
+(:meth:`EntityDispatch.replay`: the same replay loop as a singleton's, with the handlers
+bound to the loaded state for the time of the load; a row that needs the long way, an
+older version or an ``async`` handler, goes through a ``Dispatch`` made for it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import structlog
 from .._errors import HandlerTimeout
 from .actor import ActorDefinition
 from .context import Context, Scope
+from .dispatch import Dispatch, ReplayChunk, replay_chunk
 from .effects import RECORDED_SUBJECT, Effects
 from .events import JournalEntry
 
@@ -30,6 +33,7 @@ class EntityDispatch:
 
     __slots__ = (
         "_codec",
+        "_direct",
         "_log",
         "_name",
         "_scope",
@@ -37,6 +41,7 @@ class EntityDispatch:
         "_timeout",
         "definition",
         "max_payload",
+        "replay_kinds",
     )
 
     def __init__(
@@ -57,6 +62,26 @@ class EntityDispatch:
             name: (getattr(definition.cls, h.method), h.takes_context, h.is_async, h.method)
             for name, h in definition.handlers.items()
         }
+        #: What replay applies directly, by code (as ``Dispatch.replay_kinds``), unbound.
+        self.replay_kinds = Dispatch.replay_kinds_of(definition)
+        self._direct = [
+            (self._codec.decoder(name), self._steps[name][0], self._steps[name][1])
+            for name, _ in self.replay_kinds
+        ]
+
+    async def replay(self, state: object, rows: ReplayChunk, key: str) -> None:
+        """Apply an entity's journal rows (coded by :attr:`replay_kinds`) to ``state``, in
+        order, replaying (:func:`~.dispatch.replay_chunk`)."""
+        direct = [(decode, handler.__get__(state), ctx) for decode, handler, ctx in self._direct]
+        scope = Scope(
+            self._name, self._log, replaying=True, key=key, partition=self.definition.partition
+        )
+
+        async def slow(pos: int, name: str, payload: bytes, version: int) -> None:
+            bound = Dispatch(self.definition, state, self._log, key=key)
+            await bound.replay_row(pos, name, payload, version)
+
+        await replay_chunk(rows, direct, scope, slow, self._name)
 
     async def apply(
         self,

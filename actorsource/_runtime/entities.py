@@ -1,8 +1,10 @@
 """The resident entities of an entity actor: loaded on demand, passivated when idle.
 
 :class:`Entities` is what the pipeline applies events to in an entity actor (in place of
-the singleton's :class:`~actorsource._model.dispatch.LiveState`). Its residents live in a
-``dict`` ordered by last use (an LRU). A delivery for a key that is not resident loads it
+the singleton's :class:`~actorsource._model.dispatch.LiveState`). Its residents live in an
+``OrderedDict`` ordered by last use (an LRU; a plain ``dict`` keeps the slots of the keys
+evicted from its front until it resizes, and finding the least recently used walked over
+them: about 15 µs a load with 10,000 residents). A delivery for a key that is not resident loads it
 (:func:`~actorsource._journal.entity_recovery.load_entity`: newest usable snapshot plus its
 later committed rows), then applies.
 
@@ -27,6 +29,7 @@ once their batch is committed (:meth:`trim`).
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +90,7 @@ class Entities:
         #: ``key_of(subject, event)``: the entity key of a received message (for triage).
         self.key_of = key_function(self.spec)
         #: The resident entities by key, least recently used first.
-        self.resident: dict[str, Resident] = {}
+        self.resident: OrderedDict[str, Resident] = OrderedDict()
         self._reader = journal.entity_reader()
         self._touched: set[str] = set()
         self._evicted: list[NewEntitySnapshot] = []
@@ -107,9 +110,11 @@ class Entities:
         runs, so a handler that raises leaves it above the journal's end (forgotten then)."""
         key = entry.entity
         assert key is not None
-        resident = self.resident.pop(key, None)
+        resident = self.resident.get(key)
         if resident is None:
-            resident = await self._load(key)
+            resident = self.resident[key] = await self._load(key)
+        else:
+            self.resident.move_to_end(key)
         self._use(key, resident, entry)
 
         def recorded(e: JournalEntry) -> None:
@@ -123,17 +128,17 @@ class Entities:
         here if the entity is resident; False if it is not (apply_live loads it)."""
         key = entry.entity
         assert key is not None
-        resident = self.resident.pop(key, None)
+        resident = self.resident.get(key)
         if resident is None:
             return False
+        self.resident.move_to_end(key)
         self._use(key, resident, entry)
         handler(resident.state, event)
         return True
 
     def _use(self, key: str, resident: Resident, entry: JournalEntry) -> None:
-        """Make ``resident`` the most recently used, holding ``entry`` (before its handler
-        runs: one that raises leaves it above the journal's end, forgotten then)."""
-        self.resident[key] = resident
+        """Mark ``resident`` (made the most recently used) as holding ``entry`` (before its
+        handler runs: one that raises leaves it above the journal's end, forgotten then)."""
         resident.used = entry.received_at
         resident.applied = entry.pos
         resident.since += 1
@@ -147,7 +152,12 @@ class Entities:
                 snapshot=self.spec.snapshot_on_evict,
             )
         state, report = await load_entity(
-            self.definition, self._reader, key, committed=committed, log=self._log
+            self.definition,
+            self._reader,
+            key,
+            committed=committed,
+            log=self._log,
+            replayer=self._dispatch,
         )
         self.loads += 1
         return Resident(state, report.applied, report.replayed, time.time())
@@ -271,6 +281,7 @@ class Entities:
             key,
             committed=self._journal.last_pos,
             log=self._log,
+            replayer=self._dispatch,
         )
         return state
 
@@ -286,6 +297,7 @@ class Entities:
             key,
             committed=self._journal.last_pos,
             log=self._log,
+            replayer=self._dispatch,
         )
         return state if report.applied else None
 
