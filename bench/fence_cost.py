@@ -16,7 +16,13 @@ included) until every event is committed, and ``*_steady`` from the moment every
 was consuming (start-up left out: on R3, creating the buckets, leases and per-epoch
 consumers of 8 partitions takes seconds); ``ratio_r1`` is fenced / unpartitioned on R1
 (the target is >= 0.8), ``ratio_r3`` the same on R3, ``ratio_*_steady`` the same once
-consuming. The last line on stdout is one JSON object.
+consuming.
+
+Beside each rate, the CPU time spent per event (``/proc``: user + system, so Linux only):
+``*_worker_cpu_us`` by this process (the worker runs in it) and ``*_server_cpu_us`` by the
+nats-servers, over the whole phase. On a shared 2-core machine these are steadier than the
+rates, and they say where a difference goes: ``cpu_ratio_r1`` = (worker + server) per event,
+fenced over unpartitioned. The last line on stdout is one JSON object.
 """
 
 from __future__ import annotations
@@ -103,6 +109,29 @@ async def _consume(worker: Worker, n: int, stall: float = 60.0) -> tuple[float, 
     return n / (ended - started), (n - before) / max(ended - at, 1e-9)
 
 
+def _cpu(pid: int | None) -> float:
+    """utime + stime of process ``pid`` so far, in seconds (0 when it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _measured(
+    out: dict[str, float], phase: str, worker: Worker, n: int, servers: list[int | None]
+) -> None:
+    """:func:`_consume` ``worker`` into ``out[phase]`` and ``out[phase + "_steady"]``, with
+    the CPU microseconds per event of this process and of ``servers``."""
+    me, them = time.process_time(), sum(map(_cpu, servers))
+    out[phase], out[f"{phase}_steady"] = await _consume(worker, n)
+    out[f"{phase}_worker_cpu_us"] = (time.process_time() - me) / n * 1e6
+    out[f"{phase}_server_cpu_us"] = (sum(map(_cpu, servers)) - them) / n * 1e6
+
+
 async def _round(
     urls: tuple[str, ...],
     root: Path,
@@ -111,6 +140,7 @@ async def _round(
     say: Say,
     *,
     partitioned: bool = True,
+    servers: list[int | None] | None = None,
 ) -> dict[str, float]:
     plain, split = _actors(args.partitions)
     options = NatsOptions(servers=urls)
@@ -123,9 +153,9 @@ async def _round(
             StreamConfig(name="FCPLAIN", subjects=["fcplain.*"], num_replicas=replicas)
         )
         await _prefill(nc, "fcplain", args.events)
-        out["unpartitioned"], out["unpartitioned_steady"] = await _consume(
-            Worker([plain], nats=options, data_dir=root / "plain"), args.events
-        )
+        pids = servers or []
+        plain_worker = Worker([plain], nats=options, data_dir=root / "plain")
+        await _measured(out, "unpartitioned", plain_worker, args.events, pids)
         say(f"R{replicas} unpartitioned: {out['unpartitioned']:,.0f} events/s")
         partitioning = definition_of(split).partitions
         assert partitioning is not None
@@ -134,9 +164,8 @@ async def _round(
         )
         await _prefill(nc, "fcsplit", args.events)
         if replicas == 1 and partitioned:
-            out["partitioned"], out["partitioned_steady"] = await _consume(
-                Worker([split], nats=options, data_dir=root / "split"), args.events
-            )
+            split_worker = Worker([split], nats=options, data_dir=root / "split")
+            await _measured(out, "partitioned", split_worker, args.events, pids)
             say(f"R1 partitioned: {out['partitioned']:,.0f} events/s")
         fenced = ClusterWorker(
             [split],
@@ -148,7 +177,7 @@ async def _round(
             hold=0.0,
             name="bench",
         )
-        out["fenced"], out["fenced_steady"] = await _consume(fenced, args.events)
+        await _measured(out, "fenced", fenced, args.events, pids)
         say(f"R{replicas} fenced: {out['fenced']:,.0f} events/s")
         return out
     finally:
@@ -164,11 +193,22 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
     quiet_library()
     result: dict[str, Any] = {"events": args.events, "partitions": args.partitions}
     async with NatsCluster(root / "r1", size=1) as single:
-        r1 = await _round(single.urls, root / "r1-data", args, 1, say)
+        servers = [s.pid for s in single.servers]
+        r1 = await _round(single.urls, root / "r1-data", args, 1, say, servers=servers)
     async with NatsCluster(root / "r3", size=3) as cluster:
-        r3 = await _round(cluster.urls, root / "r3-data", args, 3, say)
-    result.update({f"r1_{k}_events_per_s": round(v) for k, v in r1.items()})
-    result.update({f"r3_{k}_events_per_s": round(v) for k, v in r3.items()})
+        servers = [s.pid for s in cluster.servers]
+        r3 = await _round(cluster.urls, root / "r3-data", args, 3, say, servers=servers)
+    for name, figures in (("r1", r1), ("r3", r3)):
+        for k, v in figures.items():
+            if k.endswith("_cpu_us"):
+                result[f"{name}_{k}_per_event"] = round(v, 1)
+            else:
+                result[f"{name}_{k}_events_per_s"] = round(v)
+    result["cpu_ratio_r1"] = round(
+        (r1["fenced_worker_cpu_us"] + r1["fenced_server_cpu_us"])
+        / (r1["unpartitioned_worker_cpu_us"] + r1["unpartitioned_server_cpu_us"]),
+        3,
+    )
     result["ratio_r1"] = round(r1["fenced"] / r1["unpartitioned"], 3)
     result["ratio_r1_partitioned"] = round(r1["partitioned"] / r1["unpartitioned"], 3)
     result["ratio_r3"] = round(r3["fenced"] / r3["unpartitioned"], 3)
