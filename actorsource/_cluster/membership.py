@@ -108,12 +108,23 @@ class Membership:
             self._revision = await patiently(
                 announce, patience=SETUP_PATIENCE, what="join", stopping=self._stopping
             )
-        except Taken:
+        except Taken as taken:
+            if self._own(taken.holder.value):
+                # Our own announcement, stored by a heartbeat whose reply never came (it
+                # timed out): the key is ours, at that revision.
+                self._revision = taken.holder.revision
+                return
             raise WorkerIdTaken(
                 f"worker id {self.worker_id!r} is in use by a live worker (bucket "
                 f"{self._bucket!r}); give each worker its own id",
                 key=self.worker_id,
             ) from None
+
+    def _own(self, value: bytes) -> bool:
+        try:
+            return _decode(value) == self.info
+        except msgspec.DecodeError:
+            return False
 
     async def heartbeat(self) -> None:
         """Rewrite this worker's key (compare-and-set on its revision). If it expired
