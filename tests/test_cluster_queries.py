@@ -74,10 +74,6 @@ async def test_a_keyed_query_is_answered_by_the_owner_of_the_keys_partition(
             await actorsource.ask(nc, wrong, "values", key="k1", timeout=10)
 
 
-# Behind `slow`: in about one run in four on this 2-core machine a query asked during the
-# move found no owner serving the partition for longer than its timeout (the cause is not
-# found yet); run it with `pytest -m slow`.
-@pytest.mark.slow
 async def test_queries_asked_while_their_partitions_move_are_answered_and_never_go_back(
     nats_cluster: NatsCluster, tmp_path: Path
 ) -> None:

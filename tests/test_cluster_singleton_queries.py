@@ -23,11 +23,6 @@ from actorsource._cluster.lease import Leases
 from actorsource._cluster.node import ClusterWorker
 from actorsource.testing import ActorKit, NatsCluster, NatsServer, WorkerProcess
 
-# Behind `slow`, the whole file: now and then on this 2-core machine no worker took the
-# singleton's lease within 40 s, or a query during its hand-off found no owner for longer
-# than its timeout (the cause is not found yet); run it with `pytest -m slow`.
-pytestmark = pytest.mark.slow
-
 TALLY = ("partitioned_actors:Tally",)
 
 

@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 import anyio
+import msgspec
 import nats
 import pytest
 from nats.aio.client import Client
 
-from actorsource._cluster.membership import MemberInfo, Membership
+from actorsource._cluster.membership import MEMBERS_BUCKET, MemberInfo, Membership
 from actorsource._errors import ClusterError, WorkerIdTaken
 from actorsource.testing import NatsServer
 
@@ -90,3 +91,21 @@ async def test_workers_must_agree_on_the_ttl(nc: Client) -> None:
     await Membership(js, "a", ttl=30).join()
     with pytest.raises(ClusterError, match=r"keeps keys 30\.0s, but this worker is configured for"):
         await Membership(js, "b", ttl=10).join()
+
+
+async def test_a_heartbeat_stored_whose_reply_was_lost_leaves_the_member_joined(
+    nc: Client,
+) -> None:
+    """The bucket holds a newer revision of the member's own announcement than the member
+    knows (a heartbeat that timed out on the way back but was stored): the next heartbeat
+    is refused, and joining again finds the key is its own, not another worker's."""
+    js = nc.jetstream()
+    a = Membership(js, "a", ttl=30)
+    await a.join()
+    kv = await js.key_value(MEMBERS_BUCKET)
+    stored = await kv.put("a", msgspec.json.encode(a.info))
+    await a.heartbeat()
+    assert a.revision == stored
+    await a.heartbeat()  # and renews it from there
+    assert a.revision > stored
+    assert set(await a.members()) == {"a"}

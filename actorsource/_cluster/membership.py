@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing, suppress
 
 import anyio
@@ -32,12 +32,11 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from .._errors import WorkerIdTaken
 from .._model.subjects import validate_name
 from .kv import Taken, claim, open_bucket
+from .unavailable import SETUP_PATIENCE, patiently
 
 __all__ = ["MEMBERS_BUCKET", "MemberInfo", "Membership"]
 
 MEMBERS_BUCKET = "actorsource_members"
-#: Attempts of a join while the bucket's stream does not answer (about 10 s in all).
-_UNAVAILABLE_TRIES = 14
 
 
 class MemberInfo(msgspec.Struct, frozen=True):
@@ -68,8 +67,11 @@ class Membership:
         ttl: float = 10.0,
         bucket: str = MEMBERS_BUCKET,
         replicas: int = 1,
+        stopping: Callable[[], bool] | None = None,
     ) -> None:
         self.worker_id = validate_name(worker_id, what="worker id")
+        #: Whether the worker stops: a join then stops waiting for JetStream to answer.
+        self._stopping = stopping
         self.ttl = ttl
         self._js = js
         self._bucket = bucket
@@ -95,30 +97,34 @@ class Membership:
     async def join(self) -> None:
         """Announce this worker. Raises :class:`WorkerIdTaken` while another live worker
         has the same id."""
-        await self._bucket_kv()
-        delay = 0.05
+
+        async def announce() -> int:
+            # A bucket just created on another server of the cluster: this one may not
+            # have learnt of it yet, or it has no leader yet (see :mod:`.unavailable`).
+            await self._bucket_kv()
+            return await claim(self._js, self._bucket, self.worker_id, _encode(self.info))
+
         try:
-            for _ in range(_UNAVAILABLE_TRIES):
-                try:
-                    self._revision = await claim(
-                        self._js, self._bucket, self.worker_id, _encode(self.info)
-                    )
-                    break
-                except (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError):
-                    # A bucket just created on another server of the cluster: this one
-                    # has not learnt of it yet (or an election is under way).
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-            else:
-                self._revision = await claim(
-                    self._js, self._bucket, self.worker_id, _encode(self.info)
-                )
-        except Taken:
+            self._revision = await patiently(
+                announce, patience=SETUP_PATIENCE, what="join", stopping=self._stopping
+            )
+        except Taken as taken:
+            if self._own(taken.holder.value):
+                # Our own announcement, stored by a heartbeat whose reply never came (it
+                # timed out): the key is ours, at that revision.
+                self._revision = taken.holder.revision
+                return
             raise WorkerIdTaken(
                 f"worker id {self.worker_id!r} is in use by a live worker (bucket "
                 f"{self._bucket!r}); give each worker its own id",
                 key=self.worker_id,
             ) from None
+
+    def _own(self, value: bytes) -> bool:
+        try:
+            return _decode(value) == self.info
+        except msgspec.DecodeError:
+            return False
 
     async def heartbeat(self) -> None:
         """Rewrite this worker's key (compare-and-set on its revision). If it expired

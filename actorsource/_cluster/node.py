@@ -60,6 +60,7 @@ from .fence import JournalFence, ensure_journal_stream
 from .guard import PartitionGuard
 from .lease import Lease, Leases
 from .membership import Membership
+from .unavailable import SETUP_PATIENCE, patiently
 
 __all__ = ["ClusterWorker", "PartitionState", "default_worker_id"]
 
@@ -163,6 +164,18 @@ class ClusterWorker(Worker):
     async def _prepare(self, nc: NATS) -> None:
         # The members bucket's limit markers (watchers see a dead worker go) need 2.11.
         require_server_version(nc, (2, 11), "cluster mode (KV limit markers)")
+        # Other workers starting now create the same streams and buckets: asked again
+        # while a just-created one has no leader yet or this server has not learnt of it.
+        await patiently(
+            partial(self._set_up, nc),
+            patience=SETUP_PATIENCE,
+            log=self.log,
+            what="set-up",
+            stopping=lambda: self._stopping,
+        )
+
+    async def _set_up(self, nc: NATS) -> None:
+        """The journal stream, the buckets and each actor's streams, created if missing."""
         js = nc.jetstream()
         await ensure_journal_stream(js, replicas=self.replicas)
         self._leases = Leases(js, ttl=self.lease_time, replicas=self.replicas)
@@ -183,7 +196,11 @@ class ClusterWorker(Worker):
     async def _host(self, tg: anyio.abc.TaskGroup, nc: NATS, service: WorkerService) -> None:
         """Join the members, follow the assignment, and own what it gives this worker."""
         membership = Membership(
-            nc.jetstream(), self.name, ttl=self.lease_time, replicas=self.replicas
+            nc.jetstream(),
+            self.name,
+            ttl=self.lease_time,
+            replicas=self.replicas,
+            stopping=lambda: self._stopping,
         )
         await tg.start(self._cluster, membership, nc, service)
 
