@@ -617,17 +617,20 @@ async def test_an_entity_journal_of_schema_4_is_chained_once_and_loads_as_before
 
 
 async def test_an_entity_load_walks_its_rows_by_the_primary_key(tmp_path: Path) -> None:
-    from actorsource._journal.entity_reader import _ROWS
+    from actorsource._journal.entity_reader import _HEAD_BY_KEY, _HEAD_GIVEN, _ROWS, _newest_sql
 
     path = tmp_path / "carts.journal.sqlite"
     shutil.copyfile(RECORDED_V4, path)
     async with SQLiteJournal(path, actor="carts"):
         pass
-    # From the head in the table, and from a staged head: each step of the walk is one row
-    # by its position; never a range of the journal.
-    for sql, head in zip(_ROWS, ["k2", 40], strict=True):
+    # From the head in the table, and from a staged head, with the newest snapshot or
+    # without: each step of the walk is one row by its position; never a range of the journal.
+    queries = [(sql, (head, 0, 0, 40)) for sql, head in zip(_ROWS, ["k2", 40], strict=True)]
+    newest = (_newest_sql("-1", _HEAD_BY_KEY), _newest_sql("-1", _HEAD_GIVEN))
+    queries += [(sql, ("k2", head, 40)) for sql, head in zip(newest, ["k2", 40], strict=True)]
+    for sql, params in queries:
         with sqlite3.connect(path) as db:
-            plan = [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql, (head, 0, 0, 40))]
+            plan = [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
         on_events = [step for step in plan if "events" in step]
         assert on_events
         assert set(on_events) == {"SEARCH events USING INTEGER PRIMARY KEY (rowid=?)"}, plan

@@ -57,6 +57,26 @@ def _chain_sql(columns: str, head: str) -> str:
     )
 
 
+def _newest_sql(code: str, head: str) -> str:
+    """An entity's newest snapshot and its rows after it up to ``last``, in one statement
+    (one read transaction, one call into SQLite: most loads need nothing else). Rows of
+    ``(0, pos, version, codec, checksum, data)`` for the snapshot if there is one, then
+    ``(1, pos, code, payload, NULL, NULL)`` per row in order (parameters: the key, what
+    ``head`` needs, what ``code`` needs, ``last``)."""
+    after = "(SELECT ifnull(max(pos), 0) FROM snap)"
+    return (
+        "WITH RECURSIVE snap AS (SELECT pos, version, codec, checksum, data "
+        "FROM entity_snapshots WHERE entity = ? ORDER BY pos DESC LIMIT 1), "
+        f"chain(at) AS ({head} "
+        "UNION ALL SELECT prev_pos FROM chain CROSS JOIN events ON events.pos = chain.at "
+        f"WHERE prev_pos > {after}) "
+        "SELECT 0, pos, version, codec, checksum, data FROM snap UNION ALL "
+        f"SELECT 1, chain.at, {code}, payload, NULL, NULL "
+        "FROM chain CROSS JOIN events ON events.pos = chain.at "
+        f"WHERE chain.at > {after} AND chain.at <= ? ORDER BY 1, 2"
+    )
+
+
 #: (the SQL from the table's head, the SQL from a given head), per selection of columns.
 _ROWS = (_chain_sql(REPLAY_COLUMNS, _HEAD_BY_KEY), _chain_sql(REPLAY_COLUMNS, _HEAD_GIVEN))
 _ENTRY_ROWS = (_chain_sql(ENTRY_COLUMNS, _HEAD_BY_KEY), _chain_sql(ENTRY_COLUMNS, _HEAD_GIVEN))
@@ -107,7 +127,7 @@ class EntityReader:
     def __init__(self, path: Path, staged: StagedHeads | None = None) -> None:
         self.path = path
         # SQL (from the table's head, from a given head), its parameters
-        self._codes: dict[tuple[Kind, ...], tuple[tuple[str, str], list[Any]]] = {}
+        self._codes: dict[tuple[Any, ...], tuple[tuple[str, str], list[Any]]] = {}
         try:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             set_cache(self._db, ENTITY_CACHE_KIB)
@@ -167,6 +187,30 @@ class EntityReader:
         sql, params = coded
         rows = self._chain(sql, entity, (after, *params, after, last))
         return EntityRows(self, entity, rows)
+
+    def newest(
+        self, entity: str, last: int, kinds: list[Kind]
+    ) -> tuple[EntitySnapshot | None, EntityRows]:
+        """The entity's newest snapshot (None if it has none) and its rows after that
+        snapshot up to ``last``, coded by ``kinds`` (as :meth:`replay_rows`), in one query.
+        If that snapshot cannot be used, ask :meth:`snapshots` and :meth:`replay_rows`."""
+        key = ("newest", *kinds)
+        coded = self._codes.get(key)
+        if coded is None:
+            code, params = code_sql(kinds)
+            sql = (_newest_sql(code, _HEAD_BY_KEY), _newest_sql(code, _HEAD_GIVEN))
+            coded = self._codes[key] = (sql, params)
+        (by_key, given), params = coded
+        head = self._staged.get(entity)
+        found = self._all(
+            by_key if head is None else given,
+            (entity, entity if head is None else head, *params, last),
+        )
+        snapshot = None
+        if found and found[0][0] == 0:
+            snapshot = EntitySnapshot(entity, *found[0][1:])
+            found = found[1:]
+        return snapshot, EntityRows(self, entity, [r[1:4] for r in found])
 
     def rows(self, entity: str, after: int, last: int) -> list[tuple[Any, ...]]:
         """The entity's replay rows (pos, type, payload, version) in ``after < pos <= last``,

@@ -24,7 +24,7 @@ from .._model.dispatch import Dispatch
 from .._model.entity_dispatch import EntityDispatch
 from .._model.snapshots import CODEC_NAME
 from .entity_reader import EntityReader
-from .entity_store import NewEntitySnapshot
+from .entity_store import EntitySnapshot, NewEntitySnapshot
 from .journal import SQLiteJournal
 from .schema import JournalBatch
 
@@ -57,42 +57,70 @@ async def load_entity(
     entity dispatch) if given. Raises :class:`ActorCrashed` naming the position if one of
     its rows cannot be decoded or applied."""
     report = EntityLoad()
+    kinds = replayer.replay_kinds if replayer is not None else Dispatch.replay_kinds_of(definition)
     state = definition.new_state()
-    after = 0
-    for snap in reader.snapshots(key) if use_snapshots else ():
-        why = ""
-        if snap.version != definition.version:
-            why = f"model version {snap.version}, actor is at {definition.version}"
-        elif snap.codec != CODEC_NAME:
-            why = f"unknown codec {snap.codec!r}"
-        elif snap.pos > committed:
-            why = f"position {snap.pos} is past the journal's end {committed}"
-        elif not snap.verifies():
-            why = "checksum mismatch"
-        else:
-            try:
-                definition.state_codec.restore(state, snap.data)
-            except SnapshotError as exc:
-                why = f"cannot decode: {exc}"
-                state = definition.new_state()
-        if why:
-            report.skipped.append((snap.pos, why))
-            log.warning("entity snapshot skipped", entity=key, snapshot_pos=snap.pos, reason=why)
-            continue
-        after = report.snapshot_pos = report.applied = snap.pos
-        break
-    if replayer is not None:
-        rows = reader.replay_rows(key, after, committed, replayer.replay_kinds)
-        if rows.rows:
-            await replayer.replay(state, rows, key)
+    if use_snapshots:
+        # Most loads: the newest snapshot (if any) and the rows after it, in one query.
+        newest, rows = reader.newest(key, committed, kinds)
+        restored = None
+        if newest is not None:
+            restored = _restore(definition, newest, committed, key, report, log)
+            if restored is not None:
+                state = restored
+        if newest is not None and restored is None:
+            # The long way: the newest usable of the older snapshots, and the rows after it.
+            after = 0
+            for snap in reader.snapshots(key):
+                if snap.pos >= newest.pos:
+                    continue  # the newest, skipped already
+                restored = _restore(definition, snap, committed, key, report, log)
+                if restored is not None:
+                    state, after = restored, snap.pos
+                    break
+            rows = reader.replay_rows(key, after, committed, kinds)
     else:
-        rows = reader.replay_rows(key, after, committed, Dispatch.replay_kinds_of(definition))
-        if rows.rows:  # (most loads find a snapshot of the entity's last event: no dispatch)
+        rows = reader.replay_rows(key, 0, committed, kinds)
+    if rows.rows:  # (most loads find a snapshot of the entity's last event: no dispatch)
+        if replayer is not None:
+            await replayer.replay(state, rows, key)
+        else:
             await Dispatch(definition, state, log, key=key).replay(rows)
-    if rows.rows:
         report.replayed = len(rows.rows)
         report.applied = rows.last
     return state, report
+
+
+def _restore(
+    definition: ActorDefinition,
+    snap: EntitySnapshot,
+    committed: int,
+    key: str,
+    report: EntityLoad,
+    log: structlog.stdlib.BoundLogger,
+) -> Any | None:
+    """A new state restored from ``snap`` (recorded in ``report``), or None if the snapshot
+    cannot be used (the reason recorded and logged)."""
+    why = ""
+    state = definition.new_state()
+    if snap.version != definition.version:
+        why = f"model version {snap.version}, actor is at {definition.version}"
+    elif snap.codec != CODEC_NAME:
+        why = f"unknown codec {snap.codec!r}"
+    elif snap.pos > committed:
+        why = f"position {snap.pos} is past the journal's end {committed}"
+    elif not snap.verifies():
+        why = "checksum mismatch"
+    else:
+        try:
+            definition.state_codec.restore(state, snap.data)
+        except SnapshotError as exc:
+            why = f"cannot decode: {exc}"
+    if why:
+        report.skipped.append((snap.pos, why))
+        log.warning("entity snapshot skipped", entity=key, snapshot_pos=snap.pos, reason=why)
+        return None
+    report.snapshot_pos = report.applied = snap.pos
+    return state
 
 
 @dataclass
