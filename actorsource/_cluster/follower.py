@@ -4,7 +4,9 @@
 tests). :class:`AssignmentFollower` keeps each record's ``wanted`` in step with the
 assignment (:mod:`.assignment`) over the live members that a watch of the members bucket
 (:mod:`.membership`) reports, and wakes the worker's tasks that wait on a change (a
-partition to take, or to hand back).
+partition to take, or to hand back). A watch that fails (JetStream cannot answer: an
+election, a server restarting) is started again after a short delay; the assignment stays
+computed over the members last seen meanwhile.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from contextlib import aclosing
 from typing import Any
 
 import anyio
+import nats.errors
 
 from .._model.actor import ActorDefinition
 from .assignment import MemberSet, assign
@@ -125,18 +128,25 @@ class AssignmentFollower:
                 await changed.wait()
 
     async def follow(self, membership: Membership) -> None:
-        """Follow the live members of ``membership`` until the worker stops."""
+        """Follow the live members of ``membership`` until the worker stops. A watch that
+        fails is started again (after L/4, at most 1 s); meanwhile the members last seen
+        stay the ones the assignment is computed over."""
         members = MemberSet(join_delay=self._join_delay, hold=self._hold)
         live: set[str] = set()
         seen = anyio.Event()
 
         async def watch() -> None:
             nonlocal live, seen
-            async with aclosing(membership.watch()) as updates:
-                async for now_live in updates:
-                    live = set(now_live)
-                    seen.set()
-                    seen = anyio.Event()
+            while True:
+                try:
+                    async with aclosing(membership.watch()) as updates:
+                        async for now_live in updates:
+                            live = set(now_live)
+                            seen.set()
+                            seen = anyio.Event()
+                except (nats.errors.Error, OSError) as exc:
+                    self._log.warning("members watch failed; watching again", error=repr(exc))
+                await anyio.sleep(min(1.0, self._lease_time / 4))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
