@@ -198,7 +198,7 @@ class Cluster:
 
     async def spread(self, names: set[str], timeout: float = 120.0) -> dict[int, str | None]:
         """Wait until every partition is held where the assignment over ``names`` puts it
-        (the workers salt their names with the actor's, see ``ClusterWorker._assign``)."""
+        (the workers salt their names with the actor's, see ``AssignmentFollower.assign``)."""
         salted = {f"{ACTOR}/{name}": name for name in names}
         expected = {k: salted[m] for k, m in assign(self.args.partitions, salted).items()}
         with anyio.fail_after(timeout):

@@ -1,12 +1,14 @@
 """A cluster worker's start on a real 3-node JetStream cluster that cannot answer yet: its
-set-up (the journal stream, the buckets, the actor's stream) and its join are asked again
-until JetStream answers, rather than ending the worker."""
+set-up (the journal stream, the buckets, the actor's stream) and its join are asked again,
+and its watch of the members started again, until JetStream answers, rather than ending the
+worker."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import anyio
+import nats
 from cluster_processes import connect
 from partitioned_actors import Tally
 
@@ -80,3 +82,44 @@ async def test_a_join_while_jetstream_cannot_answer_waits_for_it(
         finally:
             nats_cluster.resume(1)
             nats_cluster.resume(2)
+
+
+async def test_the_members_watch_is_started_again_while_jetstream_cannot_answer(
+    nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """The watch of the members bucket that the worker's assignment follows fails while
+    two of the three servers are paused (the bucket's consumer cannot be created); it is
+    started again rather than ending the worker, and once the servers run again the
+    assignment is computed over the members it sees."""
+    nc = await nats.connect(nats_cluster.urls[0])  # the server that stays up
+    try:
+        membership = Membership(nc.jetstream(timeout=1), "wa", ttl=10.0, replicas=3)
+        await membership.join()
+        worker = ClusterWorker(
+            [Tally],
+            nats=NatsOptions(servers=(nats_cluster.urls[0],)),
+            data_dir=tmp_path,
+            name="wa",
+            lease_time=10.0,
+            join_delay=0.2,
+            hold=0.2,
+        )
+        nats_cluster.pause(1)
+        nats_cluster.pause(2)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker._follower.follow, membership)
+                await anyio.sleep(3.5)  # the watch has failed (a 1 s timeout) more than once
+                assert worker.members == frozenset()
+                nats_cluster.resume(1)
+                nats_cluster.resume(2)
+                with anyio.fail_after(30):
+                    while worker.members != {"wa"}:
+                        await anyio.sleep(0.05)
+                assert worker.partitions["ptally"].wanted
+                tg.cancel_scope.cancel()
+        finally:
+            nats_cluster.resume(1)
+            nats_cluster.resume(2)
+    finally:
+        await nc.close()

@@ -85,6 +85,85 @@ async def test_a_release_lets_the_next_owner_in_at_once(nc: Client) -> None:
     assert await leases.holder("orders-p3") == ("worker-b", second.revision)
 
 
+async def renew_with_the_reply_lost(nats_server: NatsServer, leases: Leases, lease: Lease) -> int:
+    """A renewal the server stores but whose reply never comes back: sent while the server
+    is paused, it times out; the server stores it once it runs again. Its revision."""
+    known = lease.revision
+    nats_server.pause()
+    try:
+        with pytest.raises(nats.errors.TimeoutError):
+            await lease.renew()
+    finally:
+        nats_server.resume()
+    with anyio.fail_after(5):
+        while True:
+            held = await leases.holder(lease.key)
+            if held is not None and held[1] != known:
+                break
+            await anyio.sleep(0.02)
+    assert held == (lease.owner, held[1])  # its own renewal, a revision it does not know
+    assert lease.revision == known
+    return held[1]
+
+
+async def test_a_renewal_stored_whose_reply_was_lost_keeps_the_lease(
+    nats_server: NatsServer,
+) -> None:
+    """The next renewal, on the revision the holder knows, is refused; the key holds the
+    holder's own renewal, so the lease goes on from its revision (the epoch unchanged)
+    rather than being dropped as lost."""
+    client = await nats.connect(nats_server.url)
+    try:
+        leases = Leases(client.jetstream(timeout=0.5), ttl=30)
+        lease = await leases.acquire("orders-p3", "worker-a")
+        epoch = lease.epoch
+        stored = await renew_with_the_reply_lost(nats_server, leases, lease)
+        await lease.renew()
+        assert not lease.lost
+        assert lease.valid()
+        assert lease.epoch == epoch
+        assert lease.revision > stored  # renewed again, on the stored renewal's revision
+        assert await leases.holder("orders-p3") == ("worker-a", lease.revision)
+        await lease.renew()  # and from there on as usual
+        assert await leases.holder("orders-p3") == ("worker-a", lease.revision)
+        with pytest.raises(LeaseHeld):
+            await leases.acquire("orders-p3", "worker-b")
+    finally:
+        await client.close()
+
+
+async def test_a_release_after_a_renewal_whose_reply_was_lost_frees_the_key(
+    nats_server: NatsServer,
+) -> None:
+    """The delete on the revision the holder knows is refused; the key holds the holder's
+    own renewal, so it is deleted on that one: the next owner need not wait out L."""
+    client = await nats.connect(nats_server.url)
+    try:
+        leases = Leases(client.jetstream(timeout=0.5), ttl=30)
+        lease = await leases.acquire("orders-p3", "worker-a")
+        await renew_with_the_reply_lost(nats_server, leases, lease)
+        await lease.release()
+        assert await leases.holder("orders-p3") is None
+        second = await leases.acquire("orders-p3", "worker-b")
+        assert second.epoch > lease.epoch
+    finally:
+        await client.close()
+
+
+async def test_a_renewal_refused_for_another_holders_value_is_lost(nc: Client) -> None:
+    """A refused renewal is taken for the holder's own only if the key holds exactly one
+    of its renewals: the same owner's name with another value (a namesake's acquisition
+    after the key expired) means the lease is lost."""
+    leases = Leases(nc.jetstream(), ttl=30)
+    lease = await leases.acquire("orders-p3", "worker-a")
+    kv = await leases.kv()
+    await kv.put("orders-p3", b'{"owner": "worker-a", "acquired_at": 1.0}')
+    with pytest.raises(LeaseLost, match="was lost"):
+        await lease.renew()
+    assert lease.lost
+    assert not lease.valid()
+
+
 async def test_the_watch_of_freed_leases_reports_a_release_and_a_lease_run_out(
     nc: Client,
 ) -> None:

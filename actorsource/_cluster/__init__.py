@@ -14,6 +14,7 @@
   :mod:`.checkpointer`: the owner's checkpoints and the compaction of its journal subject;
   :mod:`.restore`: a new owner's journal file restored from them before it is opened;
 - :mod:`.node`: the worker in cluster mode, owning the partitions assigned to it;
+  :mod:`.follower`: its record of each partition, and which the assignment gives it;
 - :mod:`.kv`: TTL buckets and a create that sees through expired keys.
 
 Partitioned streams are :mod:`actorsource._mailbox.partitioned`, the partition arithmetic

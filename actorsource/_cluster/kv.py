@@ -20,7 +20,7 @@ from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from .._errors import ClusterError
 
-__all__ = ["Holder", "Taken", "claim", "open_bucket"]
+__all__ = ["Holder", "Taken", "claim", "latest", "open_bucket"]
 
 _MARKER_REASON = "Nats-Marker-Reason"
 
@@ -78,6 +78,17 @@ class Taken(Exception):
     def __init__(self, holder: Holder) -> None:
         super().__init__(f"key held at revision {holder.revision}")
         self.holder = holder
+
+
+async def latest(js: JetStreamContext, bucket: str, key: str) -> Holder | None:
+    """The last message of ``key`` (a value, a delete or a limit marker), read from the
+    bucket stream's leader: a direct get may be answered by a replica that lags. None if
+    the key has none."""
+    try:
+        msg = await js.get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}")
+    except nats.js.errors.NotFoundError:
+        return None
+    return Holder(revision=int(msg.seq or 0), value=msg.data or b"")
 
 
 async def claim(js: JetStreamContext, bucket: str, key: str, value: bytes) -> int:

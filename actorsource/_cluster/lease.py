@@ -11,6 +11,13 @@ a marker, so :meth:`Leases.freed` (a watch of the bucket) reports a lease the mo
 released *or* runs out, and a worker waiting for it acquires it then rather than at its
 next retry.
 
+A renewal stored although its reply never came (a timeout) moves the key past the
+revision the holder knows, so the next compare-and-set (or the release) is refused. The
+holder then reads the key from the bucket's leader: if it holds exactly the value of one of
+the renewals it sent since its last confirmed one, the lease goes on from that revision
+(the epoch stays the acquiring revision: the fence knows nothing of renewals); any other
+value, a delete or a marker means the lease is lost.
+
 A lease is not what keeps two workers from committing one partition: a worker paused past
 L still believes it holds it. The journal fence does that
 (:mod:`actorsource._cluster.fence`). The lease decides who *should* own a partition, and
@@ -34,7 +41,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from .._errors import LeaseHeld, LeaseLost
-from .kv import Taken, claim, open_bucket
+from .kv import Holder, Taken, claim, latest, open_bucket
 
 __all__ = ["LEASES_BUCKET", "Lease", "LeaseValue", "Leases"]
 
@@ -133,6 +140,11 @@ class Leases:
         except msgspec.DecodeError:
             return None
 
+    async def stored(self, key: str) -> Holder | None:
+        """The last message of ``key`` as the bucket's leader has it (None: none)."""
+        await self.kv()
+        return await latest(self._js, self._bucket, key)
+
 
 class Lease:
     """One held lease: its ``epoch`` (the acquiring revision) and its current revision.
@@ -151,6 +163,9 @@ class Lease:
         self._leases = leases
         self._revision = revision
         self._renewed_at = sent
+        #: The values of the renewals sent since the last confirmed write, with when each
+        #: was sent: one whose reply was lost may have been stored all the same.
+        self._unconfirmed: dict[bytes, float] = {}
         self._lost = False
         self._released = False
 
@@ -179,23 +194,48 @@ class Lease:
         return now - self._renewed_at < self._leases.ttl - self._leases.margin
 
     async def renew(self) -> None:
-        """Compare-and-set the key on this lease's revision. Raises :class:`LeaseLost` if
-        that is refused (for good); ``nats.errors.Error`` if JetStream does not answer."""
+        """Compare-and-set the key on this lease's revision. A refusal is looked into: a
+        renewal of this lease stored although its reply was lost is taken as the last
+        write, and the renewal is sent again on its revision. Raises :class:`LeaseLost` if
+        the key holds anything else (for good); ``nats.errors.Error`` if JetStream does not
+        answer."""
         if self._lost or self._released:
             raise LeaseLost(f"the lease {self.key!r} is no longer held", key=self.key)
         kv = await self._leases.kv()
-        sent = time.monotonic()
-        value = _encode(LeaseValue(self.owner, time.time()))
-        try:
-            self._revision = await kv.update(self.key, value, last=self._revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            self._lost = True
-            raise LeaseLost(
-                f"the lease {self.key!r} (epoch {self.epoch}) was lost: it expired or "
-                "another worker holds it",
-                key=self.key,
-            ) from None
+        for _ in range(3):
+            sent = time.monotonic()
+            value = _encode(LeaseValue(self.owner, time.time()))
+            self._unconfirmed[value] = sent
+            try:
+                revision = await kv.update(self.key, value, last=self._revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                if await self._stored_renewal():
+                    continue  # this lease's own write: renew on its revision
+                break
+            self._confirmed(revision, sent)
+            return
+        self._lost = True
+        raise LeaseLost(
+            f"the lease {self.key!r} (epoch {self.epoch}) was lost: it expired or "
+            "another worker holds it",
+            key=self.key,
+        )
+
+    def _confirmed(self, revision: int, sent: float) -> None:
+        self._revision = revision
         self._renewed_at = sent
+        self._unconfirmed.clear()
+
+    async def _stored_renewal(self) -> bool:
+        """After a refused write: whether the key's last value is one of this lease's
+        unconfirmed renewals (stored, its reply lost). If so the lease goes on from that
+        renewal's revision, renewed as of when it was sent."""
+        held = await self._leases.stored(self.key)
+        sent = self._unconfirmed.get(held.value) if held is not None else None
+        if held is None or sent is None:
+            return False
+        self._confirmed(held.revision, sent)
+        return True
 
     async def release(self) -> None:
         """Delete the key if it is still this lease's (a planned stop): the next owner can
@@ -204,9 +244,15 @@ class Lease:
             return
         self._released = True
         kv = await self._leases.kv()
-        # A refused delete means the key is someone else's already: nothing to release.
-        with suppress(nats.js.errors.APIError):
-            await kv.delete(self.key, last=self._revision)
+        for _ in range(2):
+            try:
+                await kv.delete(self.key, last=self._revision)
+                return
+            except nats.js.errors.APIError as exc:
+                # Refused: the key is someone else's already (nothing to release), unless
+                # it holds a renewal of this lease whose reply was lost.
+                if exc.err_code not in (10071, 10164) or not await self._stored_renewal():
+                    return
 
     async def keep(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Renew every L/3 until cancelled. Raises :class:`LeaseLost` when a renewal is

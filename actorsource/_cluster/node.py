@@ -17,10 +17,11 @@ partition the worker keeps one task, :meth:`ClusterWorker._own`, whose life is::
 
 The assignment (:mod:`.assignment`) is computed on every worker over the live members of
 the members bucket (:mod:`.membership`): a bounded-load rendezvous per actor, with the
-actor's name mixed into the members' names so that singletons spread over the workers.
-It only says what a worker *should* own; the lease decides who may start, and the fence who
-may commit. A new owner restores a checkpoint first if its journal file needs one
-(:mod:`.restore`); an owner checkpoints and compacts the subject (:mod:`.checkpointer`).
+actor's name mixed into the members' names so that singletons spread over the workers;
+:mod:`.follower` keeps it up to date and wakes the partitions' tasks. It only says what a
+worker *should* own; the lease decides who may start, and the fence who may commit. A new
+owner restores a checkpoint first if its journal file needs one (:mod:`.restore`); an
+owner checkpoints and compacts the subject (:mod:`.checkpointer`).
 
 A hand-off is prompt: the worker watches the lease bucket (:meth:`Leases.freed`), so a
 partition it wants but another holds is acquired the moment that holder releases it (a
@@ -31,7 +32,6 @@ bucket, so the others take over at once.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import socket
@@ -53,10 +53,10 @@ from .._runtime.binding import ensure_dlq_stream, mailbox_for
 from .._runtime.runner import ActorRunner
 from .._runtime.service import WorkerService
 from .._runtime.worker import FATAL_ERRORS, Worker
-from .assignment import MemberSet, assign
 from .checkpointer import Checkpointer
 from .checkpoints import CheckpointStore, checkpoint_store
 from .fence import JournalFence, ensure_journal_stream
+from .follower import AssignmentFollower, PartitionState
 from .guard import PartitionGuard
 from .lease import Lease, Leases
 from .membership import Membership
@@ -69,37 +69,6 @@ def default_worker_id() -> str:
     """``<host>-<pid>``, with what a KV key may not hold replaced by ``-``."""
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40] or "host"
     return f"{host}-{os.getpid()}"
-
-
-class PartitionState:
-    """What this worker knows of one partition (for ``status`` and tests)."""
-
-    __slots__ = (
-        "actor",
-        "epoch",
-        "fenced",
-        "freed",
-        "lease",
-        "name",
-        "owned_since",
-        "partition",
-        "wanted",
-    )
-
-    def __init__(self, unit: ActorDefinition) -> None:
-        self.name = unit.name
-        self.actor = unit.actor
-        self.partition = unit.partition or 0
-        #: Whether the assignment gives it to this worker.
-        self.wanted = False
-        #: The epoch this worker owns it under (0 while it does not).
-        self.epoch = 0
-        self.lease: Lease | None = None
-        self.owned_since = 0.0
-        #: How many times this worker's ownership ended fenced (or its lease lost).
-        self.fenced = 0
-        #: How many times this worker saw the lease end (released or run out), anyone's.
-        self.freed = 0
 
 
 class ClusterWorker(Worker):
@@ -129,19 +98,29 @@ class ClusterWorker(Worker):
         self.actor_definitions = tuple(definition_of(a) for a in actors)
         self.replicas = replicas
         self.lease_time = lease_time
-        self._join_delay = join_delay
-        self._hold = hold
         self.partitions: dict[str, PartitionState] = {
             d.name: PartitionState(d) for d in self.definitions
         }
-        #: The members the assignment is currently computed over.
-        self.members: frozenset[str] = frozenset()
-        self._changed = anyio.Event()
+        self._follower = AssignmentFollower(
+            self.name,
+            self.actor_definitions,
+            self.partitions,
+            join_delay=join_delay,
+            hold=hold,
+            lease_time=lease_time,
+            log=self.log,
+            stopping=lambda: self._stopping,
+        )
         self._leases: Leases | None = None
         self.checkpoint_every = checkpoint_every
         self._checkpoints: Any = None  # the checkpoints bucket (an ObjectStore)
 
     # -- what the worker hosts ---------------------------------------------------------------
+
+    @property
+    def members(self) -> frozenset[str]:
+        """The members the assignment is currently computed over."""
+        return self._follower.members
 
     def hosted(self) -> list[str]:
         """The partitions this worker runs now (owned: a runner exists for them)."""
@@ -191,7 +170,7 @@ class ClusterWorker(Worker):
 
     def stop(self) -> None:
         super().stop()
-        self._wake()
+        self._follower.wake()
 
     async def _host(self, tg: anyio.abc.TaskGroup, nc: NATS, service: WorkerService) -> None:
         """Join the members, follow the assignment, and own what it gives this worker."""
@@ -216,7 +195,7 @@ class ClusterWorker(Worker):
             async with anyio.create_task_group() as around:
                 # Restarted after a crash under the same id: its old key lives up to L.
                 await around.start(partial(membership.run, patience=self.lease_time * 1.5))
-                around.start_soon(self._follow_assignment, membership)
+                around.start_soon(self._follower.follow, membership)
                 around.start_soon(self._follow_releases)
                 self.ready.set()
                 task_status.started()
@@ -227,56 +206,7 @@ class ClusterWorker(Worker):
         finally:
             service.close()
 
-    # -- the assignment ----------------------------------------------------------------------
-
-    def _assign(self, members: frozenset[str]) -> None:
-        wanted: set[str] = set()
-        for d in self.actor_definitions:
-            count = d.partitions.count if d.partitions is not None else 1
-            salted = {f"{d.name}/{m}": m for m in members}
-            for k, who in assign(count, salted).items():
-                if salted[who] == self.name:
-                    wanted.add(d.units()[k].name if d.partitions is not None else d.name)
-        changed = False
-        for name, state in self.partitions.items():
-            if state.wanted != (name in wanted):
-                state.wanted = name in wanted
-                changed = True
-        self.members = members
-        if changed:
-            self.log.info(
-                "assignment", members=sorted(members), mine=sorted(wanted), count=len(wanted)
-            )
-            self._wake()
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def _follow_assignment(self, membership: Membership) -> None:
-        members = MemberSet(join_delay=self._join_delay, hold=self._hold)
-        live: set[str] = set()
-        seen = anyio.Event()
-
-        async def watch() -> None:
-            nonlocal live, seen
-            async with aclosing(membership.watch()) as updates:
-                async for now_live in updates:
-                    live = set(now_live)
-                    seen.set()
-                    seen = anyio.Event()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch)
-            while not self._stopping:
-                now = time.monotonic()
-                self._assign(members.observe(live, now))
-                at = members.next_change_at(now)
-                wait = math.inf if at is None else max(0.0, at - now) + 0.01
-                waiting = seen
-                with anyio.move_on_after(min(wait, self.lease_time)):
-                    await waiting.wait()
-            tg.cancel_scope.cancel()
+    # -- the leases' ends --------------------------------------------------------------------
 
     async def _follow_releases(self) -> None:
         """Count each lease's ends into its partition's ``freed`` and wake the waiters.
@@ -289,16 +219,10 @@ class ClusterWorker(Worker):
                         state = self.partitions.get(key)
                         if state is not None:
                             state.freed += 1
-                            self._wake()
+                            self._follower.wake()
             except (nats.errors.Error, OSError) as exc:
                 self.log.warning("lease watch failed; watching again", error=repr(exc))
             await anyio.sleep(min(1.0, self.lease_time / 4))
-
-    async def _until(self, condition: Any) -> None:
-        while not condition():
-            changed = self._changed
-            with anyio.move_on_after(self.lease_time / 4):
-                await changed.wait()
 
     # -- owning one partition ----------------------------------------------------------------
 
@@ -308,7 +232,7 @@ class ClusterWorker(Worker):
         first, most = self._backoff
         delay = first
         while not self._stopping:
-            await self._until(lambda: state.wanted or self._stopping)
+            await self._follower.until(lambda: state.wanted or self._stopping)
             if self._stopping:
                 return
             assert self._leases is not None
@@ -319,7 +243,7 @@ class ClusterWorker(Worker):
                 # Its owner is alive, or its lease has not run out yet: try again when the
                 # watch sees it freed (or after a while, should the watch miss it).
                 with anyio.move_on_after(self.lease_time / 3):
-                    await self._until(
+                    await self._follower.until(
                         lambda seen=freed: state.freed != seen or not state.wanted or self._stopping
                     )
                 continue
@@ -333,7 +257,7 @@ class ClusterWorker(Worker):
             elif outcome == "failed":
                 self.restarts[unit.name] += 1
                 with anyio.move_on_after(delay):
-                    await self._until(lambda: self._stopping)
+                    await self._follower.until(lambda: self._stopping)
                 delay = min(delay * 2, most)
                 continue
             elif outcome == "halted":
@@ -383,7 +307,7 @@ class ClusterWorker(Worker):
                         tg.cancel_scope.cancel()  # stop at once: it may not commit any more
 
                 async def give_up_when_unwanted() -> None:
-                    await self._until(lambda: not state.wanted or self._stopping)
+                    await self._follower.until(lambda: not state.wanted or self._stopping)
                     log.info("partition handed back", epoch=lease.epoch)
                     runner.stop()
 
