@@ -335,6 +335,12 @@ class ClusterWorker(Worker):
                 log.warning(
                     "partition dropped", epoch=lease.epoch, reason="lease lost", error=str(lost)
                 )
+            if outcome == "released" and not lease.valid():
+                # Stopped on purpose, but its lease lapsed meanwhile (the worker was paused
+                # past it): another worker may own the partition now. Nothing was committed
+                # (the fence refuses it); nothing is checkpointed or released either.
+                outcome = "fenced"
+                log.warning("partition dropped", epoch=lease.epoch, reason="lease lapsed")
             if outcome == "released":
                 state.epoch, state.lease = 0, None  # no more queries for it here
                 with anyio.move_on_after(max(30.0, self.lease_time)):
