@@ -73,6 +73,7 @@ class QueryLoad:
     errors: Counter[str] = field(default_factory=Counter)
     asked: int = 0
     _done: anyio.Event = field(default_factory=anyio.Event)
+    _answered: anyio.Event = field(default_factory=anyio.Event)
 
     async def run(self) -> None:
         """Run the clients until :meth:`stop`."""
@@ -91,6 +92,14 @@ class QueryLoad:
                 yield
             finally:
                 self.stop()
+
+    async def answered(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` s) for one more answer: with the final worker running, the
+        clients' next questions are answered, so a run short enough to be spent mostly in
+        restarts still holds some answers to the journal."""
+        self._answered = anyio.Event()
+        with anyio.move_on_after(timeout):
+            await self._answered.wait()
 
     def stop(self) -> None:
         """Stop asking (the answers stay for :func:`check_answers`)."""
@@ -118,6 +127,7 @@ class QueryLoad:
             self.answers.append(
                 Answer(client, account, answer.value, answer.pos, answer.stream_seq, after_seq)
             )
+            self._answered.set()
             await anyio.sleep(PAUSE)
 
 

@@ -162,6 +162,8 @@ async def chaos(
                 last_seq = max([seq for seq, _ in acked] + progress.stored_duplicates, default=0)
                 await settle(js, final, last_seq, fleet.actor)
                 caught_up = time.monotonic() - chaos_done
+                if load is not None:
+                    await load.answered(15.0)
             final.process.send_signal(signal.SIGTERM)
             code = await reap(final, 30.0)
             if code != 0:

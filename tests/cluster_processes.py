@@ -128,13 +128,19 @@ async def publish(js: JetStreamContext, event: Placed, prefix: str = "porders") 
 async def wait_spread(
     js: JetStreamContext, *workers: str, lease: float = LEASE
 ) -> dict[int, str | None]:
-    """Wait until every partition is held and each of ``workers`` holds one."""
+    """Wait until every partition is held, each of ``workers`` holds its share (the
+    assignment's bound: P/N rounded down or up), and two reads in a row agree: a hand-off
+    under way (one worker holding a partition it is giving back) is not taken for it."""
     holders: dict[int, str | None] = {}
+    last: dict[int, str | None] = {}
 
     async def spread() -> bool:
-        nonlocal holders
-        holders = await lease_holders(js, lease)
-        return set(holders.values()) == set(workers)
+        nonlocal holders, last
+        last, holders = holders, await lease_holders(js, lease)
+        counts = [list(holders.values()).count(w) for w in workers]
+        low, high = len(holders) // len(workers), -(-len(holders) // len(workers))
+        balanced = set(holders.values()) == set(workers) and low <= min(counts)
+        return balanced and max(counts) <= high and holders == last
 
     await until(spread, 40, f"the partitions spread over {workers}")
     return holders

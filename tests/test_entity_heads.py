@@ -105,7 +105,7 @@ async def test_heads_staged_by_a_killed_writer_are_found_again_and_the_chains_go
     # The writer opened again finds them, and new rows continue each entity's chain.
     async with SQLiteJournal(path, actor="carts", entities=True) as j:
         assert j.staged_heads.heads == {k: p for k, p in heads.items() if p > horizon}
-        with j.entity_reader() as reader:
+        with j._entity_reader() as reader:
             assert reader.keys() == sorted(heads)
         keys = [*sorted(heads)[:5], "new"]
         await j.append(

@@ -150,7 +150,7 @@ async def rebuild_entities(
     keep = definition.entity.keep
     await journal.delete_entity_snapshots()
     pending: list[NewEntitySnapshot] = []
-    with journal.entity_reader() as reader:
+    with journal._entity_reader() as reader:
         keys = reader.keys()
         for key in keys:
             state, loaded = await load_entity(

@@ -297,7 +297,7 @@ class SQLiteJournal:
             pos = batch[-1].pos
             yield batch
 
-    def entity_reader(self) -> EntityReader:
+    def _entity_reader(self) -> EntityReader:
         """A read-only connection that reads one entity at a time (close it, or use it as a
         context manager); it finds the heads this journal stages."""
         self._check_open()

@@ -91,7 +91,7 @@ class Entities:
         self.key_of = key_function(self.spec)
         #: The resident entities by key, least recently used first.
         self.resident: OrderedDict[str, Resident] = OrderedDict()
-        self._reader = journal.entity_reader()
+        self._reader = journal._entity_reader()
         self._touched: set[str] = set()
         self._evicted: list[NewEntitySnapshot] = []
         #: Loads into residency, and entities passivated, since start (counters).
