@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -125,8 +126,8 @@ async def test_killing_the_stream_leader_loses_nothing_acknowledged_and_publishe
             while len(seen) < 30:
                 try:
                     batch = await sub.fetch(30, timeout=2)
-                except nats.errors.TimeoutError:
-                    continue
+                except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+                    continue  # (503: the stream's new leader not elected yet)
                 for msg in batch:
                     seen.append(msg.data)
                     await msg.ack()

@@ -309,6 +309,6 @@ async def test_a_worker_whose_lease_lapsed_stops_answering_for_the_partition_at_
         assert not lease.valid()
         assert worker.runners[k1].status is ActorStatus.RUNNING
         with pytest.raises(QueryNotRunningError):
-            await actorsource.ask(nc, "porders", "values", key="k1", timeout=1)
+            await actorsource.ask(nc, "porders", "values", key="k1", timeout=5)
         answer = await actorsource.ask(nc, "porders", "values", key=other, timeout=5)
         assert answer.value[other] == fold(events)[other]
