@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import statistics
 import sys
@@ -82,6 +83,18 @@ def say_to_stderr(line: str) -> None:
 def quiet_library() -> None:
     """Let the library's warnings through to stderr, drop its info lines (no handler work)."""
     logging.getLogger("actorsource").setLevel(logging.WARNING)
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of process ``pid`` so far, in seconds (0 when it is gone; Linux only)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # stat(5) 14, 15
 
 
 def median(values: list[float]) -> float:

@@ -38,7 +38,7 @@ from typing import Any
 import _scaffold  # noqa: F401  (puts the checkout on sys.path)
 import anyio
 import msgspec
-from _scaffold import ROOT, BenchError, Say, quiet_library, run_bench
+from _scaffold import ROOT, BenchError, Say, cpu_seconds, quiet_library, run_bench
 from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
 
@@ -109,27 +109,15 @@ async def _consume(worker: Worker, n: int, stall: float = 60.0) -> tuple[float, 
     return n / (ended - started), (n - before) / max(ended - at, 1e-9)
 
 
-def _cpu(pid: int | None) -> float:
-    """utime + stime of process ``pid`` so far, in seconds (0 when it is gone)."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _measured(
     out: dict[str, float], phase: str, worker: Worker, n: int, servers: list[int | None]
 ) -> None:
     """:func:`_consume` ``worker`` into ``out[phase]`` and ``out[phase + "_steady"]``, with
     the CPU microseconds per event of this process and of ``servers``."""
-    me, them = time.process_time(), sum(map(_cpu, servers))
+    me, them = time.process_time(), sum(map(cpu_seconds, servers))
     out[phase], out[f"{phase}_steady"] = await _consume(worker, n)
     out[f"{phase}_worker_cpu_us"] = (time.process_time() - me) / n * 1e6
-    out[f"{phase}_server_cpu_us"] = (sum(map(_cpu, servers)) - them) / n * 1e6
+    out[f"{phase}_server_cpu_us"] = (sum(map(cpu_seconds, servers)) - them) / n * 1e6
 
 
 async def _round(

@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import sys
 import time
@@ -67,13 +66,6 @@ VARIANTS: dict[str, tuple[str, str | None, int | None]] = {
     "partition": ("FD", "fd.0.*", 0),
     "partition_stream": ("FDP", None, 0),
 }
-
-
-def server_cpu(pid: int) -> float:
-    """Seconds of CPU (user + system) process ``pid`` has used."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_stored(js: JetStreamContext, stream: str, n: int, timeout: float = 60) -> None:
@@ -184,9 +176,9 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
                 cpu_seconds = dict.fromkeys(VARIANTS, 0.0)
                 for _ in range(args.repeat):
                     for variant, (stream, filt, _) in VARIANTS.items():
-                        before = server_cpu(pid)
+                        before = cpu_seconds(pid)
                         seconds = await drain(nc, js, stream, filt, expected[variant], args.batch)
-                        cpu_seconds[variant] += server_cpu(pid) - before
+                        cpu_seconds[variant] += cpu_seconds(pid) - before
                         rates[variant].append(len(expected[variant]) / seconds)
                 for variant in VARIANTS:
                     rate = median(rates[variant])

@@ -48,7 +48,15 @@ import _scaffold  # noqa: F401  (puts the checkout on sys.path)
 import anyio
 import msgspec
 import nats.errors
-from _scaffold import ROOT, BenchError, Say, connect_cluster, quiet_library, run_bench
+from _scaffold import (
+    ROOT,
+    BenchError,
+    Say,
+    connect_cluster,
+    cpu_seconds,
+    quiet_library,
+    run_bench,
+)
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -64,19 +72,6 @@ KEYS = 1_000
 ACTOR = "fcsplit"
 #: The lease time of the throughput runs: the workers are paused meanwhile.
 THROUGHPUT_LEASE = 60.0
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """utime + stime of process ``pid`` so far (0 when it is gone)."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of stat(5)
 
 
 class Committed:
