@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import nats.js.errors
-from _scaffold import BenchError, Say, connect, median, run_bench, scratch_server
+from _scaffold import BenchError, Say, connect, cpu_seconds, median, run_bench, scratch_server
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -173,17 +173,17 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
                     for variant, (stream, _, part) in VARIANTS.items()
                 }
                 rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
-                cpu_seconds = dict.fromkeys(VARIANTS, 0.0)
+                spent = dict.fromkeys(VARIANTS, 0.0)
                 for _ in range(args.repeat):
                     for variant, (stream, filt, _) in VARIANTS.items():
                         before = cpu_seconds(pid)
                         seconds = await drain(nc, js, stream, filt, expected[variant], args.batch)
-                        cpu_seconds[variant] += cpu_seconds(pid) - before
+                        spent[variant] += cpu_seconds(pid) - before
                         rates[variant].append(len(expected[variant]) / seconds)
                 for variant in VARIANTS:
                     rate = median(rates[variant])
                     delivered = args.repeat * len(expected[variant])
-                    cpu = cpu_seconds[variant] / delivered * 1e6
+                    cpu = spent[variant] / delivered * 1e6
                     result[f"k{keys}_{variant}_events_per_s"] = round(rate)
                     result[f"k{keys}_{variant}_server_us_per_event"] = round(cpu, 1)
                     say(f"K={keys} {variant}: {rate:,.0f} events/s, server {cpu:.1f} us/event")
