@@ -18,6 +18,7 @@ from partitioned_actors import Orders, Placed, fold
 
 import actorsource
 from actorsource import NatsOptions, QueryNotRunningError
+from actorsource._cluster.batches import decode_batch
 from actorsource._cluster.fence import JOURNAL_STREAM, JournalFence, ensure_journal_stream
 from actorsource._cluster.guard import PartitionGuard
 from actorsource._cluster.lease import Leases
@@ -175,6 +176,42 @@ async def test_a_crash_after_the_fenced_append_is_healed_by_importing_the_tail(
         again.stop()
     async with SQLiteJournal(journal_path(tmp_path, "counter"), actor="counter") as journal:
         assert await journal.count() == 3  # nothing applied twice: the redelivery was known
+
+
+async def test_a_message_id_the_journal_holds_is_refused_before_it_is_appended(
+    actor_kit: ActorKit, tmp_path: Path
+) -> None:
+    """What the fence admits must commit: a batch holding a message id the journal already
+    has is refused by the journal's unique index inside the transaction, before the guard
+    appends it; it is handled again, and only what commits reaches the journal subject."""
+    js = actor_kit.js
+    await ensure_journal_stream(js)
+    stream = await actor_kit.prepare(Counter)
+    info = await js.stream_info(stream)
+    info.config.duplicate_window = 0.1  # the server minimum: an id sent again is stored again
+    await js.update_stream(info.config)
+    lease = await Leases(js, ttl=30).acquire("counter", "wa")
+    fence = JournalFence(js, "counter", 0)
+    runner = ActorRunner(
+        definition_of(Counter), actor_kit.nc, data_dir=tmp_path, guard=PartitionGuard(lease, fence)
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await actor_kit.publish("count.k1", Added("k1", 1), msg_id="m-1")
+        await _until(lambda: runner.journal_pos == 1)
+        await anyio.sleep(0.15)  # past the server's window (not a wait for work)
+        await actor_kit.publish("count.k1", Added("k1", 10), msg_id="m-1")
+        await actor_kit.publish("count.k2", Added("k2", 2), msg_id="m-2")
+        await _until(lambda: runner.journal_pos == 2 and runner.stats.duplicates == 1)
+        assert runner.state.totals == {"k1": 1, "k2": 2}
+        runner.stop()
+    appended = [
+        e.msg_id
+        async for record in fence.tail()
+        if record.kind == "batch"
+        for e in decode_batch(record.data).entries
+    ]
+    assert appended == ["m-1", "m-2"]
 
 
 async def test_a_stale_owner_with_a_batch_in_hand_is_fenced_and_acknowledges_nothing(

@@ -409,3 +409,45 @@ async def test_deleting_snapshots_reports_how_many_and_keeps_the_events(tmp_path
         assert await j.snapshots() == []
         assert j.last_pos == 2
         assert len(await _all(j)) == 2
+
+
+async def test_admit_runs_inside_the_transaction_after_the_unique_index(tmp_path: Path) -> None:
+    """A fenced owner's append (``admit``) happens after the journal refused a message id it
+    holds and before the commit: a reader sees nothing of the batch meanwhile, whatever
+    ``admit`` raises stores nothing, and what it adds to the positions is stored."""
+    calls: list[int] = []
+
+    def entry(pos: int, msg_id: str) -> JournalEntry:
+        return JournalEntry(pos, f"s.{pos}", "T", b"{}", 1.0, "S", pos, msg_id, entity="k")
+
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        await j.append(_batch([entry(1, "m1")]))
+        heads = dict(j.staged_heads.heads)
+
+        async def refused() -> None:
+            calls.append(j.last_pos)
+            raise RuntimeError("fenced")
+
+        with pytest.raises(DuplicateMessageIdError):
+            await j.append(_batch([entry(2, "m2"), entry(3, "m1")]), admit=refused)
+        assert calls == []  # the duplicate was found first: nothing to append
+        with pytest.raises(RuntimeError, match="fenced"):
+            await j.append(_batch([entry(2, "m2")]), admit=refused)
+        assert calls == [1]
+        assert (j.last_pos, j.stream_positions, dict(j.staged_heads.heads)) == (
+            1,
+            {"S": 1},
+            heads,
+        )
+        batch = _batch([entry(2, "m2")])
+
+        async def admitted() -> None:
+            with sqlite3.connect(tmp_path / "a.db") as db:  # not committed yet
+                assert db.execute("SELECT max(pos) FROM events").fetchone() == (1,)
+            batch.positions["asj.a.0"] = 7
+
+        await j.append(batch, admit=admitted)
+        assert j.stream_positions == {"S": 2, "asj.a.0": 7}
+        assert [e.msg_id for e in await _all(j)] == ["m1", "m2"]
+    async with SQLiteJournal(tmp_path / "a.db", actor="a") as j:
+        assert j.stream_positions == {"S": 2, "asj.a.0": 7}

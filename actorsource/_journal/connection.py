@@ -9,7 +9,8 @@ times slower than SQLite itself). Calls run one at a time, in the order they wer
 A call is not abandoned when its caller is cancelled: it runs to its end on its thread (a
 transaction that fails rolls back there) and the cancellation is delivered when it returns.
 So the connection is never left inside a transaction, and what the caller learns of a
-commit is what the file holds.
+commit is what the file holds. A call may wait for the event loop (a fenced owner's commit
+awaits its append inside the transaction): the loop never waits for a call but by awaiting.
 """
 
 from __future__ import annotations

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 
 from .._errors import JournalClosedError, JournalError
@@ -182,18 +183,33 @@ class SQLiteJournal:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def append(self, batch: JournalBatch) -> None:
+    async def append(
+        self, batch: JournalBatch, *, admit: Callable[[], Coroutine[Any, Any, None]] | None = None
+    ) -> None:
         """Write a batch in one transaction; on any error nothing of it is stored.
 
         Entries must continue the journal: their ``pos`` run from ``last_pos + 1`` upwards,
         and their stream messages come after the stream positions already recorded
         (:class:`JournalOrderError` otherwise). A message id the journal already holds
         raises :class:`DuplicateMessageIdError`.
+
+        ``admit`` is awaited (on the event loop) inside the transaction, once the entries
+        are written and before the ``COMMIT``: a message id the journal holds is refused
+        before it is called, whatever it raises rolls the batch back, and it may add to
+        ``batch.positions``. The journal's thread waits for it, so nothing else reaches the
+        file meanwhile. A fenced owner appends the batch to its journal subject there.
         """
         self._check_open()
         check_continues(batch, self.last_pos, self.stream_positions, self.path)
+        admit_here = None
+        if admit is not None:
+            hook = admit
+
+            def admit_here() -> None:
+                anyio.from_thread.run(hook)
+
         try:
-            await self._db.run(write_batch, batch, self.staged_heads)
+            await self._db.run(write_batch, batch, self.staged_heads, admit_here)
         except sqlite3.IntegrityError as exc:
             if "events.msg_id" in str(exc):
                 raise DuplicateMessageIdError(

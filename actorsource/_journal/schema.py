@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,16 +275,28 @@ def entry_columns(schema_version: int) -> str:
     return columns
 
 
-def write_batch(conn: sqlite3.Connection, batch: JournalBatch, staged: StagedHeads) -> None:
+def write_batch(
+    conn: sqlite3.Connection,
+    batch: JournalBatch,
+    staged: StagedHeads,
+    admit: Callable[[], None] | None = None,
+) -> None:
     """Write ``batch`` in one ``BEGIN IMMEDIATE`` transaction (runs on the journal's thread);
     ``staged`` learns the entity heads it committed (stored with it when they are due: see
-    :mod:`.entity_heads`), and nothing of a batch that fails."""
+    :mod:`.entity_heads`), and nothing of a batch that fails.
+
+    ``admit`` (a fenced owner's append, see :meth:`.journal.SQLiteJournal.append`) is called
+    once the events are in, so after the unique index refused any message id the journal
+    holds, and before the positions (it may add one) and the ``COMMIT``; if it raises,
+    nothing is stored."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         moved, keyed = insert_events(conn, batch.entries, staged)
         flushed = bool(moved) and staged.due(moved, keyed)
         if flushed:
             flush_heads(conn, staged, moved, batch.entries[-1].pos)
+        if admit is not None:
+            admit()
         if batch.positions:
             conn.executemany(
                 "INSERT INTO positions (stream, last_seq) VALUES (?, ?) ON CONFLICT (stream) "

@@ -14,10 +14,12 @@ The runtime knows nothing of clusters, leases or fences: a runner given a
 2. :attr:`CommitGuard.consumer` names the durable consumer the runner creates (one per
    owner), and :meth:`CommitGuard.consuming` is called once it exists (to delete the
    consumers of earlier owners, so their pulls and acks reach nothing).
-3. :meth:`CommitGuard.admit`, for every batch, after its message ids were checked against the
-   journal and *before* the SQLite commit and the acknowledgement. An exception from it
-   (the owner was fenced, or its lease lapsed) means: commit nothing, acknowledge nothing,
-   publish nothing; the runner fails with it and its state is dropped.
+3. :meth:`CommitGuard.admit`, for every batch, inside its SQLite transaction once its
+   entries are written (so after the journal's unique index refused any message id it
+   already holds) and *before* the commit and the acknowledgement. An exception from it
+   (the owner was fenced, or its lease lapsed) rolls the batch back and means: commit
+   nothing, acknowledge nothing, publish nothing; the runner fails with it and its state
+   is dropped.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ looking ids up.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -235,10 +235,11 @@ class Committer:
             job.batch.snapshot = None  # written in parts once its position is committed
         else:
             snapshot = None
+        admit = None
+        if self._guard is not None and needs_admission(job.batch):
+            admit = self._admission(job.batch)
         try:
-            if self._guard is not None and needs_admission(job.batch):
-                await self._admit(job.batch)
-            await self._commit(job.batch)
+            await self._commit(job.batch, admit)
         except DuplicateMessageIdError:
             self._log.info("duplicate message id at commit; re-checking the batch")
             self._set_aside(job)
@@ -303,30 +304,36 @@ class Committer:
             self._inflight.remove(waiting)
             self._taken.set()
 
-    async def _admit(self, batch: JournalBatch) -> None:
-        """Pass the batch through the guard (a fenced owner raises here, having committed
-        nothing). Its message ids are checked first: what the guard admits must commit,
-        so a duplicate id must be found before, not by the journal's unique index after."""
-        assert self._guard is not None
-        ids = [e.msg_id for e in batch.entries if e.msg_id]
-        if ids:
-            _, known = await self._journal.known("", (), ids)
-            if known or len(set(ids)) != len(ids):
-                raise DuplicateMessageIdError(
-                    f"a message id in the batch is already journaled in {self._journal.path}",
-                    path=self._journal.path,
-                )
-        await self._guard.admit(batch)
-        self._crash.check("after_admit")
+    def _admission(self, batch: JournalBatch) -> Callable[[], Coroutine[Any, Any, None]]:
+        """The guard's admission of ``batch`` (a fenced owner raises there, having committed
+        nothing). The journal awaits it inside the commit's transaction, once the entries
+        are written: what the guard admits must commit, so a message id the journal holds
+        must be refused before, and the unique index refuses it there. It admits once: a
+        commit retried after that commits what was appended."""
+        guard = self._guard
+        assert guard is not None
+        admitted = False
 
-    async def _commit(self, batch: JournalBatch) -> None:
-        """Commit with retries: a full disk or a busy file must not lose or ack anything."""
+        async def admit() -> None:
+            nonlocal admitted
+            if not admitted:
+                await guard.admit(batch)
+                admitted = True
+                self._crash.check("after_admit")
+
+        return admit
+
+    async def _commit(
+        self, batch: JournalBatch, admit: Callable[[], Coroutine[Any, Any, None]] | None = None
+    ) -> None:
+        """Commit with retries: a full disk or a busy file must not lose or ack anything
+        (``admit``: see :meth:`_admission`)."""
         delay = 0.1
         for attempt in range(1, self._attempts + 1):
             try:
                 async with self._lock:
                     started = time.perf_counter()
-                    await self._journal.append(batch)
+                    await self._journal.append(batch, admit=admit)
                     self._stats.commit_seconds.observe(time.perf_counter() - started)
                 return
             except (DuplicateMessageIdError, JournalCorruptError, JournalOrderError):
