@@ -1,28 +1,40 @@
 """What the fence costs: a partitioned actor in cluster mode against the same actor plain.
 
-    python bench/fence_cost.py [--events N] [--partitions P] [--json]
+    python bench/fence_cost.py [--events N] [--partitions P] [--rounds R] [--json]
 
 One run, one machine. On a single nats-server (R1), the same events (N, over 1,000 keys,
-pre-published) are consumed by, in turn:
+pre-published to a fresh stream before each phase) are consumed, round after round (R
+rounds, the phases alternated within each), by:
 
 * ``unpartitioned``: the actor without partitions on a plain worker (no cluster mode);
 * ``partitioned``: the actor with ``partitions=P`` on a plain worker (P runners, no fence);
 * ``fenced``: the partitioned actor on one worker in cluster mode: leases, per-epoch
-  consumers, and every batch appended to its partition's journal subject before its commit.
+  consumers, and every batch appended to its partition's journal subject inside its
+  SQLite transaction, before its commit;
+* ``memory_unpartitioned`` and ``memory_fenced``: the first and the last again, their
+  input stream kept in memory instead of files (the journal subject, the buckets and
+  SQLite stay on disk). nats-server's file store walks, for each message it delivers to
+  a consumer whose filter is narrower than its stream's subjects (a partition's), the
+  subjects of the stream that match the filter; its memory store does not
+  (``bench/filtered_delivery.py``). These two phases measure the fence without that
+  walk: a diagnosis, not a way to run (an input stream belongs on disk).
 
 Then on a 3-node cluster (R3 streams and journal subjects) ``unpartitioned`` and ``fenced``
-again. Each figure is events/s from the worker's start (connection, recovery, leases
+once. Each figure is events/s from the worker's start (connection, recovery, leases
 included) until every event is committed, and ``*_steady`` from the moment every runner
 was consuming (start-up left out: on R3, creating the buckets, leases and per-epoch
-consumers of 8 partitions takes seconds); ``ratio_r1`` is fenced / unpartitioned on R1
-(the target is >= 0.8), ``ratio_r3`` the same on R3, ``ratio_*_steady`` the same once
-consuming.
+consumers of 8 partitions takes seconds). Rates are the medians over the rounds; each
+ratio is the median of the rounds' own ratios (both phases of a ratio ran in the same
+round, side by side): ``ratio_r1`` is fenced / unpartitioned on R1 (the target is >= 0.8,
+``ratios_r1`` lists the rounds), ``ratio_r1_partitioned`` partitioned / unpartitioned,
+``ratio_r1_memory_input`` memory_fenced / memory_unpartitioned, ``ratio_r3`` fenced /
+unpartitioned on R3, ``ratio_*_steady`` the same once consuming.
 
 Beside each rate, the CPU time spent per event (``/proc``: user + system, so Linux only):
 ``*_worker_cpu_us`` by this process (the worker runs in it) and ``*_server_cpu_us`` by the
-nats-servers, over the whole phase. On a shared 2-core machine these are steadier than the
-rates, and they say where a difference goes: ``cpu_ratio_r1`` = (worker + server) per event,
-fenced over unpartitioned. The last line on stdout is one JSON object.
+nats-servers, over the whole phase (medians). On a shared 2-core machine these are steadier
+than the rates, and they say where a difference goes: ``cpu_ratio_r1`` = (worker + server)
+per event, fenced over unpartitioned. The last line on stdout is one JSON object.
 """
 
 from __future__ import annotations
@@ -38,13 +50,13 @@ from typing import Any
 import _scaffold  # noqa: F401  (puts the checkout on sys.path)
 import anyio
 import msgspec
-from _scaffold import ROOT, BenchError, Say, cpu_seconds, quiet_library, run_bench
+from _scaffold import ROOT, BenchError, Say, cpu_seconds, median, quiet_library, run_bench
 from nats.aio.client import Client as NATS
-from nats.js.api import StreamConfig
+from nats.js.api import StorageType, StreamConfig
 
 from actorsource import NatsOptions, Worker
 from actorsource._cluster.node import ClusterWorker
-from actorsource._mailbox.partitioned import ensure_partitioned_stream
+from actorsource._mailbox.partitioned import partitioned_stream_config
 from actorsource._model.actor import definition_of
 from actorsource.testing import NatsCluster
 
@@ -120,96 +132,169 @@ async def _measured(
     out[f"{phase}_server_cpu_us"] = (sum(map(cpu_seconds, servers)) - them) / n * 1e6
 
 
-async def _round(
+#: The R1 phases of a round, in the order they run: (name, partitioned actor, cluster
+#: mode, input stream in memory).
+R1_PHASES = (
+    ("unpartitioned", False, False, False),
+    ("partitioned", True, False, False),
+    ("fenced", True, True, False),
+    ("memory_unpartitioned", False, False, True),
+    ("memory_fenced", True, True, True),
+)
+R3_PHASES = (("unpartitioned", False, False, False), ("fenced", True, True, False))
+#: The ratios reported: (name, numerator phase, denominator phase).
+RATIOS = (
+    ("ratio_r1", "r1_fenced", "r1_unpartitioned"),
+    ("ratio_r1_partitioned", "r1_partitioned", "r1_unpartitioned"),
+    ("ratio_r1_memory_input", "r1_memory_fenced", "r1_memory_unpartitioned"),
+    ("ratio_r3", "r3_fenced", "r3_unpartitioned"),
+)
+
+
+async def _phase(
     urls: tuple[str, ...],
-    root: Path,
+    data: Path,
     args: argparse.Namespace,
     replicas: int,
-    say: Say,
-    *,
-    partitioned: bool = True,
-    servers: list[int | None] | None = None,
+    phase: tuple[str, bool, bool, bool],
+    servers: list[int | None],
 ) -> dict[str, float]:
-    plain, split = _actors(args.partitions)
+    """One phase on a server emptied first (every stream, bucket and journal subject of the
+    phases before goes): its input stream created and filled, then consumed."""
+    name, split, clustered, in_memory = phase
+    plain, split_actor = _actors(args.partitions)
     options = NatsOptions(servers=urls)
     nc = NATS()
     await nc.connect(servers=list(urls))
     try:
         js = nc.jetstream(timeout=10)
+        for info in await js.streams_info():
+            await js.delete_stream(info.config.name)
+        storage = StorageType.MEMORY if in_memory else StorageType.FILE
+        if split:
+            partitioning = definition_of(split_actor).partitions
+            assert partitioning is not None
+            config = partitioned_stream_config("FCSPLIT", partitioning, replicas=replicas)
+            config.storage = storage
+            await js.add_stream(config)
+            await _prefill(nc, "fcsplit", args.events)
+        else:
+            await js.add_stream(
+                StreamConfig(
+                    name="FCPLAIN", subjects=["fcplain.*"], num_replicas=replicas, storage=storage
+                )
+            )
+            await _prefill(nc, "fcplain", args.events)
+        worker: Worker
+        if clustered:
+            worker = ClusterWorker(
+                [split_actor],
+                nats=options,
+                data_dir=data,
+                replicas=replicas,
+                lease_time=10.0,
+                join_delay=0.0,
+                hold=0.0,
+                name="bench",
+            )
+        else:
+            worker = Worker([split_actor if split else plain], nats=options, data_dir=data)
         out: dict[str, float] = {}
-        await js.add_stream(
-            StreamConfig(name="FCPLAIN", subjects=["fcplain.*"], num_replicas=replicas)
-        )
-        await _prefill(nc, "fcplain", args.events)
-        pids = servers or []
-        plain_worker = Worker([plain], nats=options, data_dir=root / "plain")
-        await _measured(out, "unpartitioned", plain_worker, args.events, pids)
-        say(f"R{replicas} unpartitioned: {out['unpartitioned']:,.0f} events/s")
-        partitioning = definition_of(split).partitions
-        assert partitioning is not None
-        await ensure_partitioned_stream(
-            js, "FCSPLIT", partitioning, actor="fcsplit", replicas=replicas
-        )
-        await _prefill(nc, "fcsplit", args.events)
-        if replicas == 1 and partitioned:
-            split_worker = Worker([split], nats=options, data_dir=root / "split")
-            await _measured(out, "partitioned", split_worker, args.events, pids)
-            say(f"R1 partitioned: {out['partitioned']:,.0f} events/s")
-        fenced = ClusterWorker(
-            [split],
-            nats=options,
-            data_dir=root / "fenced",
-            replicas=replicas,
-            lease_time=10.0,
-            join_delay=0.0,
-            hold=0.0,
-            name="bench",
-        )
-        await _measured(out, "fenced", fenced, args.events, pids)
-        say(f"R{replicas} fenced: {out['fenced']:,.0f} events/s")
+        await _measured(out, name, worker, args.events, servers)
         return out
     finally:
         await nc.close()
 
 
+async def _rounds(
+    urls: tuple[str, ...],
+    root: Path,
+    args: argparse.Namespace,
+    replicas: int,
+    phases: tuple[tuple[str, bool, bool, bool], ...],
+    rounds: int,
+    say: Say,
+    servers: list[int | None],
+) -> list[dict[str, float]]:
+    """``rounds`` rounds of ``phases`` in turn; each round's figures."""
+    out = []
+    for n in range(rounds):
+        figures: dict[str, float] = {}
+        for phase in phases:
+            figures |= await _phase(urls, root / f"{n}-{phase[0]}", args, replicas, phase, servers)
+            say(f"R{replicas} round {n + 1} {phase[0]}: {figures[phase[0]]:,.0f} events/s")
+        out.append(figures)
+    return out
+
+
 async def round_r1(urls: tuple[str, ...], root: Path, args: argparse.Namespace) -> dict[str, float]:
     """``unpartitioned`` and ``fenced`` on one R1 server (``bench/fence_append.py``)."""
-    return await _round(urls, root, args, 1, lambda _: None, partitioned=False)
+    phases = (R1_PHASES[0], R1_PHASES[2])
+    return (await _rounds(urls, root, args, 1, phases, 1, lambda _: None, []))[0]
+
+
+def _summary(rounds: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Medians of the figures over the rounds, and of each round's own ratios."""
+    result: dict[str, Any] = {}
+    for name, figures in rounds.items():
+        for key in figures[0]:
+            value = median([f[key] for f in figures])
+            if key.endswith("_cpu_us"):
+                result[f"{name}_{key}_per_event"] = round(value, 1)
+            else:
+                result[f"{name}_{key}_events_per_s"] = round(value)
+    for ratio, top, bottom in RATIOS:
+        (r_top, p_top), (r_bottom, p_bottom) = top.split("_", 1), bottom.split("_", 1)
+        for suffix in ("", "_steady"):
+            each = [
+                t[p_top + suffix] / b[p_bottom + suffix]
+                for t, b in zip(rounds[r_top], rounds[r_bottom], strict=True)
+            ]
+            result[ratio + suffix] = round(median(each), 3)
+            if ratio == "ratio_r1":
+                result[f"ratios_r1{suffix}"] = [round(r, 3) for r in each]
+    r1 = rounds["r1"]
+    result["cpu_ratio_r1"] = round(
+        median(
+            [
+                (f["fenced_worker_cpu_us"] + f["fenced_server_cpu_us"])
+                / (f["unpartitioned_worker_cpu_us"] + f["unpartitioned_server_cpu_us"])
+                for f in r1
+            ]
+        ),
+        3,
+    )
+    return result
 
 
 async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any]:
     quiet_library()
-    result: dict[str, Any] = {"events": args.events, "partitions": args.partitions}
+    result: dict[str, Any] = {
+        "events": args.events,
+        "partitions": args.partitions,
+        "rounds": args.rounds,
+    }
+    rounds: dict[str, list[dict[str, float]]] = {}
     async with NatsCluster(root / "r1", size=1) as single:
         servers = [s.pid for s in single.servers]
-        r1 = await _round(single.urls, root / "r1-data", args, 1, say, servers=servers)
+        rounds["r1"] = await _rounds(
+            single.urls, root / "r1-data", args, 1, R1_PHASES, args.rounds, say, servers
+        )
     async with NatsCluster(root / "r3", size=3) as cluster:
         servers = [s.pid for s in cluster.servers]
-        r3 = await _round(cluster.urls, root / "r3-data", args, 3, say, servers=servers)
-    for name, figures in (("r1", r1), ("r3", r3)):
-        for k, v in figures.items():
-            if k.endswith("_cpu_us"):
-                result[f"{name}_{k}_per_event"] = round(v, 1)
-            else:
-                result[f"{name}_{k}_events_per_s"] = round(v)
-    result["cpu_ratio_r1"] = round(
-        (r1["fenced_worker_cpu_us"] + r1["fenced_server_cpu_us"])
-        / (r1["unpartitioned_worker_cpu_us"] + r1["unpartitioned_server_cpu_us"]),
-        3,
-    )
-    result["ratio_r1"] = round(r1["fenced"] / r1["unpartitioned"], 3)
-    result["ratio_r1_partitioned"] = round(r1["partitioned"] / r1["unpartitioned"], 3)
-    result["ratio_r3"] = round(r3["fenced"] / r3["unpartitioned"], 3)
-    result["ratio_r1_steady"] = round(r1["fenced_steady"] / r1["unpartitioned_steady"], 3)
-    result["ratio_r3_steady"] = round(r3["fenced_steady"] / r3["unpartitioned_steady"], 3)
-    result["states_equal"] = True  # every run committed exactly N events (checked above)
+        rounds["r3"] = await _rounds(
+            cluster.urls, root / "r3-data", args, 3, R3_PHASES, 1, say, servers
+        )
+    result |= _summary(rounds)
+    result["states_equal"] = True  # every phase committed exactly N events (checked there)
     return result
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
     return parser.parse_args(argv)
 

@@ -362,19 +362,21 @@ def test_scaling_reports_failover_and_handoff_times() -> None:
 
 
 def test_fence_cost_reports_every_figure_on_r1_and_r3() -> None:
-    result = _report(["bench/fence_cost.py", "--events", "4000", "--partitions", "4"])
+    result = _report(
+        ["bench/fence_cost.py", "--events", "4000", "--partitions", "4", "--rounds", "2"]
+    )
+    r1 = ("unpartitioned", "partitioned", "fenced", "memory_unpartitioned", "memory_fenced")
     _assert_positive(
         result,
         [
-            f"{replicas}_{kind}_events_per_s"
-            for replicas, kinds in (
-                ("r1", ("unpartitioned", "partitioned", "fenced")),
-                ("r3", ("unpartitioned", "fenced")),
-            )
+            f"{replicas}_{kind}_{figure}"
+            for replicas, kinds in (("r1", r1), ("r3", ("unpartitioned", "fenced")))
             for kind in kinds
+            for figure in ("events_per_s", "worker_cpu_us_per_event", "server_cpu_us_per_event")
         ]
-        + ["ratio_r1", "ratio_r3"],
+        + ["ratio_r1", "ratio_r1_partitioned", "ratio_r1_memory_input", "ratio_r3"],
     )
+    assert len(result["ratios_r1"]) == 2  # one per round, each of its own round's phases
     # Once consuming: with so few events a partition may finish before the last one starts.
     assert result["ratio_r1_steady"] >= 0
     assert result["ratio_r3_steady"] >= 0
