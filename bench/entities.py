@@ -18,6 +18,11 @@ after each batch's commit and ack) is polled every millisecond:
   With E large against ``max_resident``, nearly every event loads its entity (snapshot and
   later rows, by the journal's index) and evicts another one (not snapshotted: see
   ``snapshot_on_evict``).
+* ``found_loads_by_tenth``: per tenth, the share of its events whose entity was loaded
+  with events of its own (in the first tenth most accounts are new: nothing to read);
+  ``event_us_fit`` = ``[a, b]``, the time per event in µs fitted as ``a + b * share`` over
+  the tenths after the first: ``b`` is what loading an entity's rows costs an event, and
+  a line that fits says the cost follows that share, not the number of entities.
 * ``rss_mb_by_tenth``: the process's RSS at each tenth (the benchmark's own data is
   allocated before: the workload and its fold in compact arrays);
   ``rss_growth_mb`` = RSS at the end - RSS at the first tenth (residency is full by then);
@@ -192,11 +197,26 @@ async def mismatches(runner: ActorRunner, w: Workload, keys: list[int]) -> int:
 # -- the big run -------------------------------------------------------------------------------
 
 
+def _found_load_fit(rates: list[float], found: list[float]) -> tuple[float, float]:
+    """The time per event, in µs, as ``a + b * share`` of the events whose entity was loaded
+    with events of its own (the others found no entity, or it was resident), fitted by least
+    squares over the tenths after the first (residency is full by then): ``(a, b)``, ``b``
+    being what such a load costs more than none."""
+    xs, ys = found[1:], [1e6 / r for r in rates[1:]]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    covariance = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
+    slope = covariance / spread if spread else 0.0
+    return round(mean_y - slope * mean_x, 2), round(slope, 2)
+
+
 async def consume(runner: ActorRunner, n: int, say: Say) -> dict[str, Any]:
     """Time ``runner`` (just started) through ``n`` events, by tenths; RSS at each tenth."""
     marks = [n * k // 10 for k in range(11)]
     at: dict[int, float] = {}
     rss: dict[int, float] = {}
+    found: dict[int, int] = {}
+    entities = runner.entities
     started = time.perf_counter()
     last, last_change = -1, time.monotonic()
     while True:
@@ -206,6 +226,7 @@ async def consume(runner: ActorRunner, n: int, say: Say) -> dict[str, Any]:
             if m not in at and applied >= m:
                 at[m] = now
                 rss[m] = _proc_status_mb("VmRSS") or 0.0
+                found[m] = entities.loads_found
         if applied >= n:
             break
         if applied != last:
@@ -216,6 +237,7 @@ async def consume(runner: ActorRunner, n: int, say: Say) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     rates = [(n / 10) / max(0.001, at[marks[k + 1]] - at[marks[k]]) for k in range(10)]
     by_tenth = [round(rss[m], 1) for m in marks[1:]]
+    found_share = [(found[marks[k + 1]] - found[marks[k]]) / (n / 10) for k in range(10)]
     say(f"  consumed {n:,} in {seconds:.1f} s; per tenth: {[round(r) for r in rates]} events/s")
     say(f"  RSS by tenth (MB): {by_tenth}; {runner.entities.loads:,} loads")
     return {
@@ -224,6 +246,8 @@ async def consume(runner: ActorRunner, n: int, say: Say) -> dict[str, Any]:
         "first_tenth_events_per_s": rates[0],
         "last_tenth_events_per_s": rates[-1],
         "tenths_events_per_s": [round(r) for r in rates],
+        "found_loads_by_tenth": [round(f, 3) for f in found_share],
+        "event_us_fit": _found_load_fit(rates, found_share),
         "rss_mb_by_tenth": by_tenth,
         "rss_growth_mb": rss[n] - rss[marks[1]],
         "entity_loads": runner.entities.loads,

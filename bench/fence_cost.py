@@ -32,7 +32,8 @@ unpartitioned on R3, ``ratio_*_steady`` the same once consuming.
 
 Beside each rate, the CPU time spent per event (``/proc``: user + system, so Linux only):
 ``*_worker_cpu_us`` by this process (the worker runs in it) and ``*_server_cpu_us`` by the
-nats-servers, over the whole phase (medians). On a shared 2-core machine these are steadier
+nats-servers, from the worker's start until every event is committed (the stop and its
+final checkpoints left out; medians). On a shared 2-core machine these are steadier
 than the rates, and they say where a difference goes: ``cpu_ratio_r1`` = (worker + server)
 per event, fenced over unpartitioned. The last line on stdout is one JSON object.
 """
@@ -44,6 +45,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +89,9 @@ async def _prefill(nc: NATS, subject: str, n: int) -> None:
         )
 
 
-async def _consume(worker: Worker, n: int, stall: float = 60.0) -> tuple[float, float]:
+async def _consume(
+    worker: Worker, n: int, stall: float = 60.0, at_end: Callable[[], None] = lambda: None
+) -> tuple[float, float]:
     """Run ``worker`` until its runners committed ``n`` events; events/s from its start,
     and events/s once every runner was consuming (the events committed after that moment
     over the time they took: start-up, leases and consumer creation left out)."""
@@ -107,6 +111,7 @@ async def _consume(worker: Worker, n: int, stall: float = 60.0) -> tuple[float, 
             ):
                 all_running = (time.perf_counter(), done)
             if done >= n:
+                at_end()  # before the stop (its final checkpoint is not the run's)
                 break
             if done != last:
                 last, last_change = done, time.monotonic()
@@ -127,9 +132,12 @@ async def _measured(
     """:func:`_consume` ``worker`` into ``out[phase]`` and ``out[phase + "_steady"]``, with
     the CPU microseconds per event of this process and of ``servers``."""
     me, them = time.process_time(), sum(map(cpu_seconds, servers))
-    out[phase], out[f"{phase}_steady"] = await _consume(worker, n)
-    out[f"{phase}_worker_cpu_us"] = (time.process_time() - me) / n * 1e6
-    out[f"{phase}_server_cpu_us"] = (sum(map(cpu_seconds, servers)) - them) / n * 1e6
+
+    def at_end() -> None:
+        out[f"{phase}_worker_cpu_us"] = (time.process_time() - me) / n * 1e6
+        out[f"{phase}_server_cpu_us"] = (sum(map(cpu_seconds, servers)) - them) / n * 1e6
+
+    out[phase], out[f"{phase}_steady"] = await _consume(worker, n, at_end=at_end)
 
 
 #: The R1 phases of a round, in the order they run: (name, partitioned actor, cluster

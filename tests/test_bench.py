@@ -215,6 +215,9 @@ def test_entities_reports_throughput_memory_restart_and_the_singleton() -> None:
     )
     assert result["mismatches"] == 0
     assert result["probe_loads"] == result["probe_events"] == 100  # each one loaded its entity
+    # 3,000 accounts all stay resident: no load finds events of its own account
+    assert result["found_loads_by_tenth"] == [0.0] * 10
+    assert result["event_us_fit"][0] > 0
 
 
 def test_state_growth_reports_both_states_their_snapshots_and_restarts() -> None:

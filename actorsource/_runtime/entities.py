@@ -94,8 +94,10 @@ class Entities:
         self._reader = journal._entity_reader()
         self._touched: set[str] = set()
         self._evicted: list[NewEntitySnapshot] = []
-        #: Loads into residency, and entities passivated, since start (counters).
+        #: Loads into residency, those that found committed events of their entity (the
+        #: others made a new one), and entities passivated, since start (counters).
         self.loads = 0
+        self.loads_found = 0
         self.passivated = 0
 
     def close(self) -> None:
@@ -160,6 +162,7 @@ class Entities:
             replayer=self._dispatch,
         )
         self.loads += 1
+        self.loads_found += report.applied > 0
         return Resident(state, report.applied, report.replayed, time.time())
 
     def collect(self, *, failed: bool) -> list[NewEntitySnapshot]:
