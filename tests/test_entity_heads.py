@@ -20,8 +20,6 @@ import pytest
 from actorsource import DuplicateMessageIdError
 from actorsource._journal.entity_heads import HORIZON_KEY, read_heads
 from actorsource._journal.entity_reader import EntityReader
-from actorsource._journal.entity_store import NewEntitySnapshot
-from actorsource._model.snapshots import CODEC_NAME
 from actorsource.journal import JournalBatch, JournalEntry, SQLiteJournal
 
 # A process that appends 40 batches of 25 entity rows over 30 keys, with the staged heads
@@ -173,73 +171,3 @@ async def test_a_flush_that_fails_with_its_batch_leaves_the_staged_heads_as_they
         assert _stored(path)[1:] == ({"a": 3, "b": 2, "c": 4}, 4)
     want, _ = _independent(path)
     assert _stored(path)[0] == want
-
-
-def _row(pos: int, key: str) -> JournalEntry:
-    return JournalEntry(
-        pos, f"cart.{key}", "T", b'{"n":%d}' % pos, 1.0, "S", pos, f"m{pos}", entity=key
-    )
-
-
-def _state(key: str, pos: int, data: bytes, since: int) -> NewEntitySnapshot:
-    return NewEntitySnapshot(key, pos, 1, CODEC_NAME, data, since=since)
-
-
-async def test_a_state_left_at_its_head_is_read_alone_while_it_is_the_head(tmp_path: Path) -> None:
-    """An entity let go leaves its state at its head: its next load reads that one row, no
-    chain and no replay, staged or stored; once the entity has a newer row the state is
-    ignored; a changed state fails its checksum (and the load takes the long way)."""
-    path = tmp_path / "carts.sqlite"
-    async with SQLiteJournal(path, actor="carts", entities=True) as j:
-        await j.append(JournalBatch([_row(1, "a"), _row(2, "b"), _row(3, "a")], {"S": 3}, []))
-        # the state travels with a batch, as the runtime sends it
-        batch = JournalBatch([_row(4, "b")], {"S": 4}, [], entity_states=[_state("a", 3, b"A3", 2)])
-        await j.append(batch)
-        with j._entity_reader() as reader:
-            state, rows = reader.newest("a", 4, [])
-            assert state is not None
-            assert rows.rows == []  # the staged state, nothing else
-            assert (state.pos, state.data, state.since, state.verifies()) == (3, b"A3", 2, True)
-            state, rows = reader.newest("b", 4, [])
-            assert state is None
-            assert rows.positions == [2, 4]  # no state: its chain
-            state, rows = reader.newest("new", 4, [])
-            assert state is None
-            assert rows.rows == []
-        await j.append(JournalBatch([_row(5, "a")], {"S": 5}, []))
-        with j._entity_reader() as reader:
-            state, rows = reader.newest("a", 5, [])
-            assert state is None
-            assert rows.positions == [1, 3, 5]  # a newer head: ignored
-        await j.append(JournalBatch([], {}, [], entity_states=[_state("a", 5, b"A5", 3)]))
-    # the journal closed: the staged heads and states are stored together
-    with sqlite3.connect(path) as db:
-        assert db.execute(
-            "SELECT pos, state_pos, data, since FROM entity_heads WHERE entity = 'a'"
-        ).fetchall() == [(5, 5, b"A5", 3)]
-    with EntityReader(path) as reader:
-        state, rows = reader.newest("a", 5, [])
-        assert state is not None
-        assert (state.pos, state.data, state.verifies()) == (5, b"A5", True)
-        assert rows.rows == []
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE entity_heads SET data = x'00' WHERE entity = 'a'")
-    with EntityReader(path) as reader:
-        state, _ = reader.newest("a", 5, [])
-        assert state is not None
-        assert not state.verifies()
-        assert reader.replay_rows("a", 0, 5, []).positions == [1, 3, 5]  # the long way
-
-
-async def test_a_state_staged_behind_a_newer_head_is_not_stored(tmp_path: Path) -> None:
-    """Let go, loaded again and given a row in the same batch: the state it left is older
-    than its head, and the flush leaves it out."""
-    path = tmp_path / "carts.sqlite"
-    async with SQLiteJournal(path, actor="carts", entities=True) as j:
-        await j.append(JournalBatch([_row(1, "a")], {"S": 1}, []))
-        stale = [_state("a", 1, b"A1", 1)]
-        await j.append(JournalBatch([_row(2, "a")], {"S": 2}, [], entity_states=stale))
-    with sqlite3.connect(path) as db:
-        assert db.execute(
-            "SELECT pos, state_pos FROM entity_heads WHERE entity = 'a'"
-        ).fetchall() == [(2, None)]

@@ -25,17 +25,6 @@ Nothing depends on the flush for safety: a crash loses only the staged heads, an
 the journal finds them again in one scan of the rows after the horizon
 (:func:`staged_after_horizon`, a bounded scan: at most about :data:`FLUSH_ROWS` rows); a
 reader with no writer beside it (a tool, a test) does the same scan.
-
-**Head states.** An entity let go from memory without a snapshot (evicted over
-``max_resident``) leaves its state at its head: staged with the heads (they come with a
-batch, :attr:`~.schema.JournalBatch.entity_states`, and are staged once it committed) and
-stored with them, in the head's row (``state_pos``, ``version``, ``codec``, ``checksum``,
-``data``: a snapshot's fields). Its next load reads that one row instead of walking its
-chain and replaying it, which was most of what an event for an entity not in memory cost.
-A state is used only while it is at the head (``state_pos`` = the head): an entity that got
-rows since has a newer head, and its state is ignored (overwritten at its next eviction).
-Like a snapshot it is a cache: lost in a crash before its flush, skipped when its version,
-codec or checksum does not hold; the load then takes the long way.
 """
 
 from __future__ import annotations
@@ -45,7 +34,6 @@ import sqlite3
 from collections.abc import Sequence
 
 from .._model.events import JournalEntry
-from .entity_store import EntitySnapshot, NewEntitySnapshot, entity_checksum
 
 __all__ = [
     "FLUSH_KEYS",
@@ -87,7 +75,7 @@ class StagedHeads:
     (what it moved was rolled back with it). Readers on other threads only :meth:`get`.
     """
 
-    __slots__ = ("flush_keys", "flush_rows", "heads", "loaded", "rows", "states")
+    __slots__ = ("flush_keys", "flush_rows", "heads", "loaded", "rows")
 
     def __init__(
         self,
@@ -105,8 +93,6 @@ class StagedHeads:
         self.loaded = heads is not None
         self.flush_rows = flush_rows
         self.flush_keys = flush_keys
-        #: entity -> its state at its head, for the entities let go since the last flush.
-        self.states: dict[str, EntitySnapshot] = {}
 
     def load(self, conn: sqlite3.Connection) -> None:
         """Read them from the journal (:func:`staged_after_horizon`)."""
@@ -117,36 +103,22 @@ class StagedHeads:
         """The entity's head if it moved after the horizon (else ``entity_heads`` has it)."""
         return self.heads.get(entity)
 
-    def state(self, entity: str) -> EntitySnapshot | None:
-        """The entity's state staged since the last flush, if it was let go meanwhile."""
-        return self.states.get(entity)
+    def due(self, moved: dict[str, int], rows: int) -> bool:
+        """Whether the batch that moved ``moved`` with ``rows`` entity rows should store
+        every staged head."""
+        return self.rows + rows >= self.flush_rows or len(self.heads) + len(moved) >= (
+            self.flush_keys
+        )
 
-    def due(self, moved: dict[str, int], rows: int, states: int = 0) -> bool:
-        """Whether the batch that moved ``moved`` with ``rows`` entity rows (and brought
-        ``states`` head states) should store every staged head."""
-        return self.rows + rows >= self.flush_rows or max(
-            len(self.heads) + len(moved), len(self.states) + states
-        ) >= (self.flush_keys)
-
-    def committed(
-        self,
-        moved: dict[str, int],
-        rows: int,
-        *,
-        flushed: bool,
-        states: Sequence[NewEntitySnapshot] = (),
-    ) -> None:
-        """A batch that moved ``moved`` with ``rows`` entity rows and brought ``states`` is
-        committed, and stored every staged head and state if ``flushed``."""
+    def committed(self, moved: dict[str, int], rows: int, *, flushed: bool) -> None:
+        """A batch that moved ``moved`` with ``rows`` entity rows is committed, and stored
+        every staged head if ``flushed``."""
         if flushed:
             self.heads.clear()
-            self.states.clear()
             self.rows = 0
         else:
             self.heads.update(moved)
             self.rows += rows
-            for state in states:
-                self.states[state.entity] = _checked(state)
 
 
 def staged_after_horizon(conn: sqlite3.Connection) -> StagedHeads:
@@ -211,15 +183,11 @@ def chain_entities(
 
 
 def flush_heads(
-    conn: sqlite3.Connection,
-    staged: StagedHeads,
-    moved: dict[str, int],
-    through: int,
-    states: Sequence[NewEntitySnapshot] = (),
+    conn: sqlite3.Connection, staged: StagedHeads, moved: dict[str, int], through: int
 ) -> None:
-    """Store the staged heads and ``moved`` in ``entity_heads``, sorted by key, then the
-    staged head states and ``states``, and move the horizon to ``through`` (inside the
-    caller's transaction; ``through`` is its last row's position).
+    """Store the staged heads and ``moved`` in ``entity_heads``, sorted by key, and move
+    the horizon to ``through`` (inside the caller's transaction; ``through`` is its last
+    row's position).
 
     In multi-row statements of a power of two rows (kept prepared), as the rows themselves
     (:mod:`.event_rows`): ``executemany`` steps once per row and takes the GIL back at each
@@ -236,38 +204,8 @@ def flush_heads(
             params.append(pos)
         i += size
         conn.execute(_upsert_heads_sql(size), params)
-    _store_states(conn, staged, merged, states)
     conn.execute(
         "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (HORIZON_KEY, str(through))
-    )
-
-
-def _store_states(
-    conn: sqlite3.Connection,
-    staged: StagedHeads,
-    heads: dict[str, int],
-    states: Sequence[NewEntitySnapshot],
-) -> None:
-    """Write the staged head states and ``states`` into their heads' rows, sorted by key;
-    one whose entity has a newer head in ``heads`` is stale, and left out."""
-    merged = dict(staged.states)
-    merged.update((s.entity, _checked(s)) for s in states)
-    rows = sorted((key, s) for key, s in merged.items() if heads.get(key, s.pos) == s.pos)
-    i, n = 0, len(rows)
-    while i < n:
-        size = min(_KEYS_PER_QUERY, 1 << ((n - i).bit_length() - 1))
-        params: list[object] = []
-        for key, s in rows[i : i + size]:
-            params.extend((key, s.pos, s.pos, s.version, s.codec, s.checksum, s.data, s.since))
-        i += size
-        conn.execute(_upsert_states_sql(size), params)
-
-
-def _checked(state: NewEntitySnapshot) -> EntitySnapshot:
-    """``state`` with its checksum (computed on the journal's thread)."""
-    checksum = entity_checksum(state.entity, state.version, state.pos, state.codec, state.data)
-    return EntitySnapshot(
-        state.entity, state.pos, state.version, state.codec, checksum, state.data, state.since
     )
 
 
@@ -292,15 +230,4 @@ def _upsert_heads_sql(rows: int) -> str:
     return (
         f"INSERT INTO entity_heads (entity, pos) VALUES {values} "
         "ON CONFLICT (entity) DO UPDATE SET pos = excluded.pos"
-    )
-
-
-@functools.lru_cache(maxsize=16)
-def _upsert_states_sql(rows: int) -> str:
-    values = ",".join(["(?,?,?,?,?,?,?,?)"] * rows)
-    return (
-        "INSERT INTO entity_heads (entity, pos, state_pos, version, codec, checksum, data, "
-        f"since) VALUES {values} ON CONFLICT (entity) DO UPDATE SET "
-        "state_pos = excluded.state_pos, version = excluded.version, codec = excluded.codec, "
-        "checksum = excluded.checksum, data = excluded.data, since = excluded.since"
     )

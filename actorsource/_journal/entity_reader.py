@@ -39,11 +39,6 @@ _NEWEST_SNAPSHOT_BEFORE = (
 #: The start of an entity's chain: its head in the table (parameter: the key), or a head
 #: already known (parameter: that position).
 _HEAD_BY_KEY = "SELECT pos FROM entity_heads WHERE entity = ?"
-#: An entity's head in the table with its head state (:mod:`.entity_heads`), if any.
-_HEAD_ROW = (
-    "SELECT pos, state_pos, version, codec, checksum, data, since FROM entity_heads "
-    "WHERE entity = ?"
-)
 _HEAD_GIVEN = "SELECT ?"
 
 
@@ -197,30 +192,20 @@ class EntityReader:
         self, entity: str, last: int, kinds: list[Kind]
     ) -> tuple[EntitySnapshot | None, EntityRows]:
         """The entity's newest snapshot (None if it has none) and its rows after that
-        snapshot up to ``last``, coded by ``kinds`` (as :meth:`replay_rows`). Its state at
-        its head (:mod:`.entity_heads`) if it has one: no rows, no other query; else its
-        newest snapshot and the rows after it, in one query. If the snapshot returned
-        cannot be used, ask :meth:`snapshots` and :meth:`replay_rows`."""
+        snapshot up to ``last``, coded by ``kinds`` (as :meth:`replay_rows`), in one query.
+        If that snapshot cannot be used, ask :meth:`snapshots` and :meth:`replay_rows`."""
         key = ("newest", *kinds)
         coded = self._codes.get(key)
         if coded is None:
             code, params = code_sql(kinds)
             sql = (_newest_sql(code, _HEAD_BY_KEY), _newest_sql(code, _HEAD_GIVEN))
             coded = self._codes[key] = (sql, params)
-        (_, given), params = coded
-        staged = self._staged
-        head = staged.get(entity)
-        state = staged.state(entity)
-        if head is None:
-            row = self._all(_HEAD_ROW, (entity,))
-            if not row:
-                return None, EntityRows(self, entity, [])  # no rows: a new entity
-            head, state_pos, version, codec, checksum, data, since = row[0]
-            if (state is None or state.pos != head) and state_pos == head:
-                state = EntitySnapshot(entity, head, version, codec, checksum, data, since or 0)
-        if state is not None and state.pos == head and head <= last:
-            return state, EntityRows(self, entity, [])  # its state at its head: no rows
-        found = self._all(given, (entity, head, *params, last))
+        (by_key, given), params = coded
+        head = self._staged.get(entity)
+        found = self._all(
+            by_key if head is None else given,
+            (entity, entity if head is None else head, *params, last),
+        )
         snapshot = None
         if found and found[0][0] == 0:
             snapshot = EntitySnapshot(entity, *found[0][1:])

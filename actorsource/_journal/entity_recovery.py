@@ -40,9 +40,6 @@ class EntityLoad:
     replayed: int = 0
     #: The highest journal position applied to the entity (0: it has no events yet).
     applied: int = 0
-    #: Its events that no snapshot of it holds (the replayed ones, and those a head state
-    #: it was restored from counts): what :attr:`EntitySpec.snapshot_every` is counted from.
-    unsaved: int = 0
 
 
 async def load_entity(
@@ -89,7 +86,6 @@ async def load_entity(
         else:
             await Dispatch(definition, state, log, key=key).replay(rows)
         report.replayed = len(rows.rows)
-        report.unsaved += len(rows.rows)
         report.applied = rows.last
     return state, report
 
@@ -124,7 +120,6 @@ def _restore(
         log.warning("entity snapshot skipped", entity=key, snapshot_pos=snap.pos, reason=why)
         return None
     report.snapshot_pos = report.applied = snap.pos
-    report.unsaved = snap.since
     return state
 
 

@@ -30,7 +30,6 @@ __all__ = [
     "CHAIN_MIGRATION",
     "ENTITY_MIGRATION",
     "ENTITY_SCHEMA",
-    "HEAD_STATE_MIGRATION",
     "EntitySnapshot",
     "NewEntitySnapshot",
     "entity_checksum",
@@ -57,19 +56,8 @@ CREATE TABLE IF NOT EXISTS entity_heads (
 ) WITHOUT ROWID;
 """
 
-#: Brings a journal of schema 6 to 7: each head may carry its entity's state at that head
-#: (:mod:`.entity_heads`), with the model version, codec and checksum of a snapshot.
-HEAD_STATE_MIGRATION = (
-    "ALTER TABLE entity_heads ADD COLUMN state_pos INTEGER;"
-    "ALTER TABLE entity_heads ADD COLUMN version INTEGER;"
-    "ALTER TABLE entity_heads ADD COLUMN codec TEXT;"
-    "ALTER TABLE entity_heads ADD COLUMN checksum TEXT;"
-    "ALTER TABLE entity_heads ADD COLUMN data BLOB;"
-    "ALTER TABLE entity_heads ADD COLUMN since INTEGER;"
-)
-
 #: Part of a new journal's schema (the ``entity`` and ``prev_pos`` columns are in ``events``).
-ENTITY_SCHEMA = _SNAPSHOTS_TABLE + _HEADS_TABLE + HEAD_STATE_MIGRATION
+ENTITY_SCHEMA = _SNAPSHOTS_TABLE + _HEADS_TABLE
 
 #: Brings a journal of schema 2 to 3. ``ADD COLUMN`` only rewrites the table's definition,
 #: not its rows: old journals open at once, and their events have no entity (NULL).
@@ -103,14 +91,11 @@ class NewEntitySnapshot:
     codec: str
     data: bytes
     keep: int = 2
-    #: A head state's events not in any snapshot of the entity (see :mod:`.entity_heads`).
-    since: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class EntitySnapshot:
-    """A stored entity snapshot (or head state: ``since`` then counts its events that no
-    snapshot holds, which a snapshot has none of)."""
+    """A stored entity snapshot."""
 
     entity: str
     pos: int
@@ -118,7 +103,6 @@ class EntitySnapshot:
     codec: str
     checksum: str
     data: bytes
-    since: int = 0
 
     def verifies(self) -> bool:
         """Tell whether the stored checksum matches the stored bytes and key."""

@@ -288,9 +288,7 @@ class SQLiteJournal:
         return await self._run("delete snapshots in", tables.delete_snapshots)
 
     async def delete_entity_snapshots(self) -> int:
-        """Delete every entity snapshot and head state (an entity actor's); how many
-        snapshots there were."""
-        self.staged_heads.states.clear()
+        """Delete every entity snapshot (an entity actor's); how many there were."""
         return await self._run("delete entity snapshots in", tables.delete_entity_snapshots)
 
     # -- reading -----------------------------------------------------------------------------

@@ -31,7 +31,6 @@ from .entity_store import (
     CHAIN_MIGRATION,
     ENTITY_MIGRATION,
     ENTITY_SCHEMA,
-    HEAD_STATE_MIGRATION,
     NewEntitySnapshot,
     write_entity_snapshots,
 )
@@ -66,7 +65,7 @@ __all__ = [
 ]
 
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 6
 
 #: Statements that bring a journal of schema ``n`` to ``n + 1``, each run in one transaction.
 MIGRATIONS = {
@@ -85,9 +84,6 @@ MIGRATIONS = {
     # Staged entity heads (entity_heads.py): the heads table is complete up to a horizon;
     # a journal of schema 5 wrote every head with its batch, so up to its last row.
     5: HORIZON_MIGRATION,
-    # Head states (entity_heads.py): an entity let go from memory leaves its state with its
-    # head, so that its next load reads one row.
-    6: HEAD_STATE_MIGRATION,
 }
 
 SCHEMA = """
@@ -190,9 +186,6 @@ class JournalBatch:
     outbox: list[OutboxMessage] = field(default_factory=list)
     snapshot: NewSnapshot | None = None
     entity_snapshots: list[NewEntitySnapshot] = field(default_factory=list)
-    #: States of entities let go from memory, kept with their heads (a cache, like the
-    #: snapshots: see :mod:`.entity_heads`).
-    entity_states: list[NewEntitySnapshot] = field(default_factory=list)
 
 
 def check_continues(
@@ -299,10 +292,9 @@ def write_batch(
     conn.execute("BEGIN IMMEDIATE")
     try:
         moved, keyed = insert_events(conn, batch.entries, staged)
-        states = batch.entity_states
-        flushed = bool(moved) and staged.due(moved, keyed, len(states))
+        flushed = bool(moved) and staged.due(moved, keyed)
         if flushed:
-            flush_heads(conn, staged, moved, batch.entries[-1].pos, states)
+            flush_heads(conn, staged, moved, batch.entries[-1].pos)
         if admit is not None:
             admit()
         if batch.positions:
@@ -368,8 +360,8 @@ def write_batch(
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    if moved or states:
-        staged.committed(moved, keyed, flushed=flushed, states=states)
+    if moved:
+        staged.committed(moved, keyed, flushed=flushed)
 
 
 def translate(exc: sqlite3.Error, path: Path, doing: str) -> JournalError:

@@ -106,14 +106,8 @@ def delete_snapshots(conn: sqlite3.Connection) -> int:
 
 
 def delete_entity_snapshots(conn: sqlite3.Connection) -> int:
-    """Delete every entity snapshot and every head state (:mod:`.entity_heads`); how many
-    snapshots there were."""
-    deleted = conn.execute("DELETE FROM entity_snapshots").rowcount
-    conn.execute(
-        "UPDATE entity_heads SET state_pos = NULL, version = NULL, codec = NULL, "
-        "checksum = NULL, data = NULL, since = NULL WHERE state_pos IS NOT NULL"
-    )
-    return int(deleted)
+    """Delete every entity snapshot; how many there were."""
+    return conn.execute("DELETE FROM entity_snapshots").rowcount
 
 
 def dead_letters(conn: sqlite3.Connection) -> list[DeadLetter]:

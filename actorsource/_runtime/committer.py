@@ -67,7 +67,6 @@ class CommitJob:
         if more.snapshot is not None:  # the later snapshot supersedes an earlier one
             batch.snapshot = more.snapshot
         batch.entity_snapshots.extend(more.entity_snapshots)
-        batch.entity_states.extend(more.entity_states)
         self.deliveries.extend(later.deliveries)
         self.to_ack.extend(later.to_ack)
         self.dead.extend(later.dead)

@@ -94,7 +94,6 @@ class Entities:
         self._reader = journal._entity_reader()
         self._touched: set[str] = set()
         self._evicted: list[NewEntitySnapshot] = []
-        self._states: list[NewEntitySnapshot] = []
         #: Loads into residency, those that found committed events of their entity (the
         #: others made a new one), and entities passivated, since start (counters).
         self.loads = 0
@@ -164,7 +163,7 @@ class Entities:
         )
         self.loads += 1
         self.loads_found += report.applied > 0
-        return Resident(state, report.applied, report.unsaved, time.time())
+        return Resident(state, report.applied, report.replayed, time.time())
 
     def collect(self, *, failed: bool) -> list[NewEntitySnapshot]:
         """The entity snapshots to commit with the batch just triaged: those of entities
@@ -247,51 +246,29 @@ class Entities:
 
     def _evict(self, keys: list[str], *, snapshot: bool) -> None:
         """Let ``keys`` go; with ``snapshot``, those with unsaved events are snapshotted in
-        the next transaction; the others leave their state at their head (a cache the next
-        load reads in one row: :meth:`take_states`)."""
+        the next transaction (without, their next load replays those events' rows)."""
         for key in keys:
             resident = self.resident.pop(key)
             if snapshot and resident.since:
                 taken = self._snapshot(key, resident)
                 if taken is not None:
                     self._evicted.append(taken)
-            elif resident.applied:
-                state = self._encode(key, resident)
-                if state is not None:
-                    version = self.definition.version
-                    self._states.append(
-                        NewEntitySnapshot(
-                            key, resident.applied, version, CODEC_NAME, state, since=resident.since
-                        )
-                    )
         self.passivated += len(keys)
-
-    def take_states(self) -> list[NewEntitySnapshot]:
-        """The states of the entities let go without a snapshot since the last call, for
-        the next transaction (:attr:`~actorsource._journal.schema.JournalBatch.entity_states`).
-        Each is at its entity's head: the pin rule lets go only entities whose events are
-        all committed."""
-        out, self._states = self._states, []
-        return out
 
     def _snapshot(self, key: str, resident: Resident) -> NewEntitySnapshot | None:
         if not resident.applied:
             return None
-        data = self._encode(key, resident)
-        if data is None:
-            return None
-        resident.since = 0
-        return NewEntitySnapshot(
-            key, resident.applied, self.definition.version, CODEC_NAME, data, self.spec.keep
-        )
-
-    def _encode(self, key: str, resident: Resident) -> bytes | None:
+        definition = self.definition
         try:
-            return self.definition.state_codec.encode(resident.state)
+            data = definition.state_codec.encode(resident.state)
         except SnapshotError as exc:
             # A snapshot is only a cache: keep going, say loudly why there is none.
             self._log.error("entity snapshot failed", entity=key, error=str(exc))
             return None
+        resident.since = 0
+        return NewEntitySnapshot(
+            key, resident.applied, definition.version, CODEC_NAME, data, self.spec.keep
+        )
 
     # -- inspection --------------------------------------------------------------------------
 

@@ -223,10 +223,9 @@ class Pipeline:
         self._stats.apply_seconds.observe(time.perf_counter() - started)
         failure = outcome.failure
         snapshot = None
-        entity_snapshots = entity_states = None
+        entity_snapshots = None
         if entities is not None:
             entity_snapshots = entities.collect(failed=failure is not None)
-            entity_states = entities.take_states()
         elif outcome.entries and failure is None and not self._writing():
             snapshot = self._schedule.due(outcome.pos, self._live.state)
         job = outcome.to_job(
@@ -237,8 +236,6 @@ class Pipeline:
             snapshot=snapshot,
             entity_snapshots=entity_snapshots,
         )
-        if entity_states:
-            job.batch.entity_states = entity_states
         self._stats.duplicates += outcome.duplicates
         self._stats.ignored += outcome.ignored
         await self._submit(job, outcome.pos, stream, outcome.top)
