@@ -341,7 +341,7 @@ class CorruptJournal(SQLiteJournal):
 
     appends = 0
 
-    async def append(self, batch: JournalBatch) -> None:
+    async def append(self, batch: JournalBatch, **_: object) -> None:
         self.appends += 1
         raise JournalCorruptError(f"{self.path} is corrupt", path=self.path)
 
