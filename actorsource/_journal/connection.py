@@ -10,7 +10,7 @@ A call is not abandoned when its caller is cancelled: it runs to its end on its 
 transaction that fails rolls back there) and the cancellation is delivered when it returns.
 So the connection is never left inside a transaction, and what the caller learns of a
 commit is what the file holds. A call may wait for the event loop (a fenced owner's commit
-awaits its append inside the transaction): the loop never waits for a call but by awaiting.
+awaits its append inside the transaction), so the loop waits for a call only by awaiting it.
 """
 
 from __future__ import annotations
