@@ -324,7 +324,7 @@ async def test_a_worker_whose_lease_lapsed_stops_answering_for_the_partition_at_
         nats=NatsOptions(servers=(nats_server.url,)),
         data_dir=tmp_path / "a",
         name="wa",
-        lease_time=30.0,  # no renewal during the test
+        lease_time=120.0,  # no renewal during the test (the first comes after L/3)
         join_delay=0.2,
         hold=0.2,
     )
@@ -342,7 +342,7 @@ async def test_a_worker_whose_lease_lapsed_stops_answering_for_the_partition_at_
         assert answer.value["k1"] == fold(events)["k1"]
         lease = worker.partitions[k1].lease
         assert lease is not None
-        lease._renewed_at -= 30.0  # as if no renewal had succeeded for a lease time
+        lease._renewed_at -= 120.0  # as if no renewal had succeeded for a lease time
         assert not lease.valid()
         assert worker.runners[k1].status is ActorStatus.RUNNING
         with pytest.raises(QueryNotRunningError):
