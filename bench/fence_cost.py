@@ -47,7 +47,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import _scaffold  # noqa: F401  (puts the checkout on sys.path)
 import anyio
@@ -140,22 +140,29 @@ async def _measured(
     out[phase], out[f"{phase}_steady"] = await _consume(worker, n, at_end=at_end)
 
 
-#: The R1 phases of a round, in the order they run: (name, partitioned actor, cluster
-#: mode, input stream in memory).
-R1_PHASES = (
-    ("unpartitioned", False, False, False),
-    ("partitioned", True, False, False),
-    ("fenced", True, True, False),
-    ("memory_unpartitioned", False, False, True),
-    ("memory_fenced", True, True, True),
-)
-R3_PHASES = (("unpartitioned", False, False, False), ("fenced", True, True, False))
-#: The ratios reported: (name, numerator phase, denominator phase).
+class Phase(NamedTuple):
+    """One way of consuming the events."""
+
+    name: str
+    split: bool  # the partitioned actor
+    clustered: bool  # on a cluster-mode worker (leases, the fence)
+    in_memory: bool  # the input stream in memory
+
+
+UNPARTITIONED = Phase("unpartitioned", split=False, clustered=False, in_memory=False)
+PARTITIONED = Phase("partitioned", split=True, clustered=False, in_memory=False)
+FENCED = Phase("fenced", split=True, clustered=True, in_memory=False)
+MEMORY_UNPARTITIONED = Phase("memory_unpartitioned", split=False, clustered=False, in_memory=True)
+MEMORY_FENCED = Phase("memory_fenced", split=True, clustered=True, in_memory=True)
+#: The phases of a round, in the order they run.
+R1_PHASES = (UNPARTITIONED, PARTITIONED, FENCED, MEMORY_UNPARTITIONED, MEMORY_FENCED)
+R3_PHASES = (UNPARTITIONED, FENCED)
+#: The ratios reported: (name, the server set, numerator phase, denominator phase).
 RATIOS = (
-    ("ratio_r1", "r1_fenced", "r1_unpartitioned"),
-    ("ratio_r1_partitioned", "r1_partitioned", "r1_unpartitioned"),
-    ("ratio_r1_memory_input", "r1_memory_fenced", "r1_memory_unpartitioned"),
-    ("ratio_r3", "r3_fenced", "r3_unpartitioned"),
+    ("ratio_r1", "r1", FENCED, UNPARTITIONED),
+    ("ratio_r1_partitioned", "r1", PARTITIONED, UNPARTITIONED),
+    ("ratio_r1_memory_input", "r1", MEMORY_FENCED, MEMORY_UNPARTITIONED),
+    ("ratio_r3", "r3", FENCED, UNPARTITIONED),
 )
 
 
@@ -164,7 +171,7 @@ async def _phase(
     data: Path,
     args: argparse.Namespace,
     replicas: int,
-    phase: tuple[str, bool, bool, bool],
+    phase: Phase,
     servers: list[int | None],
 ) -> dict[str, float]:
     """One phase on a server emptied first (every stream, bucket and journal subject of the
@@ -219,7 +226,7 @@ async def _rounds(
     root: Path,
     args: argparse.Namespace,
     replicas: int,
-    phases: tuple[tuple[str, bool, bool, bool], ...],
+    phases: tuple[Phase, ...],
     rounds: int,
     say: Say,
     servers: list[int | None],
@@ -229,15 +236,17 @@ async def _rounds(
     for n in range(rounds):
         figures: dict[str, float] = {}
         for phase in phases:
-            figures |= await _phase(urls, root / f"{n}-{phase[0]}", args, replicas, phase, servers)
-            say(f"R{replicas} round {n + 1} {phase[0]}: {figures[phase[0]]:,.0f} events/s")
+            figures |= await _phase(
+                urls, root / f"{n}-{phase.name}", args, replicas, phase, servers
+            )
+            say(f"R{replicas} round {n + 1} {phase.name}: {figures[phase.name]:,.0f} events/s")
         out.append(figures)
     return out
 
 
 async def round_r1(urls: tuple[str, ...], root: Path, args: argparse.Namespace) -> dict[str, float]:
     """``unpartitioned`` and ``fenced`` on one R1 server (``bench/fence_append.py``)."""
-    phases = (R1_PHASES[0], R1_PHASES[2])
+    phases = (UNPARTITIONED, FENCED)
     return (await _rounds(urls, root, args, 1, phases, 1, lambda _: None, []))[0]
 
 
@@ -251,13 +260,9 @@ def _summary(rounds: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
                 result[f"{name}_{key}_per_event"] = round(value, 1)
             else:
                 result[f"{name}_{key}_events_per_s"] = round(value)
-    for ratio, top, bottom in RATIOS:
-        (r_top, p_top), (r_bottom, p_bottom) = top.split("_", 1), bottom.split("_", 1)
+    for ratio, servers, top, bottom in RATIOS:
         for suffix in ("", "_steady"):
-            each = [
-                t[p_top + suffix] / b[p_bottom + suffix]
-                for t, b in zip(rounds[r_top], rounds[r_bottom], strict=True)
-            ]
+            each = [f[top.name + suffix] / f[bottom.name + suffix] for f in rounds[servers]]
             result[ratio + suffix] = round(median(each), 3)
             if ratio == "ratio_r1":
                 result[f"ratios_r1{suffix}"] = [round(r, 3) for r in each]

@@ -18,6 +18,7 @@ loss may drop the last commits); pass ``synchronous="FULL"`` to survive power lo
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
@@ -201,13 +202,8 @@ class SQLiteJournal:
         """
         self._check_open()
         check_continues(batch, self.last_pos, self.stream_positions, self.path)
-        admit_here = None
-        if admit is not None:
-            hook = admit
-
-            def admit_here() -> None:
-                anyio.from_thread.run(hook)
-
+        # The journal's thread runs the hook on the event loop and waits for it.
+        admit_here = None if admit is None else functools.partial(anyio.from_thread.run, admit)
         try:
             await self._db.run(write_batch, batch, self.staged_heads, admit_here)
         except sqlite3.IntegrityError as exc:

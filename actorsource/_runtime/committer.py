@@ -333,10 +333,7 @@ class Committer:
             try:
                 async with self._lock:
                     started = time.perf_counter()
-                    if admit is None:
-                        await self._journal.append(batch)
-                    else:
-                        await self._journal.append(batch, admit=admit)
+                    await self._journal.append(batch, admit=admit)
                     self._stats.commit_seconds.observe(time.perf_counter() - started)
                 return
             except (DuplicateMessageIdError, JournalCorruptError, JournalOrderError):
