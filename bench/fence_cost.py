@@ -17,7 +17,12 @@ rounds, the phases alternated within each), by:
   a consumer whose filter is narrower than its stream's subjects (a partition's), the
   subjects of the stream that match the filter; its memory store does not
   (``bench/filtered_delivery.py``). These two phases measure the fence without that
-  walk: a diagnosis, not a way to run (an input stream belongs on disk).
+  walk: a diagnosis, not a way to run (an input stream belongs on disk);
+* ``few_keys_unpartitioned`` and ``few_keys_fenced``: the first and the third again, the
+  events spread over one key per partition instead of 1,000 (the same number of events,
+  partitions, batches and journal appends). Each partition's filter then matches one
+  stored subject, so the walk above is one step: the fence and the partitions without it,
+  on disk.
 
 Then on a 3-node cluster (R3 streams and journal subjects) ``unpartitioned`` and ``fenced``
 once. Each figure is events/s from the worker's start (connection, recovery, leases
@@ -27,7 +32,8 @@ consumers of 8 partitions takes seconds). Rates are the medians over the rounds;
 ratio is the median of the rounds' own ratios (both phases of a ratio ran in the same
 round, side by side): ``ratio_r1`` is fenced / unpartitioned on R1 (the target is >= 0.8,
 ``ratios_r1`` lists the rounds), ``ratio_r1_partitioned`` partitioned / unpartitioned,
-``ratio_r1_memory_input`` memory_fenced / memory_unpartitioned, ``ratio_r3`` fenced /
+``ratio_r1_memory_input`` memory_fenced / memory_unpartitioned,
+``ratio_r1_key_per_partition`` few_keys_fenced / few_keys_unpartitioned, ``ratio_r3`` fenced /
 unpartitioned on R3, ``ratio_*_steady`` the same once consuming.
 
 Beside each rate, the CPU time spent per event (``/proc``: user + system, so Linux only):
@@ -60,6 +66,7 @@ from actorsource import NatsOptions, Worker
 from actorsource._cluster.node import ClusterWorker
 from actorsource._mailbox.partitioned import partitioned_stream_config
 from actorsource._model.actor import definition_of
+from actorsource._model.partitions import fnv1a_32
 from actorsource.testing import NatsCluster
 
 KEYS = 1_000
@@ -73,15 +80,28 @@ def _actors(partitions: int) -> tuple[type, type]:
     return Plain, Split
 
 
-async def _prefill(nc: NATS, subject: str, n: int) -> None:
+def _keys(partitions: int, few: bool) -> list[str]:
+    """The keys the events go to: :data:`KEYS` of them, or (``few``) one per partition,
+    the first names that land each in a partition of its own."""
+    if not few:
+        return [f"k{i}" for i in range(KEYS)]
+    by_partition: dict[int, str] = {}
+    i = 0
+    while len(by_partition) < partitions:
+        by_partition.setdefault(fnv1a_32(f"k{i}".encode()) % partitions, f"k{i}")
+        i += 1
+    return sorted(by_partition.values())
+
+
+async def _prefill(nc: NATS, subject: str, n: int, keys: list[str]) -> None:
     js = nc.jetstream(timeout=10)
     encode = msgspec.json.encode
     for start in range(0, n, 500):
         await asyncio.gather(
             *(
                 js.publish(
-                    f"{subject}.k{i % KEYS}",
-                    encode({"key": f"k{i % KEYS}", "amount": 1}),
+                    f"{subject}.{keys[i % len(keys)]}",
+                    encode({"key": keys[i % len(keys)], "amount": 1}),
                     headers={"Event-Type": "Bumped", "Nats-Msg-Id": f"{subject}-{i}"},
                 )
                 for i in range(start, min(start + 500, n))
@@ -147,6 +167,7 @@ class Phase(NamedTuple):
     split: bool  # the partitioned actor
     clustered: bool  # on a cluster-mode worker (leases, the fence)
     in_memory: bool  # the input stream in memory
+    few_keys: bool = False  # one key per partition instead of KEYS
 
 
 UNPARTITIONED = Phase("unpartitioned", split=False, clustered=False, in_memory=False)
@@ -154,14 +175,27 @@ PARTITIONED = Phase("partitioned", split=True, clustered=False, in_memory=False)
 FENCED = Phase("fenced", split=True, clustered=True, in_memory=False)
 MEMORY_UNPARTITIONED = Phase("memory_unpartitioned", split=False, clustered=False, in_memory=True)
 MEMORY_FENCED = Phase("memory_fenced", split=True, clustered=True, in_memory=True)
+FEW_UNPARTITIONED = Phase(
+    "few_keys_unpartitioned", split=False, clustered=False, in_memory=False, few_keys=True
+)
+FEW_FENCED = Phase("few_keys_fenced", split=True, clustered=True, in_memory=False, few_keys=True)
 #: The phases of a round, in the order they run.
-R1_PHASES = (UNPARTITIONED, PARTITIONED, FENCED, MEMORY_UNPARTITIONED, MEMORY_FENCED)
+R1_PHASES = (
+    UNPARTITIONED,
+    PARTITIONED,
+    FENCED,
+    MEMORY_UNPARTITIONED,
+    MEMORY_FENCED,
+    FEW_UNPARTITIONED,
+    FEW_FENCED,
+)
 R3_PHASES = (UNPARTITIONED, FENCED)
 #: The ratios reported: (name, the server set, numerator phase, denominator phase).
 RATIOS = (
     ("ratio_r1", "r1", FENCED, UNPARTITIONED),
     ("ratio_r1_partitioned", "r1", PARTITIONED, UNPARTITIONED),
     ("ratio_r1_memory_input", "r1", MEMORY_FENCED, MEMORY_UNPARTITIONED),
+    ("ratio_r1_key_per_partition", "r1", FEW_FENCED, FEW_UNPARTITIONED),
     ("ratio_r3", "r3", FENCED, UNPARTITIONED),
 )
 
@@ -176,7 +210,8 @@ async def _phase(
 ) -> dict[str, float]:
     """One phase on a server emptied first (every stream, bucket and journal subject of the
     phases before goes): its input stream created and filled, then consumed."""
-    name, split, clustered, in_memory = phase
+    name, split, clustered, in_memory, few_keys = phase
+    keys = _keys(args.partitions, few_keys)
     plain, split_actor = _actors(args.partitions)
     options = NatsOptions(servers=urls)
     nc = NATS()
@@ -192,14 +227,14 @@ async def _phase(
             config = partitioned_stream_config("FCSPLIT", partitioning, replicas=replicas)
             config.storage = storage
             await js.add_stream(config)
-            await _prefill(nc, "fcsplit", args.events)
+            await _prefill(nc, "fcsplit", args.events, keys)
         else:
             await js.add_stream(
                 StreamConfig(
                     name="FCPLAIN", subjects=["fcplain.*"], num_replicas=replicas, storage=storage
                 )
             )
-            await _prefill(nc, "fcplain", args.events)
+            await _prefill(nc, "fcplain", args.events, keys)
         worker: Worker
         if clustered:
             worker = ClusterWorker(

@@ -368,7 +368,15 @@ def test_fence_cost_reports_every_figure_on_r1_and_r3() -> None:
     result = _report(
         ["bench/fence_cost.py", "--events", "4000", "--partitions", "4", "--rounds", "2"]
     )
-    r1 = ("unpartitioned", "partitioned", "fenced", "memory_unpartitioned", "memory_fenced")
+    r1 = (
+        "unpartitioned",
+        "partitioned",
+        "fenced",
+        "memory_unpartitioned",
+        "memory_fenced",
+        "few_keys_unpartitioned",
+        "few_keys_fenced",
+    )
     _assert_positive(
         result,
         [
@@ -377,7 +385,13 @@ def test_fence_cost_reports_every_figure_on_r1_and_r3() -> None:
             for kind in kinds
             for figure in ("events_per_s", "worker_cpu_us_per_event", "server_cpu_us_per_event")
         ]
-        + ["ratio_r1", "ratio_r1_partitioned", "ratio_r1_memory_input", "ratio_r3"],
+        + [
+            "ratio_r1",
+            "ratio_r1_partitioned",
+            "ratio_r1_memory_input",
+            "ratio_r1_key_per_partition",
+            "ratio_r3",
+        ],
     )
     assert len(result["ratios_r1"]) == 2  # one per round, each of its own round's phases
     # Once consuming: with so few events a partition may finish before the last one starts.
