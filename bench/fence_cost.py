@@ -66,7 +66,7 @@ from actorsource import NatsOptions, Worker
 from actorsource._cluster.node import ClusterWorker
 from actorsource._mailbox.partitioned import partitioned_stream_config
 from actorsource._model.actor import definition_of
-from actorsource._model.partitions import fnv1a_32
+from actorsource._model.partitions import Partitioning
 from actorsource.testing import NatsCluster
 
 KEYS = 1_000
@@ -80,15 +80,15 @@ def _actors(partitions: int) -> tuple[type, type]:
     return Plain, Split
 
 
-def _keys(partitions: int, few: bool) -> list[str]:
-    """The keys the events go to: :data:`KEYS` of them, or (``few``) one per partition,
-    the first names that land each in a partition of its own."""
+def _keys(partitioning: Partitioning, few: bool) -> list[str]:
+    """The keys the events go to: :data:`KEYS` of them, or (``few``) one per partition of
+    ``partitioning``, the first names that land each in a partition of its own."""
     if not few:
         return [f"k{i}" for i in range(KEYS)]
     by_partition: dict[int, str] = {}
     i = 0
-    while len(by_partition) < partitions:
-        by_partition.setdefault(fnv1a_32(f"k{i}".encode()) % partitions, f"k{i}")
+    while len(by_partition) < partitioning.count:
+        by_partition.setdefault(partitioning.partition_of_key(f"k{i}"), f"k{i}")
         i += 1
     return sorted(by_partition.values())
 
@@ -211,8 +211,10 @@ async def _phase(
     """One phase on a server emptied first (every stream, bucket and journal subject of the
     phases before goes): its input stream created and filled, then consumed."""
     name, split, clustered, in_memory, few_keys = phase
-    keys = _keys(args.partitions, few_keys)
     plain, split_actor = _actors(args.partitions)
+    partitioning = definition_of(split_actor).partitions
+    assert partitioning is not None
+    keys = _keys(partitioning, few_keys)
     options = NatsOptions(servers=urls)
     nc = NATS()
     await nc.connect(servers=list(urls))
@@ -222,8 +224,6 @@ async def _phase(
             await js.delete_stream(info.config.name)
         storage = StorageType.MEMORY if in_memory else StorageType.FILE
         if split:
-            partitioning = definition_of(split_actor).partitions
-            assert partitioning is not None
             config = partitioned_stream_config("FCSPLIT", partitioning, replicas=replicas)
             config.storage = storage
             await js.add_stream(config)
