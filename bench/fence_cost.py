@@ -48,10 +48,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -146,18 +148,33 @@ async def _consume(
     return n / (ended - started), (n - before) / max(ended - at, 1e-9)
 
 
+#: What runs around a phase's consumption (given the phase's name): nothing by default;
+#: ``bench/fence_server_profile.py`` samples nats-server there.
+During = Callable[[str], AbstractAsyncContextManager[object]]
+
+
+def _nothing(_: str) -> AbstractAsyncContextManager[object]:
+    return contextlib.nullcontext()
+
+
 async def _measured(
-    out: dict[str, float], phase: str, worker: Worker, n: int, servers: list[int | None]
+    out: dict[str, float],
+    phase: str,
+    worker: Worker,
+    n: int,
+    servers: list[int | None],
+    during: During = _nothing,
 ) -> None:
     """:func:`_consume` ``worker`` into ``out[phase]`` and ``out[phase + "_steady"]``, with
     the CPU microseconds per event of this process and of ``servers``."""
-    me, them = time.process_time(), sum(map(cpu_seconds, servers))
+    async with during(phase):
+        me, them = time.process_time(), sum(map(cpu_seconds, servers))
 
-    def at_end() -> None:
-        out[f"{phase}_worker_cpu_us"] = (time.process_time() - me) / n * 1e6
-        out[f"{phase}_server_cpu_us"] = (sum(map(cpu_seconds, servers)) - them) / n * 1e6
+        def at_end() -> None:
+            out[f"{phase}_worker_cpu_us"] = (time.process_time() - me) / n * 1e6
+            out[f"{phase}_server_cpu_us"] = (sum(map(cpu_seconds, servers)) - them) / n * 1e6
 
-    out[phase], out[f"{phase}_steady"] = await _consume(worker, n, at_end=at_end)
+        out[phase], out[f"{phase}_steady"] = await _consume(worker, n, at_end=at_end)
 
 
 class Phase(NamedTuple):
@@ -207,6 +224,7 @@ async def _phase(
     replicas: int,
     phase: Phase,
     servers: list[int | None],
+    during: During = _nothing,
 ) -> dict[str, float]:
     """One phase on a server emptied first (every stream, bucket and journal subject of the
     phases before goes): its input stream created and filled, then consumed."""
@@ -250,13 +268,13 @@ async def _phase(
         else:
             worker = Worker([split_actor if split else plain], nats=options, data_dir=data)
         out: dict[str, float] = {}
-        await _measured(out, name, worker, args.events, servers)
+        await _measured(out, name, worker, args.events, servers, during)
         return out
     finally:
         await nc.close()
 
 
-async def _rounds(
+async def run_rounds(
     urls: tuple[str, ...],
     root: Path,
     args: argparse.Namespace,
@@ -265,6 +283,7 @@ async def _rounds(
     rounds: int,
     say: Say,
     servers: list[int | None],
+    during: During = _nothing,
 ) -> list[dict[str, float]]:
     """``rounds`` rounds of ``phases`` in turn; each round's figures."""
     out = []
@@ -272,7 +291,7 @@ async def _rounds(
         figures: dict[str, float] = {}
         for phase in phases:
             figures |= await _phase(
-                urls, root / f"{n}-{phase.name}", args, replicas, phase, servers
+                urls, root / f"{n}-{phase.name}", args, replicas, phase, servers, during
             )
             say(f"R{replicas} round {n + 1} {phase.name}: {figures[phase.name]:,.0f} events/s")
         out.append(figures)
@@ -282,7 +301,7 @@ async def _rounds(
 async def round_r1(urls: tuple[str, ...], root: Path, args: argparse.Namespace) -> dict[str, float]:
     """``unpartitioned`` and ``fenced`` on one R1 server (``bench/fence_append.py``)."""
     phases = (UNPARTITIONED, FENCED)
-    return (await _rounds(urls, root, args, 1, phases, 1, lambda _: None, []))[0]
+    return (await run_rounds(urls, root, args, 1, phases, 1, lambda _: None, []))[0]
 
 
 def _summary(rounds: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
@@ -325,12 +344,12 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
     rounds: dict[str, list[dict[str, float]]] = {}
     async with NatsCluster(root / "r1", size=1) as single:
         servers = [s.pid for s in single.servers]
-        rounds["r1"] = await _rounds(
+        rounds["r1"] = await run_rounds(
             single.urls, root / "r1-data", args, 1, R1_PHASES, args.rounds, say, servers
         )
     async with NatsCluster(root / "r3", size=3) as cluster:
         servers = [s.pid for s in cluster.servers]
-        rounds["r3"] = await _rounds(
+        rounds["r3"] = await run_rounds(
             cluster.urls, root / "r3-data", args, 3, R3_PHASES, 1, say, servers
         )
     result |= _summary(rounds)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -413,6 +414,24 @@ def test_triage_cost_reports_each_way() -> None:
     assert code == 0, err
     result = json.loads(out.splitlines()[-1])
     _assert_positive(result, ["plain_ns", "off_ns", "api_ns", "sdk_1pct_ns"])
+
+
+@pytest.mark.skipif(shutil.which("perf") is None, reason="Linux perf is not installed")
+def test_fence_server_profile_reports_where_the_server_spends_per_phase() -> None:
+    script = "bench/fence_server_profile.py"
+    result = _report([script, "--events", "2000", "--partitions", "2", "--rounds", "1"])
+    phases = ("unpartitioned", "fenced", "memory_unpartitioned", "memory_fenced")
+    for phase in (*phases, "few_keys_fenced"):
+        _assert_positive(
+            result,
+            [f"{phase}_{figure}" for figure in ("events_per_s", "server_cpu_us_per_event")]
+            # the delivery loop is on the stack of every delivery: a report read wrong
+            # (every share 0) fails here
+            + [f"{phase}_delivery_share", f"{phase}_delivery_us_per_event"],
+        )
+        for figure in ("first_matching", "subject_walk", "memory_next", "store_write"):
+            assert 0 <= result[f"{phase}_{figure}_share"] <= 1
+    assert "fenced_extra_first_matching_us" in result
 
 
 def test_fence_append_reports_each_way_of_sending_the_append() -> None:
