@@ -434,6 +434,27 @@ def test_fence_server_profile_reports_where_the_server_spends_per_phase() -> Non
     assert "fenced_extra_first_matching_us" in result
 
 
+def test_fence_pairs_reports_the_ratio_of_each_pair_and_its_spread() -> None:
+    result = _report(
+        ["bench/fence_pairs.py", "--events", "3000", "--partitions", "2", "--pairs", "3"]
+    )
+    assert len(result["ratios_r1"]) == 3  # one per pair, each of its own two phases
+    assert result["ratio_r1_q1"] <= result["ratio_r1_median"] <= result["ratio_r1_q3"]
+    _assert_positive(
+        result,
+        ["ratio_r1_median", "cpu_ratio_r1_median"]
+        + [
+            f"{phase}_{figure}"
+            for phase in ("unpartitioned", "fenced")
+            for figure in (
+                "events_per_s",
+                "worker_cpu_us_per_event",
+                "server_cpu_us_per_event",
+            )
+        ],
+    )
+
+
 def test_fence_append_reports_each_way_of_sending_the_append() -> None:
     result = _report(
         ["bench/fence_append.py", "--events", "4000", "--partitions", "4", "--rounds", "1"]
