@@ -13,7 +13,8 @@ speed weighs on both sides alike), N events pre-published before each phase.
 Reported: ``ratio_r1_median`` (fenced / unpartitioned events/s, each pair's own ratio),
 ``ratio_r1_q1`` and ``ratio_r1_q3`` (its quartiles), ``ratios_r1`` (every pair's),
 ``cpu_ratio_r1_median`` (unpartitioned over fenced CPU per event, worker + server: the
-steadier figure), and the medians of each phase's events/s and CPU per event (worker,
+steadier figure, turned as ``ratio_r1`` is, so the inverse of ``bench/fence_cost.py``'s
+``cpu_ratio_r1``), and the medians of each phase's events/s and CPU per event (worker,
 server). The last line on stdout is one JSON object.
 """
 
