@@ -55,6 +55,8 @@ class CommitJob:
     handed_at: float = field(default_factory=time.monotonic)
     #: Its traced deliveries (tracing on only): their spans end once it is acknowledged.
     traced: list[Traced] = field(default_factory=list)
+    #: Set once its transaction is committed (acknowledged or not).
+    committed: bool = False
 
     def absorb(self, later: CommitJob) -> None:
         """Append a later job to this one, which then commits and acknowledges both."""
@@ -219,7 +221,7 @@ class Committer:
                 self.failed = exc
                 for each in (*self._held, *self._inflight):
                     for traced in each.traced:
-                        traced.end(exc)
+                        traced.end(exc, committed=each.committed)
                 raise
             finally:
                 self._inflight.remove(job)
@@ -245,6 +247,7 @@ class Committer:
             self._set_aside(job)
             self._on_conflict()
             return
+        job.committed = True
         if snapshot is not None and writer is not None:
             writer.start(snapshot)
         self._on_committed(job)

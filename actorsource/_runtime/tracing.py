@@ -9,7 +9,9 @@ child of the publisher's span, started when its batch is triaged, ``applied`` wh
 handlers ran, ended once its batch is committed and acknowledged (or with an error status
 when the actor dies first), with the actor, the subject, the stream sequence, the journal
 position and the outcome (``applied``, ``duplicate``, ``dead-letter``, ``ignored``) as
-attributes; what its handlers publish carries the span's context
+attributes. A span whose batch was handled but never committed (the actor died while an
+earlier batch committed) ends as ``abandoned``: nothing of it stays, and the message is
+delivered again, to a span of its own; what its handlers publish carries the span's context
 (:data:`~actorsource._model.effects.OUTBOUND_TRACE`). One whose context is not sampled gets
 no span and costs a header lookup: its context is passed on as it came to what its handlers
 publish (looked at only for handlers that take a context). Without an SDK (the global
@@ -35,6 +37,7 @@ TRACESTATE = "tracestate"
 
 #: Outcomes, the ``actorsource.outcome`` attribute of a span.
 APPLIED, DUPLICATE, DEAD_LETTER, IGNORED = "applied", "duplicate", "dead-letter", "ignored"
+ABANDONED = "abandoned"
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -66,12 +69,16 @@ class Traced:
         if self.span is not None:
             self.span.record_exception(error)
 
-    def end(self, error: BaseException | None = None) -> None:
-        """Committed and acknowledged; or, with ``error``, never to be by this process."""
+    def end(self, error: BaseException | None = None, *, committed: bool = True) -> None:
+        """Committed and acknowledged; or, with ``error``, never to be by this process:
+        its batch committed (its outcome stays) or not (``abandoned``: it comes again)."""
         span, self.span = self.span, None  # ended once
         if span is None:
             return
         if error is not None:
+            if not committed:
+                self.outcome = ABANDONED
+                span.set_attribute("actorsource.outcome", ABANDONED)
             span.set_status(Status(StatusCode.ERROR, f"not acknowledged: {error!r}"))
         span.end()
 

@@ -27,7 +27,7 @@ from actorsource._mailbox.mailbox import Delivery
 from actorsource._model.events import JournalEntry
 from actorsource._runtime.committer import CommitJob, Committer
 from actorsource._runtime.snapshot_writer import SnapshotWriter
-from actorsource._runtime.status import ActorStats, CrashSwitch
+from actorsource._runtime.status import ActorStats, CrashSwitch, SimulatedCrash
 
 STREAM = "LEDGER"
 
@@ -119,11 +119,12 @@ class Harness:
         self.stats = ActorStats()
         self.committed: list[CommitJob] = []
         self.conflicts = 0
+        self.crash = CrashSwitch()
         self.committer = Committer(
             journal,
             self.mailbox,  # type: ignore[arg-type]
             self.lock,
-            crash=CrashSwitch(),
+            crash=self.crash,
             stats=self.stats,
             log=get_logger(actor="ledger"),
             on_committed=self.committed.append,
@@ -292,6 +293,55 @@ async def test_dead_letters_are_terminated_with_their_reason_after_their_commit(
     assert h.mailbox.termed == [(2, "undecodable", 3)]
     assert h.mailbox.acked == [([1, 3], 3)]
     assert h.stats.dead_letters == 1
+
+
+async def test_a_crash_after_a_commit_ends_its_spans_applied_and_the_waiting_ones_abandoned(
+    journal: SQLiteJournal,
+) -> None:
+    # The committed job's deliveries stay applied (they come again as duplicates); the job
+    # handed over behind it was applied in memory only: it comes again and is applied anew.
+    sdk = pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from actorsource._runtime.tracing import Tracing
+
+    exporter = InMemorySpanExporter()
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing("ledger", provider)
+    sampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+    def traced(job: CommitJob) -> CommitJob:
+        for d, e in zip(job.deliveries, job.batch.entries, strict=True):
+            span = tracing.begin(d, sampled)
+            assert span is not None
+            span.note("applied", e.pos)
+            job.traced.append(span)
+        return job
+
+    async def run_to_the_crash() -> None:
+        with pytest.raises(SimulatedCrash):
+            await h.committer.run()
+
+    h = Harness(journal)
+    h.crash.arm("after_commit")
+    async with anyio.create_task_group() as tg, h.lock:
+        tg.start_soon(run_to_the_crash)
+        await h.committer.submit(traced(make_job(1, [1, 2])))
+        await h.commit_waits_on_the_lock()
+        await h.committer.submit(traced(make_job(3, [3])))
+    ends = {
+        (s.attributes or {})["actorsource.stream_seq"]: (
+            (s.attributes or {})["actorsource.outcome"],
+            s.status.is_ok,
+        )
+        for s in exporter.get_finished_spans()
+    }
+    assert ends == {1: ("applied", False), 2: ("applied", False), 3: ("abandoned", False)}
+    assert journal.last_pos == 2
+    assert h.mailbox.acked == []
+    provider.shutdown()
 
 
 # -- failing commits -----------------------------------------------------------------------
