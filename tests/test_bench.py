@@ -436,23 +436,54 @@ def test_fence_server_profile_reports_where_the_server_spends_per_phase() -> Non
 
 def test_fence_pairs_reports_the_ratio_of_each_pair_and_its_spread() -> None:
     result = _report(
-        ["bench/fence_pairs.py", "--events", "3000", "--partitions", "2", "--pairs", "3"]
+        [
+            "bench/fence_pairs.py",
+            "--events",
+            "3000",
+            "--partitions",
+            "2",
+            "--pairs",
+            "3",
+            "--variants",
+            "disk,one_key",
+        ]
     )
-    assert len(result["ratios_r1"]) == 3  # one per pair, each of its own two phases
-    assert result["ratio_r1_q1"] <= result["ratio_r1_median"] <= result["ratio_r1_q3"]
-    _assert_positive(
-        result,
-        ["ratio_r1_median", "cpu_ratio_r1_median"]
-        + [
-            f"{phase}_{figure}"
-            for phase in ("unpartitioned", "fenced")
-            for figure in (
-                "events_per_s",
-                "worker_cpu_us_per_event",
-                "server_cpu_us_per_event",
-            )
-        ],
-    )
+    assert result["variants"] == ["disk", "one_key"]
+    for prefix, plain, fenced in (
+        ("", "unpartitioned", "fenced"),
+        ("one_key_", "few_keys_unpartitioned", "few_keys_fenced"),
+    ):
+        assert len(result[f"{prefix}ratios_r1"]) == 3  # one per pair, of its own two phases
+        assert (
+            result[f"{prefix}ratio_r1_q1"]
+            <= result[f"{prefix}ratio_r1_median"]
+            <= result[f"{prefix}ratio_r1_q3"]
+        )
+        _assert_positive(
+            result,
+            [
+                f"{prefix}ratio_r1_median",
+                f"{prefix}ratio_r1_steady_median",
+                f"{prefix}cpu_ratio_r1_median",
+            ]
+            + [
+                f"{phase}_{figure}"
+                for phase in (plain, fenced)
+                for figure in (
+                    "events_per_s",
+                    "worker_cpu_us_per_event",
+                    "server_cpu_us_per_event",
+                )
+            ],
+        )
+    assert "memory_ratio_r1_median" not in result  # only the variants asked for
+
+
+def test_fence_pairs_refuses_an_unknown_variant_in_one_line() -> None:
+    code, out, err = run_script(["bench/fence_pairs.py", "--variants", "disk,ssd"])
+    assert code == 2
+    assert out == ""
+    assert "unknown variant 'ssd'; choose from disk, memory, one_key" in err
 
 
 def test_fence_append_reports_each_way_of_sending_the_append() -> None:
