@@ -12,6 +12,7 @@ import pytest
 from actors import Added, Counter, assert_exactly_once
 
 from actorsource import ActorsourceError, JournalCorruptError, StreamMismatchError
+from actorsource._model.actor import definition_of, unacked_capacity
 from actorsource.testing import ActorKit
 
 
@@ -44,6 +45,39 @@ async def test_a_full_disk_stops_commits_without_acking_and_processing_resumes_w
         await counter.settled(timeout=30)
         await assert_exactly_once(counter, events)
     assert any(r.getMessage() == "journal commit failed; retrying" for r in caplog.records)
+
+
+async def test_while_commits_fail_the_server_holds_back_only_what_the_pipeline_has_no_room_for(
+    actor_kit: ActorKit,
+) -> None:
+    # The consumer's max_ack_pending is the pipeline's own bound (the mailbox's buffer and
+    # pulls, the batch in hand, two commit jobs), not the server's default 1,000: a stalled
+    # commit fills the pipeline past 1,024, and never past its capacity.
+    events = [Added(f"k{i % 4}", i) for i in range(1, 3_001)]
+    capacity = unacked_capacity(definition_of(Counter).max_batch)
+    async with actor_kit.start(Counter) as counter:
+        await _publish(actor_kit, events[:5])
+        await counter.settled()
+        journal = counter.journal
+        [(pages,)] = await journal._execute("PRAGMA page_count")
+        await journal._execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+        for start in range(5, len(events), 100):
+            chunk = events[start : start + 100]
+            async with anyio.create_task_group() as tg:
+                for e in chunk:
+                    tg.start_soon(actor_kit.publish, f"count.{e.key}", e)
+        seen, still = -1, 0
+        with anyio.fail_after(10):
+            while still < 5:  # the same count five looks in a row: the pipeline is full
+                info = await actor_kit.js.consumer_info("COUNTER", "counter")
+                still = still + 1 if info.num_ack_pending == seen else 0
+                seen = info.num_ack_pending
+                await anyio.sleep(0.05)
+        assert counter.stats.commit_failures > 0
+        assert 1_024 < seen <= capacity
+        await journal._execute("PRAGMA max_page_count = 1073741823")  # space returns
+        await counter.settled(timeout=30)
+        await assert_exactly_once(counter, events)
 
 
 def _corrupt_a_middle_page(path: Path) -> None:

@@ -34,6 +34,7 @@ import structlog
 from .._errors import JournalCorruptError, JournalError, JournalOrderError
 from .._journal.journal import DeadLetter, DuplicateMessageIdError, JournalBatch, SQLiteJournal
 from .._mailbox.mailbox import Delivery, JetStreamMailbox
+from .._model.actor import MERGE_LIMIT
 from .commit_guard import CommitGuard, needs_admission
 from .snapshot_writer import SnapshotWriter
 from .status import ActorStats, CrashSwitch
@@ -91,7 +92,7 @@ class Committer:
         on_conflict: Callable[[], None],
         attempts: int = 8,
         gate: anyio.Event | None = None,
-        merge_limit: int = 1_024,
+        merge_limit: int = MERGE_LIMIT,
         snapshots: SnapshotWriter | None = None,
         guard: CommitGuard | None = None,
     ) -> None:
