@@ -162,7 +162,8 @@ def actor(
     large state's snapshots may take) form the :class:`SnapshotPolicy`; or pass one whole
     as ``snapshots=SnapshotPolicy(...)`` (not both).
     ``ack_wait`` is how long JetStream waits for an ack before redelivering; ``max_batch``
-    bounds one fetch and one journal transaction. ``errors`` is the :class:`ErrorPolicy`
+    bounds one fetch and one journal transaction (the consumer lets the runner hold
+    unacknowledged what its pipeline has room for, :func:`unacked_capacity`). ``errors`` is the :class:`ErrorPolicy`
     for bad input and failing handlers (retries, timeouts, dead letters).
     ``partitions=P`` splits the actor into P partitions by one subject token (the first
     ``*`` of its one subject filter, or ``partition_token=N``): its stream is its own,
