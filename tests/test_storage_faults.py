@@ -12,13 +12,26 @@ import pytest
 from actors import Added, Counter, assert_exactly_once
 
 from actorsource import ActorsourceError, JournalCorruptError, StreamMismatchError
+from actorsource._journal.journal import SQLiteJournal
 from actorsource._model.actor import definition_of, unacked_capacity
-from actorsource.testing import ActorKit
+from actorsource.testing import ActorKit, ActorProbe
 
 
 async def _publish(kit: ActorKit, events: list[Added]) -> None:
     for e in events:
         await kit.publish(f"count.{e.key}", e)
+
+
+async def _fill_the_disk(
+    kit: ActorKit, counter: ActorProbe[Counter], first: list[Added]
+) -> SQLiteJournal:
+    """Commit ``first``, then leave the journal no room for more (the disk is full)."""
+    await _publish(kit, first)
+    await counter.settled()
+    journal = counter.journal
+    [(pages,)] = await journal._execute("PRAGMA page_count")
+    await journal._execute(f"PRAGMA max_page_count = {pages}")
+    return journal
 
 
 async def test_a_full_disk_stops_commits_without_acking_and_processing_resumes_when_space_returns(
@@ -27,11 +40,7 @@ async def test_a_full_disk_stops_commits_without_acking_and_processing_resumes_w
     caplog.set_level(logging.INFO, logger="actorsource")
     events = [Added(f"k{i % 4}", i) for i in range(1, 301)]
     async with actor_kit.start(Counter) as counter:
-        await _publish(actor_kit, events[:5])
-        await counter.settled()
-        journal = counter.journal
-        [(pages,)] = await journal._execute("PRAGMA page_count")
-        await journal._execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+        journal = await _fill_the_disk(actor_kit, counter, events[:5])
         await _publish(actor_kit, events[5:])
         with anyio.fail_after(15):
             while counter.stats.commit_failures == 0:
@@ -56,11 +65,7 @@ async def test_while_commits_fail_the_server_holds_back_only_what_the_pipeline_h
     events = [Added(f"k{i % 4}", i) for i in range(1, 3_001)]
     capacity = unacked_capacity(definition_of(Counter).max_batch)
     async with actor_kit.start(Counter) as counter:
-        await _publish(actor_kit, events[:5])
-        await counter.settled()
-        journal = counter.journal
-        [(pages,)] = await journal._execute("PRAGMA page_count")
-        await journal._execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+        journal = await _fill_the_disk(actor_kit, counter, events[:5])
         for start in range(5, len(events), 100):
             chunk = events[start : start + 100]
             async with anyio.create_task_group() as tg:
