@@ -163,8 +163,9 @@ def actor(
     as ``snapshots=SnapshotPolicy(...)`` (not both).
     ``ack_wait`` is how long JetStream waits for an ack before redelivering; ``max_batch``
     bounds one fetch and one journal transaction (the consumer lets the runner hold
-    unacknowledged what its pipeline has room for, :func:`unacked_capacity`). ``errors`` is the :class:`ErrorPolicy`
-    for bad input and failing handlers (retries, timeouts, dead letters).
+    unacknowledged what its pipeline has room for, :func:`unacked_capacity`). ``errors`` is
+    the :class:`ErrorPolicy` for bad input and failing handlers (retries, timeouts, dead
+    letters).
     ``partitions=P`` splits the actor into P partitions by one subject token (the first
     ``*`` of its one subject filter, or ``partition_token=N``): its stream is its own,
     created with a subject transform that stores the partition in the subject; P is fixed

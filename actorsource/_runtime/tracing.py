@@ -9,12 +9,13 @@ child of the publisher's span, started when its batch is triaged, ``applied`` wh
 handlers ran, ended once its batch is committed and acknowledged (or with an error status
 when the actor dies first), with the actor, the subject, the stream sequence, the journal
 position and the outcome (``applied``, ``duplicate``, ``dead-letter``, ``ignored``) as
-attributes. A span whose batch was handled but never committed (the actor died while an
-earlier batch committed) ends as ``abandoned``: nothing of it stays, and the message is
-delivered again, to a span of its own; what its handlers publish carries the span's context
-(:data:`~actorsource._model.effects.OUTBOUND_TRACE`). One whose context is not sampled gets
-no span and costs a header lookup: its context is passed on as it came to what its handlers
-publish (looked at only for handlers that take a context). Without an SDK (the global
+attributes; what its handlers publish carries the span's context
+(:data:`~actorsource._model.effects.OUTBOUND_TRACE`). A span whose batch was handled but
+never committed (the actor died while an earlier batch committed) ends as ``abandoned``:
+nothing of it stays, and the message is delivered again, to a span of its own. One whose
+context is not sampled gets no span and costs a header lookup: its context is passed on
+as it came to what its handlers publish (looked at only for handlers that take a
+context). Without an SDK (the global
 provider not set, or a no-op one) nothing would record a span, so none is started: every
 context is passed on as it came. An actor that runs without
 tracing leaves every delivery alone: the data path checks one ``is None`` per delivery.
