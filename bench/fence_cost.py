@@ -357,13 +357,20 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
     return result
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
+def options(doc: str, *, events: int, rounds: int | None = 3) -> argparse.ArgumentParser:
+    """The options of the fence's benches: ``--events``, ``--partitions``, ``--rounds``
+    (unless ``rounds`` is None) and ``--json``; described by ``doc``'s first line."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--events", type=int, default=events)
     parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    if rounds is not None:
+        parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return options(__doc__, events=200_000).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

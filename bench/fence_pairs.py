@@ -131,9 +131,7 @@ def _summary(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=150_000)
-    parser.add_argument("--partitions", type=int, default=8)
+    parser = fence_cost.options(__doc__, events=150_000, rounds=None)
     parser.add_argument("--pairs", type=int, default=14)
     parser.add_argument(
         "--variants",
@@ -142,7 +140,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated, run in turn within each pair: disk (the default: the figure "
         "wanted), memory (the input stream in memory), one_key (one key per partition)",
     )
-    parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
     return parser.parse_args(argv)
 
 

@@ -184,12 +184,7 @@ async def bench(args: argparse.Namespace, root: Path, say: Say) -> dict[str, Any
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help="print only the JSON line on stdout")
-    return parser.parse_args(argv)
+    return fence_cost.options(__doc__, events=200_000).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,13 +73,12 @@ class Traced:
     def end(self, error: BaseException | None = None, *, committed: bool = True) -> None:
         """Committed and acknowledged; or, with ``error``, never to be by this process:
         its batch committed (its outcome stays) or not (``abandoned``: it comes again)."""
+        if self.span is not None and error is not None and not committed:
+            self.note(ABANDONED)
         span, self.span = self.span, None  # ended once
         if span is None:
             return
         if error is not None:
-            if not committed:
-                self.outcome = ABANDONED
-                span.set_attribute("actorsource.outcome", ABANDONED)
             span.set_status(Status(StatusCode.ERROR, f"not acknowledged: {error!r}"))
         span.end()
 
